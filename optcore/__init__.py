@@ -1,0 +1,76 @@
+"""optcore: gradient processing and optimisation for JAX, built as a plugin ecosystem.
+
+The public names of the core are re-exported here from their family packages.
+Names provided by plugins (``optcore.l2_loss``, ``optcore.losses``, ...) are
+found through the registry on first access; a name whose plugin is missing
+raises an error with the command that installs it.
+"""
+
+from optcore import base, numerics, tree_utils, updates as _updates
+from optcore._version import __version__
+from optcore.base import *  # noqa: F401,F403
+from optcore.hookspecs import hookimpl
+from optcore.numerics import (
+    global_norm,
+    safe_increment,
+    safe_int32_increment,
+    safe_norm,
+    safe_root_mean_squares,
+)
+from optcore.optimizers import *  # noqa: F401,F403
+from optcore.plugins import (
+    NameCollisionError,
+    PluginNotInstalledError,
+    UnknownNameError,
+    available,
+    from_config,
+    get,
+    register,
+)
+from optcore.schedules import *  # noqa: F401,F403
+from optcore.transforms import *  # noqa: F401,F403
+from optcore.updates import apply_updates, incremental_update, periodic_update
+from optcore.wrappers import *  # noqa: F401,F403
+from optcore import optimizers, plugins, schedules, transforms, wrappers
+
+_FAMILIES = (base, optimizers, schedules, transforms, wrappers)
+
+__all__ = sorted(
+    {name for family in _FAMILIES for name in family.__all__}
+    | {
+        "__version__",
+        "apply_updates",
+        "available",
+        "from_config",
+        "get",
+        "global_norm",
+        "hookimpl",
+        "incremental_update",
+        "NameCollisionError",
+        "periodic_update",
+        "PluginNotInstalledError",
+        "register",
+        "safe_increment",
+        "safe_int32_increment",
+        "safe_norm",
+        "safe_root_mean_squares",
+        "UnknownNameError",
+    }
+)
+
+
+def __getattr__(name: str):
+    """Falls through to the registry for names that plugins provide."""
+    if name.startswith("__"):
+        raise AttributeError(f"module 'optcore' has no attribute {name!r}")
+    from optcore.plugins._manager import HOST
+
+    HOST.ensure_loaded()
+    try:
+        return HOST.registry.resolve(name).obj
+    except UnknownNameError as err:
+        raise AttributeError(str(err)) from None
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,188 @@
+"""Name lookup and plugins: ``optcore.get``, ``optcore.available``, ``optcore.register``.
+
+The top layer of the core. Every name in the registry, the core's included,
+comes from a plugin's ``optcore_register`` hook (see :mod:`optcore.hookspecs`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from typing import Any, Callable, Mapping, Optional, Union
+
+from optcore.hookspecs import hookimpl
+from optcore.plugins._catalog import FIRST_PARTY
+from optcore.plugins._errors import NameCollisionError, PluginNotInstalledError, UnknownNameError
+from optcore.plugins._manager import DISABLE_AUTOLOAD_ENV, ENTRY_POINT_GROUP, HOST, PluginStatus, PluginWarning
+from optcore.plugins._registry import KINDS, Registered
+
+
+def _loaded_registry():
+    HOST.ensure_loaded()
+    return HOST.registry
+
+
+def get(name: str, /, **hyperparams: Any) -> Any:
+    """Looks up a registered name; with keyword arguments, calls it with them.
+
+    ``optcore.get("adamw")`` is the ``adamw`` factory and
+    ``optcore.get("adamw", learning_rate=1e-3)`` is the optimizer it builds.
+
+    Raises:
+      UnknownNameError: no plugin registers ``name`` (the message suggests the
+        nearest registered names).
+      PluginNotInstalledError: a first-party plugin provides ``name`` but is
+        not installed (the message gives the install command).
+      NameCollisionError: several plugins register ``name``.
+      TypeError: a keyword argument that the factory does not take.
+    """
+    entry = _loaded_registry().resolve(name)
+    if not hyperparams:
+        return entry.obj
+    _check_arguments(name, entry.obj, hyperparams)
+    return entry.obj(**hyperparams)
+
+
+def _check_arguments(name: str, factory: Callable, kwargs: Mapping[str, Any]) -> None:
+    """Raises a TypeError that names the bad keyword before calling ``factory``."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return  # builtins without a signature: let the call report
+    try:
+        signature.bind(**kwargs)
+    except TypeError as err:
+        accepted = ", ".join(p for p in signature.parameters if p not in ("args", "kwargs"))
+        raise TypeError(f"optcore.get({name!r}, ...): {err}. {name!r} accepts: {accepted}.") from None
+
+
+def available(kind: Optional[str] = None) -> list[Registered]:
+    """Every registered name (of ``kind``), with the distribution and version providing it.
+
+    Returns:
+      A list of ``Registered(name, kind, distribution, version, plugin)``
+      sorted by kind and name.
+    """
+    return _loaded_registry().rows(kind)
+
+
+def register(
+    name: Union[str, Callable, None] = None,
+    obj: Any = None,
+    *,
+    kind: str = "optimizer",
+    override: bool = False,
+) -> Any:
+    """Registers ``obj`` under ``name`` in this process; usable as a decorator.
+
+    ``optcore.register("my_sgd", my_sgd, kind="optimizer")``, or::
+
+        @optcore.register(kind="optimizer")
+        def my_sgd(learning_rate): ...
+
+    The name defaults to the object's ``__name__``. Registration works even
+    with ``OPTCORE_DISABLE_PLUGIN_AUTOLOAD=1``.
+    """
+    if callable(name) and obj is None:  # bare @optcore.register
+        func = name
+        HOST.register_runtime(func.__name__, func, kind, override)
+        return func
+    if obj is not None:
+        HOST.register_runtime(name if name is not None else obj.__name__, obj, kind, override)
+        return obj
+
+    def decorator(func):
+        HOST.register_runtime(name if name is not None else func.__name__, func, kind, override)
+        return func
+
+    return decorator
+
+
+def add_plugin(plugin: Any, name: Optional[str] = None) -> None:
+    """Loads an in-process plugin (a module or object with ``@optcore.hookimpl`` hooks)."""
+    HOST.ensure_loaded()
+    plugin_name = name or getattr(plugin, "__name__", None) or repr(plugin)
+    HOST.add_plugin(plugin, name=plugin_name)
+
+
+def list_plugins() -> list[PluginStatus]:
+    """Every plugin found, with its distribution, version and status."""
+    HOST.ensure_loaded()
+    return list(HOST.statuses.values())
+
+
+def provided_names(plugin: str) -> dict[str, list[str]]:
+    """The names a loaded plugin registered, grouped by kind."""
+    return _loaded_registry().names_of(plugin)
+
+
+def from_config(config: Union[Mapping[str, Any], str, os.PathLike]) -> Any:
+    """Builds an object from a plain dict, or from a JSON file holding one.
+
+    ``{"name": "adamw", "learning_rate": 1e-3}`` is ``optcore.get("adamw",
+    learning_rate=1e-3)``. A value that is itself a dict with a ``"name"``
+    (a schedule for the learning rate, say) is built first, and so is each
+    such dict in a list (``{"name": "chain", "args": [...]}`` passes the list
+    as positional arguments).
+    """
+    if isinstance(config, (str, os.PathLike)):
+        with open(config, encoding="utf-8") as f:
+            try:
+                config = json.load(f)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{os.fspath(config)!r} is not valid JSON: {err}") from None
+    return _build(config, where="config")
+
+
+def _build(config: Any, where: str) -> Any:
+    if not isinstance(config, Mapping):
+        raise TypeError(f"{where} must be a dict with a 'name' key, got {type(config).__name__}.")
+    if "name" not in config:
+        raise ValueError(f"{where} has no 'name' key (keys: {', '.join(map(str, config)) or 'none'}).")
+    name = config["name"]
+    if not isinstance(name, str):
+        raise TypeError(f"{where}['name'] must be a string, got {type(name).__name__}.")
+    args = config.get("args", ())
+    if not isinstance(args, (list, tuple)):
+        raise TypeError(f"{where}['args'] must be a list, got {type(args).__name__}.")
+    args = [_build_value(a, f"{where}['args'][{i}]") for i, a in enumerate(args)]
+    kwargs = {k: _build_value(v, f"{where}[{k!r}]") for k, v in config.items() if k not in ("name", "args")}
+    factory = get(name)
+    try:
+        inspect.signature(factory).bind(*args, **kwargs)
+    except TypeError as err:
+        raise TypeError(f"{where} for {name!r}: {err}") from None
+    except ValueError:
+        pass
+    return factory(*args, **kwargs)
+
+
+def _build_value(value: Any, where: str) -> Any:
+    if isinstance(value, Mapping) and "name" in value:
+        return _build(value, where)
+    if isinstance(value, list):
+        return [_build_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+__all__ = [
+    "DISABLE_AUTOLOAD_ENV",
+    "ENTRY_POINT_GROUP",
+    "FIRST_PARTY",
+    "KINDS",
+    "NameCollisionError",
+    "PluginNotInstalledError",
+    "PluginStatus",
+    "PluginWarning",
+    "Registered",
+    "UnknownNameError",
+    "add_plugin",
+    "available",
+    "from_config",
+    "get",
+    "hookimpl",
+    "list_plugins",
+    "provided_names",
+    "register",
+]

@@ -1,0 +1,79 @@
+"""What the first-party plugins provide, known to the core without importing them.
+
+The core uses this table only to turn a lookup of a name whose plugin is not
+installed into an error that says which distribution provides it and how to
+install it. The ``all`` test environment checks that every installed
+first-party plugin registers exactly the names listed here.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class FirstParty(NamedTuple):
+    distribution: str  # the name to pip install
+    extra: str  # the extra of the core distribution that pulls it in
+    source_path: str  # its folder in a source checkout
+    namespaces: tuple[str, ...]  # modules reachable as optcore.<namespace>
+    names: tuple[str, ...]  # registered names
+
+
+FIRST_PARTY: tuple[FirstParty, ...] = (
+    FirstParty(
+        distribution="optcore-losses",
+        extra="losses",
+        source_path="plugins/optcore-losses",
+        namespaces=("losses",),
+        names=(
+            # BEGIN optcore-losses names
+            "cosine_distance",
+            "huber_loss",
+            "l2_loss",
+            "softmax_cross_entropy",
+            # END optcore-losses names
+        ),
+    ),
+    FirstParty(
+        distribution="optcore-stochastic",
+        extra="stochastic",
+        source_path="plugins/optcore-stochastic",
+        namespaces=("stochastic",),
+        names=(
+            # BEGIN optcore-stochastic names
+            "multi_normal",
+            "pathwise_jacobians",
+            "score_function_jacobians",
+            # END optcore-stochastic names
+        ),
+    ),
+    FirstParty(
+        distribution="optcore-second-order",
+        extra="second-order",
+        source_path="plugins/optcore-second-order",
+        namespaces=("second_order",),
+        names=(
+            # BEGIN optcore-second-order names
+            "fisher_diag",
+            "hessian_diag",
+            "hvp",
+            # END optcore-second-order names
+        ),
+    ),
+)
+
+
+def install_command(plugin: FirstParty) -> str:
+    """The command that installs ``plugin``, as published and from a checkout."""
+    return (
+        f'pip install "optcore[{plugin.extra}]"  '
+        f"(from a source checkout: pip install ./{plugin.source_path})"
+    )
+
+
+def provider_of(name: str):
+    """The first-party plugin that provides ``name`` (a name or a namespace), or None."""
+    for plugin in FIRST_PARTY:
+        if name in plugin.names or name in plugin.namespaces:
+            return plugin
+    return None

@@ -1,0 +1,45 @@
+"""Composition of gradient transformations: ``chain``."""
+
+from __future__ import annotations
+
+from optcore import base
+
+
+def chain(*args: base.GradientTransformation) -> base.GradientTransformationExtraArgs:
+    """Applies transformations in sequence: ``u -> t_n(...t_2(t_1(u)))``.
+
+    The state is the tuple of the members' states. Extra keyword arguments
+    given to ``update`` are forwarded to every member; members that do not take
+    them ignore them.
+
+    Args:
+      *args: the transformations, applied first to last.
+
+    Returns:
+      A :class:`GradientTransformationExtraArgs`.
+    """
+    for i, tx in enumerate(args):
+        if not isinstance(tx, base.GradientTransformation):
+            raise TypeError(
+                f"chain() argument {i} is {type(tx).__name__}, not a GradientTransformation; "
+                "did you forget to call an optimizer factory (e.g. `adam(1e-3)` rather than `adam`)?"
+            )
+    transforms = tuple(base.with_extra_args_support(tx) for tx in args)
+
+    def init_fn(params):
+        return tuple(tx.init(params) for tx in transforms)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if not isinstance(state, tuple) or len(state) != len(transforms):
+            got = len(state) if isinstance(state, tuple) else type(state).__name__
+            raise ValueError(
+                f"chain of {len(transforms)} transformations received a state of {got} entries; "
+                "was the state built by this chain's init?"
+            )
+        new_state = []
+        for tx, s in zip(transforms, state):
+            updates, s = tx.update(updates, s, params, **extra_args)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return base.GradientTransformationExtraArgs(init_fn, update_fn)
