@@ -6,7 +6,7 @@ found through the registry on first access; a name whose plugin is missing
 raises an error with the command that installs it.
 """
 
-from optcore import base, numerics, tree_utils, updates as _updates
+from optcore import base, numerics, tree_utils, validate
 from optcore._version import __version__
 from optcore.base import *  # noqa: F401,F403
 from optcore.hookspecs import hookimpl

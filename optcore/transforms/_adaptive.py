@@ -7,7 +7,7 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from optcore import _validate, base, numerics, tree_utils
+from optcore import validate, base, numerics, tree_utils
 
 
 class ScaleByAdamState(NamedTuple):
@@ -72,10 +72,10 @@ def scale_by_adam(
         ``nu_dtype=jnp.bfloat16`` halves the memory of ``nu`` without changing
         how it is computed. Not in Optax (its issue 1552).
     """
-    _validate.check_decay("b1", b1)
-    _validate.check_decay("b2", b2)
-    _validate.check_non_negative("eps", eps)
-    _validate.check_non_negative("eps_root", eps_root)
+    validate.check_decay("b1", b1)
+    validate.check_decay("b2", b2)
+    validate.check_non_negative("eps", eps)
+    validate.check_non_negative("eps_root", eps_root)
     mu_dtype = _dtype_or_none(mu_dtype)
     nu_dtype = _dtype_or_none(nu_dtype)
 
@@ -136,8 +136,8 @@ def scale_by_rms(
       eps_in_sqrt: put :math:`\epsilon` inside the root.
       bias_correction: correct the zero initialisation of :math:`v`.
     """
-    _validate.check_decay("decay", decay)
-    _validate.check_non_negative("eps", eps)
+    validate.check_decay("decay", decay)
+    validate.check_non_negative("eps", eps)
 
     def init_fn(params):
         nu = jax.tree.map(lambda p: jnp.full_like(p, initial_scale), params)

@@ -7,7 +7,7 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 import jax
 import jax.numpy as jnp
 
-from optcore import _validate, base, tree_utils
+from optcore import validate, base, tree_utils
 from optcore.transforms._masking import masked
 
 AddDecayedWeightsState = base.EmptyState
@@ -33,7 +33,7 @@ def add_decayed_weights(
       mask: a tree of booleans (or a function of the params returning one)
         selecting the params to decay; ``None`` decays all.
     """
-    _validate.check_non_negative("weight_decay", weight_decay)
+    validate.check_non_negative("weight_decay", weight_decay)
 
     def update_fn(updates, state, params=None):
         if params is None:
@@ -68,7 +68,7 @@ def trace(
       nesterov: use Nesterov momentum.
       accumulator_dtype: dtype of the buffer (default: that of the params).
     """
-    _validate.check_decay("decay", decay)
+    validate.check_decay("decay", decay)
     accumulator_dtype = None if accumulator_dtype is None else jnp.dtype(accumulator_dtype)
 
     def init_fn(params):

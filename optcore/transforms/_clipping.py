@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from optcore import _validate, base, tree_utils
+from optcore import validate, base, tree_utils
 
 ClipByGlobalNormState = base.EmptyState
 
@@ -22,7 +22,7 @@ def clip_by_global_norm(max_norm: float) -> base.GradientTransformation:
     Args:
       max_norm: the largest global norm :math:`c` let through.
     """
-    _validate.check_non_negative("max_norm", max_norm)
+    validate.check_non_negative("max_norm", max_norm)
 
     def update_fn(updates, state, params=None):
         del params

@@ -7,7 +7,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from optcore import _validate, base, numerics
+from optcore import validate, base, numerics
 
 ScaleState = base.EmptyState
 
@@ -70,7 +70,7 @@ def scale_by_learning_rate(
     sign = -1 if flip_sign else 1
     if callable(learning_rate):
         return scale_by_schedule(lambda count: sign * learning_rate(count))
-    _validate.check_non_negative("learning_rate", learning_rate)
+    validate.check_non_negative("learning_rate", learning_rate)
     return scale(sign * learning_rate)
 
 
