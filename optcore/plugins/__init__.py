@@ -6,6 +6,7 @@ comes from a plugin's ``optcore_register`` hook (see :mod:`optcore.hookspecs`).
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 import os
@@ -40,21 +41,30 @@ def get(name: str, /, **hyperparams: Any) -> Any:
     entry = _loaded_registry().resolve(name)
     if not hyperparams:
         return entry.obj
-    _check_arguments(name, entry.obj, hyperparams)
+    _check_arguments(f"optcore.get({name!r}, ...)", entry.obj, (), hyperparams)
     return entry.obj(**hyperparams)
 
 
-def _check_arguments(name: str, factory: Callable, kwargs: Mapping[str, Any]) -> None:
-    """Raises a TypeError that names the bad keyword before calling ``factory``."""
+def _check_arguments(where: str, factory: Callable, args: tuple, kwargs: Mapping[str, Any]) -> None:
+    """Raises a TypeError that names the bad keyword before ``factory`` is called."""
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):
-        return  # builtins without a signature: let the call report
+        return  # no signature to check against: the call itself will report
+    parameters = signature.parameters
+    takes_any_keyword = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    if not takes_any_keyword:
+        for key in kwargs:
+            if key not in parameters or parameters[key].kind is inspect.Parameter.POSITIONAL_ONLY:
+                close = difflib.get_close_matches(key, list(parameters), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise TypeError(
+                    f"{where}: unknown argument {key!r}{hint}; accepted: {', '.join(parameters)}."
+                )
     try:
-        signature.bind(**kwargs)
+        signature.bind(*args, **kwargs)
     except TypeError as err:
-        accepted = ", ".join(p for p in signature.parameters if p not in ("args", "kwargs"))
-        raise TypeError(f"optcore.get({name!r}, ...): {err}. {name!r} accepts: {accepted}.") from None
+        raise TypeError(f"{where}: {err}.") from None
 
 
 def available(kind: Optional[str] = None) -> list[Registered]:
@@ -149,12 +159,7 @@ def _build(config: Any, where: str) -> Any:
     args = [_build_value(a, f"{where}['args'][{i}]") for i, a in enumerate(args)]
     kwargs = {k: _build_value(v, f"{where}[{k!r}]") for k, v in config.items() if k not in ("name", "args")}
     factory = get(name)
-    try:
-        inspect.signature(factory).bind(*args, **kwargs)
-    except TypeError as err:
-        raise TypeError(f"{where} for {name!r}: {err}") from None
-    except ValueError:
-        pass
+    _check_arguments(f"{where} ({name!r})", factory, tuple(args), kwargs)
     return factory(*args, **kwargs)
 
 
