@@ -17,8 +17,35 @@ from optcore.transforms._adaptive import (
     scale_by_adam,
     scale_by_rms,
 )
-from optcore.transforms._adding import AddDecayedWeightsState, TraceState, add_decayed_weights, trace
-from optcore.transforms._clipping import ClipByGlobalNormState, clip_by_global_norm
+from optcore.transforms._adding import (
+    AddDecayedWeightsState,
+    AddNoiseState,
+    EmaState,
+    TraceState,
+    add_decayed_weights,
+    add_noise,
+    ema,
+    trace,
+)
+from optcore.transforms._clipping import (
+    AdaptiveGradClipState,
+    ClipByGlobalNormState,
+    ClipState,
+    adaptive_grad_clip,
+    clip,
+    clip_by_block_rms,
+    clip_by_global_norm,
+    per_example_global_norm_clip,
+    per_example_layer_norm_clip,
+    unitwise_clip,
+    unitwise_norm,
+)
+from optcore.transforms._constraining import (
+    NonNegativeParamsState,
+    ZeroNansState,
+    keep_params_nonnegative,
+    zero_nans,
+)
 from optcore.transforms._combining import chain
 from optcore.transforms._masking import MaskedNode, MaskedState, masked
 from optcore.transforms._scaling import (
@@ -31,8 +58,26 @@ from optcore.transforms._scaling import (
 )
 
 __all__ = [
+    "AdaptiveGradClipState",
     "AddDecayedWeightsState",
+    "AddNoiseState",
     "ClipByGlobalNormState",
+    "ClipState",
+    "EmaState",
+    "NonNegativeParamsState",
+    "ZeroNansState",
+    # gradient processing (clipping, adding, constraining)
+    "adaptive_grad_clip",
+    "add_noise",
+    "clip",
+    "clip_by_block_rms",
+    "ema",
+    "keep_params_nonnegative",
+    "per_example_global_norm_clip",
+    "per_example_layer_norm_clip",
+    "unitwise_clip",
+    "unitwise_norm",
+    "zero_nans",
     "EmptyState",
     "MaskedNode",
     "MaskedState",

@@ -1,13 +1,15 @@
-"""Adding to the updates: weight decay and momentum traces."""
+"""Adding to the updates: weight decay, noise, momentum traces and moving averages."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from optcore import validate, base, tree_utils
+from optcore import validate, base, numerics, tree_utils
 from optcore.transforms._masking import masked
 
 AddDecayedWeightsState = base.EmptyState
@@ -17,6 +19,20 @@ class TraceState(NamedTuple):
     """State of :func:`trace`: the momentum buffer, shaped like the params."""
 
     trace: base.Params
+
+
+class AddNoiseState(NamedTuple):
+    """State of :func:`add_noise`: the step count (int32) and the PRNG key."""
+
+    count: jax.Array
+    rng_key: base.PRNGKey
+
+
+class EmaState(NamedTuple):
+    """State of :func:`ema`: the step count (int32) and the moving average."""
+
+    count: jax.Array
+    ema: base.Params
 
 
 def add_decayed_weights(
@@ -82,5 +98,109 @@ def trace(
         else:
             updates = new_trace
         return updates, TraceState(trace=tree_utils.tree_cast(new_trace, accumulator_dtype))
+
+    return base.GradientTransformation(init_fn, update_fn)
+
+
+def _as_key(key: Any) -> base.PRNGKey:
+    """A typed PRNG key from a key, a legacy uint32 key or an integer seed."""
+    if isinstance(key, (int, np.integer)):
+        return jax.random.key(int(key))
+    key = jnp.asarray(key)
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    return jax.random.wrap_key_data(key)
+
+
+def add_noise(
+    eta: float,
+    gamma: float,
+    key: Optional[Union[int, base.PRNGKey]] = None,
+    *,
+    seed: Optional[int] = None,
+) -> base.GradientTransformation:
+    r"""Adds annealed Gaussian noise to the updates.
+
+    .. math::
+        u_t \leftarrow u_t + \sigma_t \, \xi_t, \qquad
+        \sigma_t^2 = \frac{\eta}{t^{\gamma}}, \qquad \xi_t \sim \mathcal{N}(0, I)
+
+    with :math:`t` counted from 1. Neelakantan et al., `Adding Gradient Noise
+    Improves Learning for Very Deep Networks <https://arxiv.org/abs/1511.06807>`_, 2015.
+
+    Args:
+      eta: :math:`\eta`, the initial variance.
+      gamma: :math:`\gamma`, the decay exponent of the variance.
+      key: a PRNG key (or an integer seed) for the noise. ``None`` warns and
+        uses seed 0.
+      seed: deprecated integer seed; use ``key``.
+    """
+    validate.check_non_negative("eta", eta)
+    if seed is not None:
+        warnings.warn('"seed" is deprecated, use "key".', DeprecationWarning, stacklevel=2)
+        if key is not None:
+            raise ValueError("Pass only one of `key` and the deprecated `seed` to add_noise.")
+        key = seed
+    if key is None:
+        warnings.warn("add_noise: no `key` given, using seed 0; pass a PRNG key.", stacklevel=2)
+        key = 0
+
+    def init_fn(params):
+        del params
+        return AddNoiseState(count=jnp.zeros([], jnp.int32), rng_key=_as_key(key))
+
+    def update_fn(updates, state, params=None):
+        del params
+        count_inc = numerics.safe_increment(state.count)
+        std = jnp.sqrt(eta / count_inc**gamma)
+        rng_key, sample_key = jax.random.split(state.rng_key)
+        leaves, treedef = jax.tree.flatten(updates)
+        leaf_keys = jax.random.split(sample_key, len(leaves))
+        noisy = [
+            g + (std * jax.random.normal(k, g.shape, g.dtype)).astype(g.dtype)
+            for g, k in zip(leaves, leaf_keys)
+        ]
+        return jax.tree.unflatten(treedef, noisy), AddNoiseState(count=count_inc, rng_key=rng_key)
+
+    return base.GradientTransformation(init_fn, update_fn)
+
+
+def ema(
+    decay: float,
+    debias: bool = True,
+    accumulator_dtype: Optional[Any] = None,
+) -> base.GradientTransformation:
+    r"""Exponential moving average of the updates, optionally debiased.
+
+    .. math::
+        m_t = \beta m_{t-1} + (1 - \beta) u_t, \qquad
+        u_t \leftarrow \frac{m_t}{1 - \beta^t} \ (\text{debias}) \text{ or } m_t
+
+    Kingma & Ba, `Adam: A Method for Stochastic Optimization
+    <https://arxiv.org/abs/1412.6980>`_, 2015 (the bias correction).
+
+    Args:
+      decay: :math:`\beta`, the decay rate of the average.
+      debias: divide by :math:`1 - \beta^t` to correct the zero initialisation.
+      accumulator_dtype: dtype of the stored average (default: that of the params).
+    """
+    validate.check_decay("decay", decay)
+    accumulator_dtype = None if accumulator_dtype is None else jnp.dtype(accumulator_dtype)
+
+    def init_fn(params):
+        return EmaState(
+            count=jnp.zeros([], jnp.int32),
+            ema=tree_utils.tree_zeros_like(params, dtype=accumulator_dtype),
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        new_ema = tree_utils.tree_update_moment(updates, state.ema, decay, order=1)
+        count_inc = numerics.safe_increment(state.count)
+        if debias:
+            updates = tree_utils.tree_bias_correction(new_ema, decay, count_inc)
+        else:
+            updates = new_ema
+        return updates, EmaState(count=count_inc, ema=tree_utils.tree_cast(new_ema, accumulator_dtype))
 
     return base.GradientTransformation(init_fn, update_fn)

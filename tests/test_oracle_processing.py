@@ -1,0 +1,116 @@
+"""Differential tests of gradient processing, line searches, L-BFGS, projections and linalg vs Optax."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+optax = pytest.importorskip("optax")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import optcore  # noqa: E402
+
+RTOL = 1e-5
+ATOL = 1e-6
+
+
+def _params():
+    rng = np.random.default_rng(0)
+    return {
+        "w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+        "b": jnp.asarray(rng.normal(size=(4,)), jnp.float32),
+        "k": jnp.asarray(rng.normal(size=(2, 2, 3, 2)), jnp.float32),
+    }
+
+
+def _grads(step):
+    rng = np.random.default_rng(100 + step)
+    out = {
+        "w": jnp.asarray(3 * rng.normal(size=(3, 4)), jnp.float32),
+        "b": jnp.asarray(3 * rng.normal(size=(4,)), jnp.float32),
+        "k": jnp.asarray(3 * rng.normal(size=(2, 2, 3, 2)), jnp.float32),
+    }
+    return out
+
+
+def _close(a, b, rtol=RTOL, atol=ATOL):
+    a, b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+TRANSFORMS = {
+    "clip": lambda m: m.clip(1.5),
+    "clip_by_block_rms": lambda m: m.clip_by_block_rms(1.0),
+    "clip_by_global_norm": lambda m: m.clip_by_global_norm(2.0),
+    "adaptive_grad_clip": lambda m: m.adaptive_grad_clip(0.1),
+    "adaptive_grad_clip_axis": lambda m: m.adaptive_grad_clip(0.5, eps=1e-2, axis=0),
+    "add_decayed_weights": lambda m: m.add_decayed_weights(0.1),
+    "add_noise": lambda m: m.add_noise(0.3, 0.55, key=jax.random.key(3)),
+    "trace": lambda m: m.trace(0.9),
+    "trace_nesterov": lambda m: m.trace(0.9, nesterov=True),
+    "ema": lambda m: m.ema(0.8),
+    "ema_nodebias": lambda m: m.ema(0.8, debias=False),
+    "keep_params_nonnegative": lambda m: m.keep_params_nonnegative(),
+    "zero_nans": lambda m: m.zero_nans(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+def test_transform_matches_optax_for_ten_steps(name):
+    ours, theirs = TRANSFORMS[name](optcore), TRANSFORMS[name](optax)
+    params = _params()
+    if name == "keep_params_nonnegative":
+        params = jax.tree.map(jnp.abs, params)
+    s_ours, s_theirs = ours.init(params), theirs.init(params)
+    assert type(s_ours).__name__ == type(s_theirs).__name__
+    assert getattr(s_ours, "_fields", ()) == getattr(s_theirs, "_fields", ())
+    up_ours, up_theirs = jax.jit(ours.update), jax.jit(theirs.update)
+    p = params
+    for step in range(10):
+        g = _grads(step)
+        if name == "zero_nans" and step % 3 == 0:
+            g["w"] = g["w"].at[0, 1].set(jnp.nan)
+        u1, s_ours = up_ours(g, s_ours, p)
+        u2, s_theirs = up_theirs(g, s_theirs, p)
+        _close(u1, u2)
+        if name == "add_noise":
+            _close(jax.random.key_data(s_ours.rng_key), jax.random.key_data(s_theirs.rng_key))
+        else:
+            _close(s_ours, s_theirs)
+        p = optax.apply_updates(p, u2)
+
+
+def test_unitwise_helpers_match_optax():
+    rng = np.random.default_rng(1)
+    for shape in [(), (5,), (3, 4), (2, 3, 4), (2, 2, 3, 4)]:
+        x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+        _close(optcore.unitwise_norm(x), optax.transforms.unitwise_norm(x))
+        n = optcore.unitwise_norm(x)
+        _close(optcore.unitwise_clip(n, 0.5 * n + 0.1, x), optax.transforms.unitwise_clip(n, 0.5 * n + 0.1, x))
+
+
+@pytest.mark.parametrize("uniform", [True, False])
+def test_per_example_clips_match_optax(uniform):
+    rng = np.random.default_rng(2)
+    grads = [jnp.asarray(rng.normal(size=(5, 3)), jnp.float32), jnp.asarray(rng.normal(size=(5, 2, 2)), jnp.float32)]
+    _close(optcore.per_example_global_norm_clip(grads, 1.3), optax.per_example_global_norm_clip(grads, 1.3))
+    _close(
+        optcore.per_example_layer_norm_clip(grads, 1.3, uniform=uniform),
+        optax.per_example_layer_norm_clip(grads, 1.3, uniform=uniform),
+    )
+
+
+def test_add_noise_seed_is_deprecated_like_optax():
+    with pytest.warns(DeprecationWarning):
+        ours = optcore.add_noise(0.1, 0.5, seed=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = optax.add_noise(0.1, 0.5, seed=7)
+    g = _grads(0)
+    u1, _ = ours.update(g, ours.init(g))
+    u2, _ = theirs.update(g, theirs.init(g))
+    _close(u1, u2)
