@@ -1,0 +1,72 @@
+"""QHAdam: quasi-hyperbolic Adam, written against optcore's public API only."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+import optcore
+
+
+class ScaleByQHAdamState(NamedTuple):
+    count: jax.Array
+    mu: optcore.Updates
+    nu: optcore.Updates
+
+
+def scale_by_qhadam(
+    b1: float = 0.999, b2: float = 0.999, nu1: float = 0.7, nu2: float = 1.0, eps: float = 1e-8
+) -> optcore.GradientTransformation:
+    r"""Rescales updates with QHAdam's quasi-hyperbolic moments.
+
+    .. math::
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t,\quad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \\
+        u_t = \frac{(1-\nu_1) g_t + \nu_1 \hat m_t}{\sqrt{(1-\nu_2) g_t^2 + \nu_2 \hat v_t} + \epsilon}
+
+    with :math:`\hat m_t = m_t/(1-\beta_1^t)` and :math:`\hat v_t = v_t/(1-\beta_2^t)`. With
+    :math:`\nu_1 = \nu_2 = 1` this is Adam.
+
+    Ma & Yarats, `Quasi-hyperbolic momentum and Adam for deep learning
+    <https://arxiv.org/abs/1810.06801>`_, 2019.
+    """
+    for name, value in (("b1", b1), ("b2", b2), ("nu1", nu1), ("nu2", nu2)):
+        optcore.validate.check_decay(name, value)
+    optcore.validate.check_non_negative("eps", eps)
+
+    def init_fn(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return ScaleByQHAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
+
+    def update_fn(updates, state, params=None):
+        del params
+        count = optcore.safe_increment(state.count)
+        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
+        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, updates)
+        c1 = 1 - b1 ** count.astype(jnp.float32)
+        c2 = 1 - b2 ** count.astype(jnp.float32)
+
+        def direction(g, m, v):
+            numerator = (1 - nu1) * g + nu1 * m / c1
+            denominator = jnp.sqrt((1 - nu2) * g * g + nu2 * v / c2) + eps
+            return (numerator / denominator).astype(g.dtype)
+
+        return jax.tree.map(direction, updates, mu, nu), ScaleByQHAdamState(count, mu, nu)
+
+    return optcore.GradientTransformation(init_fn, update_fn)
+
+
+def qhadam(
+    learning_rate: optcore.ScalarOrSchedule,
+    b1: float = 0.999,
+    b2: float = 0.999,
+    nu1: float = 0.7,
+    nu2: float = 1.0,
+    eps: float = 1e-8,
+) -> optcore.GradientTransformationExtraArgs:
+    """QHAdam (see :func:`scale_by_qhadam`) followed by the learning rate."""
+    return optcore.chain(
+        scale_by_qhadam(b1=b1, b2=b2, nu1=nu1, nu2=nu2, eps=eps),
+        optcore.scale_by_learning_rate(learning_rate),
+    )
