@@ -1,0 +1,15 @@
+"""optcore-contrib: research optimizers for optcore (the counterpart of ``optax.contrib``)."""
+
+from optcore_contrib._moments import (
+    ScaleByAdemamixState,
+    ScaleByBeliefState,
+    ScaleBySimplifiedAdEMAMixState,
+    acprop,
+    ademamix,
+    adopt,
+    scale_by_acprop,
+    scale_by_ademamix,
+    scale_by_adopt,
+    scale_by_simplified_ademamix,
+    simplified_ademamix,
+)

@@ -1,0 +1,65 @@
+"""Small helpers shared by the contrib modules (private to the plugin)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+import optcore
+from optcore import base
+
+
+def dtype_or_none(dtype: Optional[Any]):
+    """``jnp.dtype(dtype)``, or None when no dtype is asked for."""
+    return None if dtype is None else jnp.dtype(dtype)
+
+
+def value_at(hyperparam: Any, count: jax.Array) -> Any:
+    """The value of a hyperparameter that may be a schedule of the step count."""
+    return hyperparam(count) if callable(hyperparam) else hyperparam
+
+
+def zero_count() -> jax.Array:
+    return jnp.zeros([], jnp.int32)
+
+
+def tree_vdot(a: Any, b: Any) -> jax.Array:
+    """The real inner product of two trees taken as one vector."""
+    parts = [jnp.sum(jnp.real(jnp.conj(x) * y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))]
+    return sum(parts) if parts else jnp.array(0.0)
+
+
+def tree_sum(tree: Any) -> jax.Array:
+    parts = [jnp.sum(x) for x in jax.tree.leaves(tree)]
+    return sum(parts) if parts else jnp.array(0.0)
+
+
+def require_params(params: Any, name: str) -> None:
+    if params is None:
+        raise ValueError(f"{name}: {base.NO_PARAMS_MSG}")
+
+
+def with_decay_and_lr(
+    scaler: base.GradientTransformation,
+    learning_rate: base.ScalarOrSchedule,
+    weight_decay: Any,
+    mask: Optional[Any] = None,
+) -> base.GradientTransformationExtraArgs:
+    """``chain(scaler, add_decayed_weights(weight_decay, mask), scale_by_learning_rate(lr))``.
+
+    The usual composition of a ``scale_by_*`` preconditioner into a full
+    optimizer with decoupled weight decay.
+    """
+    return optcore.chain(
+        scaler,
+        optcore.add_decayed_weights(weight_decay, mask),
+        optcore.scale_by_learning_rate(learning_rate),
+    )
+
+
+def check_callable_or(name: str, value: Any, check: Callable[[str, Any], None]) -> None:
+    """Runs ``check`` on ``value`` unless it is a schedule."""
+    if not callable(value):
+        check(name, value)
