@@ -54,8 +54,11 @@ FIRST_PARTY: tuple[FirstParty, ...] = (
         namespaces=("second_order",),
         names=(
             # BEGIN optcore-second-order names
+            "empirical_fisher_diag",
             "fisher_diag",
+            "gauss_newton_diag",
             "hessian_diag",
+            "hutchinson_hessian_diag",
             "hvp",
             # END optcore-second-order names
         ),
