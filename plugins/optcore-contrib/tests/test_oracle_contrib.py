@@ -36,6 +36,18 @@ CASES = {
     "adopt": (lambda m: m.adopt(0.05), NO_EXTRA),
     "adopt_nesterov": (lambda m: m.adopt(0.05, nesterov=True, use_clipping=False), NO_EXTRA),
     "scale_by_adopt": (lambda m: m.scale_by_adopt(), NO_EXTRA),
+    "cocob": (lambda m: m.cocob(), NO_EXTRA),
+    "cocob_wd": (lambda m: m.cocob(0.5, alpha=10.0, weight_decay=0.1), NO_EXTRA),
+    "scale_by_cocob": (lambda m: m.scale_by_cocob(), NO_EXTRA),
+    "dog": (lambda m: m.dog(), NO_EXTRA),
+    "dog_distance": (lambda m: m.dog(init_step=("distance", 0.1), weight_decay=0.01), NO_EXTRA),
+    "dog_lr": (lambda m: m.dog(init_step=("learning_rate", 0.01)), NO_EXTRA),
+    "dowg": (lambda m: m.dowg(), NO_EXTRA),
+    "dowg_init": (lambda m: m.dowg(0.5, init_estim_sq_dist=0.01, weight_decay=0.01), NO_EXTRA),
+    "dadapt_adamw": (lambda m: m.dadapt_adamw(), NO_EXTRA),
+    "dadapt_adamw_wd": (lambda m: m.dadapt_adamw(0.5, estim_lr0=1e-3, weight_decay=0.1), NO_EXTRA),
+    "prodigy": (lambda m: m.prodigy(), NO_EXTRA),
+    "prodigy_opts": (lambda m: m.prodigy(0.5, beta3=0.9, estim_lr_coef=2.0, weight_decay=0.1, safeguard_warmup=True), NO_EXTRA),
 }
 
 

@@ -13,3 +13,16 @@ from optcore_contrib._moments import (
     scale_by_simplified_ademamix,
     simplified_ademamix,
 )
+from optcore_contrib._parameter_free import (
+    COCOBState,
+    DAdaptAdamWState,
+    DoGState,
+    DoWGState,
+    ProdigyState,
+    cocob,
+    dadapt_adamw,
+    dog,
+    dowg,
+    prodigy,
+    scale_by_cocob,
+)

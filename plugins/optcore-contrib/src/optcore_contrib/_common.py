@@ -63,3 +63,13 @@ def check_callable_or(name: str, value: Any, check: Callable[[str, Any], None]) 
     """Runs ``check`` on ``value`` unless it is a schedule."""
     if not callable(value):
         check(name, value)
+
+
+def ignore_extra_args(update_fn):
+    """An ``update`` that accepts and drops ``**extra_args``."""
+
+    def update_with_extra_args(updates, state, params=None, **extra_args):
+        del extra_args
+        return update_fn(updates, state, params)
+
+    return update_with_extra_args
