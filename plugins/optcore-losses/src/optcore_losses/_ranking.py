@@ -1,0 +1,73 @@
+"""Listwise ranking losses."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from optcore_losses import _checks
+
+
+def ranking_softmax_loss(
+    logits,
+    labels,
+    *,
+    where: Optional[jax.Array] = None,
+    weights: Optional[jax.Array] = None,
+    reduce_fn: Optional[Callable[..., jax.Array]] = jnp.mean,
+) -> jax.Array:
+    r"""Listwise softmax cross-entropy for ranking.
+
+    Each list's labels (times ``weights``) are normalised to a distribution
+    :math:`\pi_i = y_i / \sum_j y_j` and compared with the softmax of the
+    scores over the valid items:
+
+    .. math::
+      \ell(s, y) = -\sum_i \pi_i \log \frac{e^{s_i}}{\sum_{j \in \text{valid}} e^{s_j}}
+
+    A list whose labels are all zero has loss 0.
+
+    References:
+      Z. Cao et al., `Learning to Rank: From Pairwise Approach to Listwise
+      Approach <https://doi.org/10.1145/1273496.1273513>`_, 2007;
+      S. Bruch et al., `An Analysis of the Softmax Cross Entropy Loss for
+      Learning-to-Rank with Binary Relevance
+      <https://doi.org/10.1145/3341981.3344221>`_, 2019.
+
+    Args:
+      logits: floating scores ``[..., list_size]``.
+      labels: relevance labels (any numeric dtype), broadcastable with ``logits``.
+      where: optional boolean mask of the valid items; lists with no valid
+        item are left out of the reduction.
+      weights: optional per-item weights multiplying the labels.
+      reduce_fn: reduces the per-list losses (called with ``where=`` the
+        valid lists when ``where`` is given); None returns them unreduced.
+
+    Returns:
+      The reduced loss, or the per-list losses ``[...]`` if ``reduce_fn`` is None.
+    """
+    logits = _checks.as_float(logits, "logits")
+    labels = jnp.asarray(labels)
+    _checks.check_broadcastable("logits", logits, "labels", labels)
+    logits, labels = jnp.broadcast_arrays(logits, labels)
+    x = _checks.upcast(logits)
+    y = labels.astype(x.dtype)
+    if where is not None:
+        where = jnp.broadcast_to(jnp.asarray(where, dtype=bool), x.shape)
+        y = jnp.where(where, y, 0.0)
+    if weights is not None:
+        y = y * jnp.asarray(weights, dtype=x.dtype)
+    label_sum = jnp.sum(y, axis=-1, keepdims=True)
+    has_labels = label_sum > 0
+    target_probs = y / jnp.where(has_labels, label_sum, 1.0)
+    log_probs = jax.nn.log_softmax(x, axis=-1, where=where)
+    # Masked items have log-probability -inf or nan; their target mass is 0.
+    terms = jnp.where(target_probs == 0, 0.0, target_probs * jnp.where(target_probs == 0, 0.0, log_probs))
+    loss = -jnp.sum(terms, axis=-1).astype(logits.dtype)
+    if reduce_fn is None:
+        return loss
+    if where is not None:
+        return reduce_fn(loss, where=jnp.any(where, axis=-1))
+    return reduce_fn(loss)
