@@ -6,7 +6,7 @@ found through the registry on first access; a name whose plugin is missing
 raises an error with the command that installs it.
 """
 
-from optcore import base, numerics, tree_utils, validate
+from optcore import base, numerics, tree, tree_utils, validate
 from optcore._version import __version__
 from optcore.base import *  # noqa: F401,F403
 from optcore.hookspecs import hookimpl
@@ -29,6 +29,12 @@ from optcore.plugins import (
 )
 from optcore.schedules import *  # noqa: F401,F403
 from optcore.transforms import *  # noqa: F401,F403
+from optcore.tree_utils import (
+    tree_bias_correction as bias_correction,
+    tree_update_infinity_moment as update_infinity_moment,
+    tree_update_moment as update_moment,
+    tree_update_moment_per_elem_norm as update_moment_per_elem_norm,
+)
 from optcore.updates import apply_updates, incremental_update, periodic_update
 from optcore.wrappers import *  # noqa: F401,F403
 from optcore import optimizers, plugins, schedules, transforms, wrappers
@@ -41,6 +47,7 @@ __all__ = sorted(
         "__version__",
         "apply_updates",
         "available",
+        "bias_correction",
         "from_config",
         "get",
         "global_norm",
@@ -55,6 +62,9 @@ __all__ = sorted(
         "safe_norm",
         "safe_root_mean_squares",
         "UnknownNameError",
+        "update_infinity_moment",
+        "update_moment",
+        "update_moment_per_elem_norm",
     }
 )
 

@@ -1,24 +1,90 @@
-"""Tree utilities: arithmetic and moments over pytrees of arrays.
+"""Tree utilities: arithmetic, casting, random trees and named access to states.
 
-Layer 1: depends on :mod:`optcore.base` and :mod:`optcore.numerics`.
+Layer 1: depends on :mod:`optcore.base` and :mod:`optcore.numerics`. The same
+functions are available under short names in :mod:`optcore.tree`
+(``optcore.tree.add is optcore.tree_utils.tree_add``).
 """
 
-from optcore.tree_utils._tree_math import (
-    tree_bias_correction,
+from optcore.tree_utils._casting import (
+    tree_batch_shape,
     tree_cast,
-    tree_norm,
+    tree_cast_like,
+    tree_dtype,
+    tree_full_like,
     tree_ones_like,
+    tree_zeros_like,
+)
+from optcore.tree_utils._random import (
+    tree_random_like,
+    tree_split_key_like,
+    tree_unwrap_random_key_data,
+)
+from optcore.tree_utils._state_utils import (
+    NamedTupleKey,
+    tree_get,
+    tree_get_all_with_path,
+    tree_map_params,
+    tree_set,
+)
+from optcore.tree_utils._tree_math import (
+    tree_add,
+    tree_add_scale,
+    tree_allclose,
+    tree_bias_correction,
+    tree_clip,
+    tree_conj,
+    tree_div,
+    tree_max,
+    tree_min,
+    tree_mul,
+    tree_norm,
+    tree_real,
+    tree_scale,
+    tree_size,
+    tree_sub,
+    tree_sum,
+    tree_update_infinity_moment,
     tree_update_moment,
     tree_update_moment_per_elem_norm,
-    tree_zeros_like,
+    tree_vdot,
+    tree_where,
 )
 
 __all__ = [
+    "NamedTupleKey",
+    "tree_add",
+    "tree_add_scale",
+    "tree_allclose",
+    "tree_batch_shape",
     "tree_bias_correction",
     "tree_cast",
+    "tree_cast_like",
+    "tree_clip",
+    "tree_conj",
+    "tree_div",
+    "tree_dtype",
+    "tree_full_like",
+    "tree_get",
+    "tree_get_all_with_path",
+    "tree_map_params",
+    "tree_max",
+    "tree_min",
+    "tree_mul",
     "tree_norm",
     "tree_ones_like",
+    "tree_random_like",
+    "tree_real",
+    "tree_scale",
+    "tree_set",
+    "tree_size",
+    "tree_split_key_like",
+    "tree_sub",
+    "tree_sum",
+    "tree_unwrap_random_key_data",
+    "tree_update_infinity_moment",
     "tree_update_moment",
     "tree_update_moment_per_elem_norm",
+    "tree_vdot",
+    "tree_where",
     "tree_zeros_like",
 ]

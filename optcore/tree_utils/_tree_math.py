@@ -1,7 +1,14 @@
-"""Arithmetic, norms and moment updates over pytrees."""
+"""Arithmetic, reductions, norms and moment updates over pytrees.
+
+Every function maps leaf by leaf with :func:`jax.tree.map`, so ``None``
+leaves (empty subtrees) pass through, and reductions over an empty tree
+return the neutral element of the reduction.
+"""
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Any, Optional
 
 import jax
@@ -10,49 +17,254 @@ import jax.numpy as jnp
 from optcore import numerics
 
 
-def tree_zeros_like(tree: Any, dtype: Optional[Any] = None) -> Any:
-    """A tree of zeros shaped like ``tree`` (leaf dtypes kept unless ``dtype``)."""
-    return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=dtype), tree)
+def _is_none(x: Any) -> bool:
+    return x is None
 
 
-def tree_ones_like(tree: Any, dtype: Optional[Any] = None) -> Any:
-    """A tree of ones shaped like ``tree`` (leaf dtypes kept unless ``dtype``)."""
-    return jax.tree.map(lambda x: jnp.ones_like(x, dtype=dtype), tree)
+# ---------------------------------------------------------------------------
+# Elementwise arithmetic.
+# ---------------------------------------------------------------------------
 
 
-def tree_cast(tree: Any, dtype: Optional[Any]) -> Any:
-    """Casts every leaf to ``dtype``; ``dtype=None`` returns the tree unchanged."""
-    if dtype is None:
-        return tree
-    return jax.tree.map(lambda x: jnp.asarray(x).astype(dtype), tree)
+def tree_add(tree_x: Any, tree_y: Any, *other_trees: Any) -> Any:
+    r"""Leafwise sum of two or more trees: :math:`z_i = x_i + y_i + \dots`.
+
+    Args:
+      tree_x: a pytree of arrays.
+      tree_y: a pytree with the same structure.
+      *other_trees: more pytrees with the same structure, added as well.
+    """
+    return jax.tree.map(lambda *leaves: functools.reduce(operator.add, leaves), tree_x, tree_y, *other_trees)
 
 
-def tree_norm(tree: Any, ord: Any = None, squared: bool = False) -> jax.Array:  # pylint: disable=redefined-builtin
-    """The norm of all leaves taken as one vector.
+def tree_sub(tree_x: Any, tree_y: Any) -> Any:
+    r"""Leafwise difference: :math:`z_i = x_i - y_i`.
+
+    Args:
+      tree_x: a pytree of arrays.
+      tree_y: a pytree with the same structure.
+    """
+    return jax.tree.map(operator.sub, tree_x, tree_y)
+
+
+def tree_mul(tree_x: Any, tree_y: Any) -> Any:
+    r"""Leafwise product: :math:`z_i = x_i y_i`.
+
+    Args:
+      tree_x: a pytree of arrays.
+      tree_y: a pytree with the same structure.
+    """
+    return jax.tree.map(operator.mul, tree_x, tree_y)
+
+
+def tree_div(tree_x: Any, tree_y: Any) -> Any:
+    r"""Leafwise true division: :math:`z_i = x_i / y_i`.
+
+    Args:
+      tree_x: a pytree of arrays (numerators).
+      tree_y: a pytree with the same structure (denominators).
+    """
+    return jax.tree.map(operator.truediv, tree_x, tree_y)
+
+
+def tree_scale(scalar: Any, tree: Any) -> Any:
+    r"""Multiplies every leaf by a scalar: :math:`z_i = \alpha x_i`.
+
+    Args:
+      scalar: the factor :math:`\alpha` (a Python number keeps each leaf's dtype).
+      tree: a pytree of arrays.
+    """
+    return jax.tree.map(lambda x: scalar * x, tree)
+
+
+def tree_add_scale(tree_x: Any, scalar: Any, tree_y: Any) -> Any:
+    r"""Adds a scaled tree: :math:`z_i = x_i + \alpha y_i` (an axpy).
+
+    Args:
+      tree_x: a pytree of arrays.
+      scalar: the factor :math:`\alpha`.
+      tree_y: a pytree with the same structure as ``tree_x``.
+    """
+    return jax.tree.map(lambda x, y: x + scalar * y, tree_x, tree_y)
+
+
+def tree_conj(tree: Any) -> Any:
+    r"""Complex conjugate of every leaf: :math:`z_i = \bar x_i`.
+
+    Args:
+      tree: a pytree of arrays (real leaves are returned unchanged).
+    """
+    return jax.tree.map(jnp.conj, tree)
+
+
+def tree_real(tree: Any) -> Any:
+    r"""Real part of every leaf: :math:`z_i = \operatorname{Re} x_i`.
 
     Args:
       tree: a pytree of arrays.
+    """
+    return jax.tree.map(jnp.real, tree)
+
+
+def tree_clip(tree: Any, min_value: Optional[Any] = None, max_value: Optional[Any] = None) -> Any:
+    r"""Clips every leaf elementwise: :math:`z_i = \min(\max(x_i, a), b)`.
+
+    Args:
+      tree: a pytree of arrays.
+      min_value: the lower bound :math:`a` (``None``: no lower bound).
+      max_value: the upper bound :math:`b` (``None``: no upper bound).
+    """
+    return jax.tree.map(lambda x: jnp.clip(x, min_value, max_value), tree)
+
+
+def tree_where(condition: Any, tree_x: Any, tree_y: Any) -> Any:
+    r"""Selects leafwise: :math:`z_i = x_i` where ``condition`` holds, else :math:`y_i`.
+
+    Args:
+      condition: a boolean scalar or array broadcastable against every leaf.
+      tree_x: values taken where ``condition`` is true.
+      tree_y: values taken elsewhere (same structure as ``tree_x``).
+    """
+    return jax.tree.map(lambda x, y: jnp.where(condition, x, y), tree_x, tree_y)
+
+
+# ---------------------------------------------------------------------------
+# Reductions.
+# ---------------------------------------------------------------------------
+
+
+def tree_vdot(tree_x: Any, tree_y: Any) -> Any:
+    r"""Inner product of two trees taken as vectors: :math:`\sum_i \langle x_i, y_i\rangle`.
+
+    Complex leaves of ``tree_x`` are conjugated (as :func:`jax.numpy.vdot` does).
+    The products use the highest matmul precision so that TPUs and GPUs with
+    reduced-precision defaults give the float32 result.
+
+    Args:
+      tree_x: a pytree of arrays.
+      tree_y: a pytree with the same structure.
+    """
+    vdots = jax.tree.map(lambda x, y: jnp.vdot(x, y, precision=jax.lax.Precision.HIGHEST), tree_x, tree_y)
+    return functools.reduce(operator.add, jax.tree.leaves(vdots), 0)
+
+
+def tree_sum(tree: Any, associative_reduction: bool = False) -> Any:
+    r"""Sum of all entries of all leaves: :math:`\sum_i \sum_j x_{ij}`.
+
+    Args:
+      tree: a pytree of arrays.
+      associative_reduction: add the per-leaf sums pairwise (a balanced tree
+        of additions, which rounds less for many leaves) instead of left to
+        right.
+    """
+    sums = [jnp.sum(x) for x in jax.tree.leaves(tree)]
+    if not sums:
+        return 0
+    if not associative_reduction:
+        return functools.reduce(operator.add, sums)
+    while len(sums) > 1:
+        paired = [a + b for a, b in zip(sums[0::2], sums[1::2])]
+        if len(sums) % 2:
+            paired.append(sums[-1])
+        sums = paired
+    return sums[0]
+
+
+def tree_max(tree: Any) -> Any:
+    r"""Largest entry of all leaves: :math:`\max_{i,j} x_{ij}` (``-inf`` for an empty tree).
+
+    Args:
+      tree: a pytree of arrays.
+    """
+    return functools.reduce(jnp.maximum, [jnp.max(x) for x in jax.tree.leaves(tree)], -jnp.inf)
+
+
+def tree_min(tree: Any) -> Any:
+    r"""Smallest entry of all leaves: :math:`\min_{i,j} x_{ij}` (``inf`` for an empty tree).
+
+    Args:
+      tree: a pytree of arrays.
+    """
+    return functools.reduce(jnp.minimum, [jnp.min(x) for x in jax.tree.leaves(tree)], jnp.inf)
+
+
+def tree_size(tree: Any) -> int:
+    r"""Total number of entries of all leaves: :math:`\sum_i |x_i|`.
+
+    Args:
+      tree: a pytree of arrays or scalars.
+    """
+    return sum(int(jnp.size(x)) for x in jax.tree.leaves(tree))
+
+
+def tree_norm(tree: Any, ord: Any = None, squared: bool = False) -> jax.Array:  # pylint: disable=redefined-builtin
+    r"""The norm of all leaves taken together as one vector.
+
+    .. math::
+        \|x\|_2 = \Big(\sum_{i,j} |x_{ij}|^2\Big)^{1/2}, \quad
+        \|x\|_1 = \sum_{i,j} |x_{ij}|, \quad
+        \|x\|_\infty = \max_{i,j} |x_{ij}|
+
+    Args:
+      tree: a pytree of arrays (complex leaves use their modulus).
       ord: ``None`` or ``2`` (l2), ``1`` (l1), ``"inf"``/``jnp.inf`` (max abs).
-      squared: return the squared norm (only for the l2 norm).
+      squared: return the square of the norm.
     """
     leaves = jax.tree.leaves(tree)
     if ord in (None, 2, "fro"):
         squared_norm = sum(jnp.sum(numerics.abs_sq(x)) for x in leaves) if leaves else jnp.array(0.0)
+        # The square is summed directly (no sqrt then square) for accuracy.
         return squared_norm if squared else jnp.sqrt(squared_norm)
-    if squared:
-        raise ValueError("squared=True is only defined for the l2 norm (ord=None or 2).")
     if ord == 1:
-        return sum(jnp.sum(jnp.abs(x)) for x in leaves) if leaves else jnp.array(0.0)
-    if ord in ("inf", jnp.inf, float("inf")):
-        return jnp.max(jnp.stack([jnp.max(jnp.abs(x), initial=0) for x in leaves])) if leaves else jnp.array(0.0)
-    raise ValueError(f"Unsupported norm order {ord!r}: use None, 2, 1 or 'inf'.")
+        norm = sum(jnp.sum(jnp.abs(x)) for x in leaves) if leaves else jnp.array(0.0)
+    elif ord in ("inf", jnp.inf, float("inf")):
+        norm = jnp.max(jnp.stack([jnp.max(jnp.abs(x), initial=0) for x in leaves])) if leaves else jnp.array(0.0)
+    else:
+        raise ValueError(f"Unsupported norm order {ord!r}: use None, 2, 1 or 'inf'.")
+    return norm**2 if squared else norm
+
+
+def tree_allclose(
+    a: Any,
+    b: Any,
+    rtol: float = 1e-05,
+    atol: float = 1e-08,
+    equal_nan: bool = False,
+) -> jax.Array:
+    r"""Whether every pair of leaves is close: :math:`|a - b| \le \mathrm{atol} + \mathrm{rtol}\,|b|`.
+
+    Args:
+      a: a pytree of arrays.
+      b: a pytree with the same structure.
+      rtol: relative tolerance.
+      atol: absolute tolerance.
+      equal_nan: count NaNs in the same place as equal.
+
+    Returns:
+      A boolean scalar array (true for two empty trees).
+    """
+    close = jax.tree.map(lambda x, y: jnp.allclose(x, y, rtol=rtol, atol=atol, equal_nan=equal_nan), a, b)
+    return functools.reduce(jnp.logical_and, jax.tree.leaves(close), jnp.array(True))
+
+
+# ---------------------------------------------------------------------------
+# Moving averages used by the adaptive optimizers.
+# ---------------------------------------------------------------------------
 
 
 def tree_update_moment(updates: Any, moments: Any, decay: Any, order: int) -> Any:
-    """Exponential moving average of the ``order``-th power of the updates.
+    r"""Exponential moving average of the ``order``-th power of the updates.
 
-    ``m <- (1 - decay) * g**order + decay * m`` (``|g|**2`` for complex ``g``
-    and order 2). ``None`` updates keep ``None``.
+    .. math::
+        m \leftarrow (1 - \beta)\, g^{k} + \beta\, m
+
+    with :math:`|g|^2` for complex :math:`g` and :math:`k = 2`.
+
+    Args:
+      updates: the new values :math:`g` (``None`` leaves stay ``None``).
+      moments: the running averages :math:`m`.
+      decay: :math:`\beta`.
+      order: :math:`k`.
     """
 
     def update(g, t):
@@ -64,13 +276,25 @@ def tree_update_moment(updates: Any, moments: Any, decay: Any, order: int) -> An
             power = g**order
         return (1 - decay) * power + decay * t
 
-    return jax.tree.map(update, updates, moments, is_leaf=lambda x: x is None)
+    return jax.tree.map(update, updates, moments, is_leaf=_is_none)
 
 
 def tree_update_moment_per_elem_norm(updates: Any, moments: Any, decay: Any, order: int) -> Any:
-    """Moving average of ``|g|**order`` taken elementwise (``|g|`` for complex ``g``)."""
+    r"""Moving average of the elementwise ``order``-th power of the modulus.
+
+    .. math::
+        m \leftarrow (1 - \beta)\, |g|^{k} + \beta\, m
+
+    Args:
+      updates: the new values :math:`g` (``None`` leaves stay ``None``).
+      moments: the running averages :math:`m`.
+      decay: :math:`\beta`.
+      order: :math:`k`.
+    """
 
     def order_th_norm(g):
+        # Even powers of real numbers need no abs (and keep the exact same
+        # arithmetic as g**2); odd powers and complex values use the modulus.
         if jnp.isrealobj(g) and order % 2 == 0:
             return g**order
         half_order = order / 2
@@ -83,11 +307,40 @@ def tree_update_moment_per_elem_norm(updates: Any, moments: Any, decay: Any, ord
             return None
         return (1 - decay) * order_th_norm(g) + decay * t
 
-    return jax.tree.map(update, updates, moments, is_leaf=lambda x: x is None)
+    return jax.tree.map(update, updates, moments, is_leaf=_is_none)
+
+
+def tree_update_infinity_moment(updates: Any, moments: Any, decay: Any, eps: Any) -> Any:
+    r"""Exponentially weighted infinity norm (AdaMax's second moment).
+
+    .. math::
+        u \leftarrow \max(|g| + \epsilon,\ \beta\, u)
+
+    Args:
+      updates: the new values :math:`g` (``None`` leaves stay ``None``).
+      moments: the running maxima :math:`u`.
+      decay: :math:`\beta`.
+      eps: :math:`\epsilon`, keeps :math:`u` away from zero.
+    """
+    return jax.tree.map(
+        lambda g, t: None if g is None else jnp.maximum(jnp.abs(g) + eps, decay * t),
+        updates,
+        moments,
+        is_leaf=_is_none,
+    )
 
 
 def tree_bias_correction(moment: Any, decay: Any, count: jax.Array) -> Any:
-    """Corrects a zero-initialised moving average: ``m / (1 - decay**count)``."""
-    correction = 1 - decay ** count
+    r"""Corrects the zero initialisation of a moving average.
+
+    .. math::
+        \hat m = m / (1 - \beta^{t})
+
+    Args:
+      moment: the moving average :math:`m`.
+      decay: its decay :math:`\beta`.
+      count: the number of updates :math:`t` so far (at least 1).
+    """
+    correction = 1 - decay**count
     # Dividing in the moment's own dtype keeps bf16/f16 moments in their dtype.
     return jax.tree.map(lambda t: t / correction.astype(t.dtype), moment)

@@ -1,0 +1,214 @@
+"""Hyperparameters as part of the optimizer state: ``inject_hyperparams``.
+
+Wrapping an optimizer factory moves its numeric hyperparameters into the state
+as arrays. They are then traced inputs of a jitted ``update`` rather than
+constants compiled into it, so they can be read, logged, scheduled or changed
+between steps (``optcore.tree_utils.tree_set(state, learning_rate=...)``)
+without recompiling.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import numbers
+import warnings
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optcore import base, numerics
+from optcore.schedules._stateful import StatefulSchedule, WrappedSchedule
+
+
+class InjectHyperparamsState(NamedTuple):
+    """Deprecated state layout of ``inject_hyperparams`` (kept for compatibility; never produced)."""
+
+    count: jax.Array  # shape=(), dtype=int32
+    hyperparams: dict[str, jax.Array]
+    inner_state: base.OptState
+
+
+class InjectStatefulHyperparamsState(NamedTuple):
+    """State of :func:`inject_hyperparams`.
+
+    Attributes:
+      count: number of updates so far (int32).
+      hyperparams: the value of every numeric or scheduled hyperparameter used
+        by the last update (at init: the initial values); numeric entries may
+        be overwritten by the user between steps.
+      hyperparams_states: the state of each scheduled hyperparameter.
+      inner_state: the state of the wrapped transformation.
+    """
+
+    count: jax.Array  # shape=(), dtype=int32
+    hyperparams: dict[str, jax.Array]
+    hyperparams_states: dict[str, base.ScheduleState]
+    inner_state: base.OptState
+
+
+def _is_numeric(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float, jax.Array, np.ndarray)) or (
+        isinstance(value, numbers.Real) and not isinstance(value, np.generic)
+    )
+
+
+def _float_dtype(tree: Any) -> jnp.dtype:
+    """float32, or a wider float if the tree holds one (float64 params under x64).
+
+    bf16/f16 params still get float32 hyperparameters: the unwrapped
+    optimizers do their hyperparameter arithmetic in float32, so both paths
+    compute the same numbers.
+    """
+    dtypes = [
+        jnp.finfo(jnp.asarray(x).dtype).dtype
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+    ]
+    return functools.reduce(jnp.promote_types, dtypes, jnp.dtype(jnp.float32))
+
+
+def _as_hyperparam(value: Any, float_dtype: jnp.dtype) -> jax.Array:
+    value = jnp.asarray(value)
+    if jnp.issubdtype(value.dtype, jnp.floating):
+        return value.astype(float_dtype)
+    return value
+
+
+def inject_hyperparams(
+    inner_factory: Callable[..., base.GradientTransformation],
+    static_args: Union[str, Iterable[str]] = (),
+    hyperparam_dtype: Optional[jnp.dtype] = None,
+) -> Callable[..., base.GradientTransformationExtraArgs]:
+    r"""Wraps an optimizer factory so that its hyperparameters live in the state.
+
+    ``inject_hyperparams(optcore.adam)(learning_rate=1e-3)`` builds Adam whose
+    state is :class:`InjectStatefulHyperparamsState`; each update rebuilds the
+    inner transformation from the hyperparameters of the state:
+
+    .. math::
+        h_k \leftarrow
+        \begin{cases} f_k(s_k, \text{extra args}),\ s_k \leftarrow f_k.\mathrm{update}(s_k) & \text{scheduled} \\
+        \text{state.hyperparams}[k] & \text{numeric} \end{cases}, \qquad
+        (u, \text{inner}) \leftarrow \mathrm{factory}(h).\mathrm{update}(g, \text{inner})
+
+    Arguments of the factory are sorted into three kinds: names in
+    ``static_args``, booleans and anything non-numeric (masks, dtypes, None)
+    are passed unchanged; callables are schedules (a step -> value function
+    is wrapped in :class:`WrappedSchedule`, a :class:`StatefulSchedule` is used
+    as is) evaluated at every step; numbers and arrays are stored as arrays.
+
+    Unlike Optax, floats are stored as float32 by default (the dtype in which
+    optcore's optimizers do hyperparameter arithmetic), so the wrapped and
+    unwrapped optimizers give bit-identical results; the values are traced, so
+    changing one between steps never recompiles (as long as it keeps its
+    dtype: store ``jnp.float32`` arrays, not Python floats).
+
+    Args:
+      inner_factory: a function returning a gradient transformation, e.g.
+        ``optcore.adam``.
+      static_args: names of arguments to pass unchanged even if numeric or
+        callable (e.g. a mask function); a single name may be a string.
+      hyperparam_dtype: dtype of the float hyperparameters (default: float32,
+        or float64 when the params are float64).
+
+    Returns:
+      A factory with the signature of ``inner_factory`` that returns a
+      :class:`~optcore.base.GradientTransformationExtraArgs`.
+    """
+    static_args = {static_args} if isinstance(static_args, str) else set(static_args)
+    signature = inspect.signature(inner_factory)
+    unknown = static_args - set(signature.parameters)
+    if unknown:
+        raise ValueError(
+            f"static_args must name parameters of {getattr(inner_factory, '__name__', inner_factory)!r}; "
+            f"unknown: {sorted(unknown)}; its parameters are {sorted(signature.parameters)}."
+        )
+    if hyperparam_dtype is not None:
+        hyperparam_dtype = jnp.dtype(hyperparam_dtype)
+
+    @functools.wraps(inner_factory)
+    def wrapped_factory(*args, **kwargs) -> base.GradientTransformationExtraArgs:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        numeric, schedules = {}, {}
+        for name, value in bound.arguments.items():
+            kind = signature.parameters[name].kind
+            if name in static_args or kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                continue
+            if isinstance(value, StatefulSchedule):
+                schedules[name] = value
+            elif callable(value):
+                schedules[name] = WrappedSchedule(value)
+            elif _is_numeric(value):
+                numeric[name] = value
+
+        def build(hyperparams: dict[str, jax.Array]) -> base.GradientTransformationExtraArgs:
+            arguments = dict(bound.arguments)
+            arguments.update(hyperparams)
+            call = inspect.BoundArguments(signature, arguments)
+            return base.with_extra_args_support(inner_factory(*call.args, **call.kwargs))
+
+        def float_dtype(tree):
+            return hyperparam_dtype if hyperparam_dtype is not None else _float_dtype(tree)
+
+        def init_fn(params):
+            dtype = float_dtype(params)
+            schedule_states = {name: schedule.init() for name, schedule in schedules.items()}
+            hyperparams = {name: _as_hyperparam(value, dtype) for name, value in numeric.items()}
+            hyperparams.update(
+                {name: _as_hyperparam(schedule(schedule_states[name]), dtype) for name, schedule in schedules.items()}
+            )
+            return InjectStatefulHyperparamsState(
+                count=jnp.zeros([], jnp.int32),
+                hyperparams=hyperparams,
+                hyperparams_states=schedule_states,
+                inner_state=build(hyperparams).init(params),
+            )
+
+        def update_fn(updates, state, params=None, **extra_args):
+            dtype = float_dtype(updates)
+            # Numeric values are read back from the state, so a value the user
+            # set there is the one used; scheduled values are recomputed.
+            hyperparams = {name: _as_hyperparam(state.hyperparams[name], dtype) for name in numeric}
+            schedule_states = {}
+            for name, schedule in schedules.items():
+                schedule_state = state.hyperparams_states[name]
+                hyperparams[name] = _as_hyperparam(schedule(schedule_state, **extra_args), dtype)
+                schedule_states[name] = schedule.update(schedule_state, **extra_args)
+            updates, inner_state = build(hyperparams).update(updates, state.inner_state, params, **extra_args)
+            return updates, InjectStatefulHyperparamsState(
+                count=numerics.safe_increment(state.count),
+                hyperparams=hyperparams,
+                hyperparams_states=schedule_states,
+                inner_state=inner_state,
+            )
+
+        return base.GradientTransformationExtraArgs(init_fn, update_fn)
+
+    return wrapped_factory
+
+
+def inject_stateful_hyperparams(
+    inner_factory: Callable[..., base.GradientTransformation],
+    static_args: Union[str, Iterable[str]] = (),
+    hyperparam_dtype: Optional[jnp.dtype] = None,
+) -> Callable[..., base.GradientTransformationExtraArgs]:
+    """Deprecated: use :func:`inject_hyperparams`, which handles stateful schedules too.
+
+    Args:
+      inner_factory: see :func:`inject_hyperparams`.
+      static_args: see :func:`inject_hyperparams`.
+      hyperparam_dtype: see :func:`inject_hyperparams`.
+    """
+    warnings.warn(
+        "inject_stateful_hyperparams is deprecated; use inject_hyperparams, which accepts stateful "
+        "schedules as well.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return inject_hyperparams(inner_factory, static_args=static_args, hyperparam_dtype=hyperparam_dtype)

@@ -1,0 +1,255 @@
+"""Tree utilities checked against the same operation written in NumPy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optcore
+from optcore import tree_utils as tu
+
+RNG = np.random.default_rng(0)
+X = {"a": RNG.normal(size=(3,)).astype(np.float32), "b": [RNG.normal(size=(2, 2)).astype(np.float32)]}
+Y = {"a": RNG.normal(size=(3,)).astype(np.float32), "b": [RNG.normal(size=(2, 2)).astype(np.float32)]}
+Z = {"a": RNG.normal(size=(3,)).astype(np.float32), "b": [RNG.normal(size=(2, 2)).astype(np.float32)]}
+
+
+def _flat(tree):
+    return np.concatenate([np.ravel(np.asarray(x, dtype=np.float64)) for x in jax.tree.leaves(tree)])
+
+
+def _close(tree, expected_tree, rtol=1e-6):
+    for got, want in zip(jax.tree.leaves(tree), jax.tree.leaves(expected_tree)):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=rtol, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "fn, reference",
+    [
+        (lambda: tu.tree_add(X, Y), lambda x, y, z: x + y),
+        (lambda: tu.tree_add(X, Y, Z), lambda x, y, z: x + y + z),
+        (lambda: tu.tree_sub(X, Y), lambda x, y, z: x - y),
+        (lambda: tu.tree_mul(X, Y), lambda x, y, z: x * y),
+        (lambda: tu.tree_div(X, Y), lambda x, y, z: x / y),
+        (lambda: tu.tree_scale(0.5, X), lambda x, y, z: 0.5 * x),
+        (lambda: tu.tree_add_scale(X, -2.0, Y), lambda x, y, z: x - 2.0 * y),
+        (lambda: tu.tree_clip(X, -0.5, 0.3), lambda x, y, z: np.clip(x, -0.5, 0.3)),
+        (lambda: tu.tree_clip(X, max_value=0.0), lambda x, y, z: np.minimum(x, 0.0)),
+        (lambda: tu.tree_where(True, X, Y), lambda x, y, z: x),
+        (lambda: tu.tree_where(False, X, Y), lambda x, y, z: y),
+        (lambda: tu.tree_full_like(X, 3.5), lambda x, y, z: np.full_like(x, 3.5)),
+        (lambda: tu.tree_zeros_like(X), lambda x, y, z: np.zeros_like(x)),
+        (lambda: tu.tree_ones_like(X), lambda x, y, z: np.ones_like(x)),
+        (lambda: tu.tree_update_moment(X, Y, 0.9, 1), lambda x, y, z: 0.1 * x + 0.9 * y),
+        (lambda: tu.tree_update_moment(X, Y, 0.9, 2), lambda x, y, z: 0.1 * x**2 + 0.9 * y),
+        (lambda: tu.tree_update_moment_per_elem_norm(X, Y, 0.8, 2), lambda x, y, z: 0.2 * x**2 + 0.8 * y),
+        (lambda: tu.tree_update_moment_per_elem_norm(X, Y, 0.8, 3), lambda x, y, z: 0.2 * np.abs(x) ** 3 + 0.8 * y),
+        (
+            lambda: tu.tree_update_infinity_moment(X, Y, 0.9, 1e-3),
+            lambda x, y, z: np.maximum(np.abs(x) + 1e-3, 0.9 * y),
+        ),
+        (lambda: tu.tree_bias_correction(X, 0.9, jnp.array(3)), lambda x, y, z: x / (1 - 0.9**3)),
+        (lambda: tu.tree_batch_shape(X, (2,)), lambda x, y, z: np.broadcast_to(x, (2,) + x.shape)),
+    ],
+)
+def test_elementwise_against_numpy(fn, reference):
+    result = fn()
+    assert jax.tree.structure(result) == jax.tree.structure(X)
+    expected = jax.tree.map(lambda x, y, z: reference(np.float64(x), np.float64(y), np.float64(z)), X, Y, Z)
+    _close(result, expected, rtol=2e-6)
+
+
+def test_reductions_against_numpy():
+    x, y = _flat(X), _flat(Y)
+    np.testing.assert_allclose(tu.tree_vdot(X, Y), np.dot(x, y), rtol=1e-6)
+    np.testing.assert_allclose(tu.tree_sum(X), x.sum(), rtol=1e-6)
+    np.testing.assert_allclose(tu.tree_sum(X, associative_reduction=True), x.sum(), rtol=1e-6)
+    np.testing.assert_allclose(tu.tree_max(X), x.max())
+    np.testing.assert_allclose(tu.tree_min(X), x.min())
+    assert tu.tree_size(X) == x.size == 7
+    np.testing.assert_allclose(tu.tree_norm(X), np.linalg.norm(x), rtol=1e-6)
+    np.testing.assert_allclose(tu.tree_norm(X, squared=True), np.sum(x**2), rtol=1e-6)
+    np.testing.assert_allclose(tu.tree_norm(X, ord=1), np.abs(x).sum(), rtol=1e-6)
+    np.testing.assert_allclose(tu.tree_norm(X, ord="inf"), np.abs(x).max())
+    np.testing.assert_allclose(tu.tree_norm(X, ord=jnp.inf), np.abs(x).max())
+
+
+def test_reductions_of_empty_trees_are_neutral():
+    assert tu.tree_sum({}) == 0 and tu.tree_vdot({}, {}) == 0 and tu.tree_size({}) == 0
+    assert tu.tree_max({}) == -np.inf and tu.tree_min({}) == np.inf
+    assert float(tu.tree_norm({})) == 0.0
+    assert bool(tu.tree_allclose({}, {}))
+
+
+def test_associative_sum_of_many_leaves():
+    leaves = [np.float32(i) for i in range(11)]
+    assert float(tu.tree_sum(leaves, associative_reduction=True)) == 55.0
+
+
+def test_complex_leaves():
+    x = {"c": jnp.array([1 + 2j, 3 - 1j])}
+    y = {"c": jnp.array([2 - 1j, 1j])}
+    np.testing.assert_allclose(tu.tree_vdot(x, y), np.vdot(np.array([1 + 2j, 3 - 1j]), np.array([2 - 1j, 1j])))
+    np.testing.assert_allclose(tu.tree_norm(x), np.sqrt(1 + 4 + 9 + 1), rtol=1e-6)
+    np.testing.assert_allclose(tu.tree_conj(x)["c"], np.array([1 - 2j, 3 + 1j]))
+    np.testing.assert_allclose(tu.tree_real(x)["c"], np.array([1.0, 3.0]))
+    moment = tu.tree_update_moment(x, {"c": jnp.zeros(2)}, 0.5, 2)["c"]
+    np.testing.assert_allclose(moment, 0.5 * np.array([5.0, 10.0]))
+    assert moment.dtype == jnp.float32
+
+
+def test_allclose():
+    assert bool(tu.tree_allclose(X, X))
+    assert not bool(tu.tree_allclose(X, Y))
+    nan = {"a": jnp.array([jnp.nan])}
+    assert not bool(tu.tree_allclose(nan, nan))
+    assert bool(tu.tree_allclose(nan, nan, equal_nan=True))
+
+
+def test_none_leaves_pass_through():
+    assert tu.tree_add({"a": 1.0, "b": None}, {"a": 2.0, "b": None}) == {"a": 3.0, "b": None}
+    assert tu.tree_update_moment({"a": None}, {"a": None}, 0.9, 1) == {"a": None}
+
+
+def test_dtypes_are_preserved():
+    bf16 = {"w": jnp.ones(3, jnp.bfloat16)}
+    assert tu.tree_scale(0.5, bf16)["w"].dtype == jnp.bfloat16
+    assert tu.tree_bias_correction(bf16, 0.9, jnp.array(2))["w"].dtype == jnp.bfloat16
+    assert tu.tree_update_moment(bf16, bf16, 0.9, 1)["w"].dtype == jnp.bfloat16
+    assert tu.tree_cast(bf16, jnp.float32)["w"].dtype == jnp.float32
+    assert tu.tree_cast(bf16, None) is bf16
+    assert tu.tree_cast_like({"w": jnp.ones(3)}, bf16)["w"].dtype == jnp.bfloat16
+    assert tu.tree_zeros_like(bf16, jnp.float32)["w"].dtype == jnp.float32
+    assert tu.tree_full_like(bf16, 2, dtype=jnp.int32)["w"].dtype == jnp.int32
+
+
+def test_tree_dtype():
+    mixed = {"a": jnp.ones(1, jnp.bfloat16), "b": jnp.ones(1, jnp.float32), "i": jnp.ones(1, jnp.int32)}
+    assert tu.tree_dtype({"a": jnp.ones(2), "b": jnp.zeros(1)}) == jnp.float32
+    with pytest.raises(ValueError, match="different dtypes"):
+        tu.tree_dtype(mixed)
+    assert tu.tree_dtype(mixed, "promote") == jnp.float32
+    assert tu.tree_dtype(mixed, "highest") == jnp.float32
+    assert tu.tree_dtype(mixed, "lowest") == jnp.int32
+    with pytest.raises(ValueError, match="Cannot order"):
+        tu.tree_dtype({"a": jnp.ones(1, jnp.bfloat16), "b": jnp.ones(1, jnp.float16)}, "highest")
+    with pytest.raises(ValueError, match="mixed_dtype_handler"):
+        tu.tree_dtype(mixed, "largest")
+    assert tu.tree_dtype({}) == jnp.float32
+
+
+def test_random_trees():
+    key = jax.random.PRNGKey(3)
+    keys = tu.tree_split_key_like(key, X)
+    expected_keys = jax.random.split(key, 3)
+    for got, want in zip(jax.tree.leaves(keys), expected_keys):
+        np.testing.assert_array_equal(got, want)
+    sample = tu.tree_random_like(key, X)
+    for leaf, leaf_key, target in zip(jax.tree.leaves(sample), expected_keys, jax.tree.leaves(X)):
+        np.testing.assert_array_equal(leaf, jax.random.normal(leaf_key, target.shape, target.dtype))
+    uniform = tu.tree_random_like(key, X, sampler=jax.random.uniform, dtype=jnp.float16)
+    assert all(leaf.dtype == jnp.float16 and 0 <= float(leaf.min()) for leaf in jax.tree.leaves(uniform))
+    typed = {"k": jax.random.key(0), "x": 1.0}
+    unwrapped = tu.tree_unwrap_random_key_data(typed)
+    np.testing.assert_array_equal(unwrapped["k"], jax.random.key_data(jax.random.key(0)))
+    assert unwrapped["x"] == 1.0
+
+
+def test_short_names_are_the_same_objects():
+    for name in tu.__all__:
+        if name.startswith("tree_"):
+            assert getattr(optcore.tree, name[len("tree_") :]) is getattr(tu, name)
+    assert optcore.bias_correction is tu.tree_bias_correction
+    assert optcore.update_moment is tu.tree_update_moment
+    assert optcore.update_infinity_moment is tu.tree_update_infinity_moment
+    assert optcore.update_moment_per_elem_norm is tu.tree_update_moment_per_elem_norm
+
+
+def test_utilities_run_under_jit():
+    @jax.jit
+    def f(x, y):
+        return tu.tree_norm(tu.tree_add_scale(x, 2.0, y)), tu.tree_vdot(x, y), tu.tree_max(x)
+
+    norm, vdot, maximum = f(X, Y)
+    np.testing.assert_allclose(norm, np.linalg.norm(_flat(X) + 2 * _flat(Y)), rtol=1e-6)
+    np.testing.assert_allclose(vdot, np.dot(_flat(X), _flat(Y)), rtol=1e-6)
+    np.testing.assert_allclose(maximum, _flat(X).max())
+
+
+# --- named access to real optimizer states ---------------------------------
+
+PARAMS = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+
+
+def _adam_state(lr=0.1):
+    opt = optcore.inject_hyperparams(optcore.adam)(learning_rate=lr)
+    return opt, opt.init(PARAMS)
+
+
+def test_get_learning_rate_and_counts_from_a_real_state():
+    opt, state = _adam_state(0.1)
+    np.testing.assert_allclose(tu.tree_get(state, "learning_rate"), 0.1)
+    found = tu.tree_get_all_with_path(state, "count")
+    assert [path for path, _ in found] == [
+        (tu.NamedTupleKey("InjectStatefulHyperparamsState", "count"),),
+        (
+            tu.NamedTupleKey("InjectStatefulHyperparamsState", "inner_state"),
+            jax.tree_util.SequenceKey(0),
+            tu.NamedTupleKey("ScaleByAdamState", "count"),
+        ),
+    ]
+    with pytest.raises(KeyError, match="multiple"):
+        tu.tree_get(state, "count")
+    assert tu.tree_get(state, "missing", default=7) == 7
+    inner_count = tu.tree_get(state, "count", filtering=lambda path, value: len(path) > 1)
+    assert int(inner_count) == 0
+    adam_state = tu.tree_get(state, "ScaleByAdamState")
+    assert type(adam_state).__name__ == "ScaleByAdamState"
+    assert str(tu.NamedTupleKey("ScaleByAdamState", "mu")) == "ScaleByAdamState.mu"
+
+
+def test_get_count_from_a_plain_chain_after_steps():
+    opt = optcore.chain(optcore.clip_by_global_norm(1.0), optcore.scale_by_adam(), optcore.scale(-0.1))
+    state = opt.init(PARAMS)
+    for _ in range(3):
+        _, state = opt.update(jax.tree.map(jnp.ones_like, PARAMS), state)
+    assert int(tu.tree_get(state, "count")) == 3
+    # The 9 unit gradients have global norm 3, clipped to 1: each entry is 1/3.
+    np.testing.assert_allclose(tu.tree_get(state, "mu")["b"], (1 - 0.9**3) / 3, rtol=1e-6)
+
+
+def test_set_learning_rate_changes_the_next_update():
+    opt, state = _adam_state(0.1)
+    grads = jax.tree.map(jnp.ones_like, PARAMS)
+    state = tu.tree_set(state, learning_rate=jnp.asarray(0.01, jnp.float32))
+    np.testing.assert_allclose(tu.tree_get(state, "learning_rate"), 0.01)
+    updates, state = opt.update(grads, state)
+    # Adam's first step is -lr * sign(g) (up to eps).
+    np.testing.assert_allclose(updates["w"], -0.01 * np.ones((2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(state.hyperparams["learning_rate"], 0.01)
+
+
+def test_set_replaces_every_match_and_respects_filtering():
+    _, state = _adam_state()
+    both = tu.tree_set(state, count=jnp.asarray(5, jnp.int32))
+    assert int(both.count) == 5 and int(both.inner_state[0].count) == 5
+    outer = tu.tree_set(state, lambda path, value: len(path) == 1, count=jnp.asarray(5, jnp.int32))
+    assert int(outer.count) == 5 and int(outer.inner_state[0].count) == 0
+    assert tu.tree_set({"count": {"count": 1}}, count=5) == {"count": 5}
+    assert tu.tree_set({"x": [{"n": 1}], "y": {"n": 2}}, n=0) == {"x": [{"n": 0}], "y": {"n": 0}}
+    with pytest.raises(KeyError, match="no values"):
+        tu.tree_set(state, not_a_field=1)
+    assert type(both) is type(state)
+
+
+def test_map_params_touches_only_params_like_state():
+    opt, state = _adam_state()
+    mapped = tu.tree_map_params(opt, lambda x: x + 1.0, state)
+    adam = mapped.inner_state[0]
+    np.testing.assert_array_equal(adam.mu["w"], np.ones((2, 3)))
+    np.testing.assert_array_equal(adam.nu["b"], np.ones(3))
+    assert int(adam.count) == 0
+    np.testing.assert_allclose(mapped.hyperparams["learning_rate"], 0.1)
+    marked = tu.tree_map_params(opt, lambda x, p: x + p, state, PARAMS, transform_non_params=lambda v: -1)
+    np.testing.assert_array_equal(marked.inner_state[0].mu["w"], np.ones((2, 3)))
+    assert marked.count == -1 and marked.hyperparams["b1"] == -1
