@@ -26,3 +26,12 @@ from optcore_contrib._parameter_free import (
     prodigy,
     scale_by_cocob,
 )
+from optcore_contrib._dual_averaging import (
+    MadgradState,
+    MomoAdamState,
+    MomoState,
+    madgrad,
+    momo,
+    momo_adam,
+    scale_by_madgrad,
+)
