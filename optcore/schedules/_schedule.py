@@ -101,12 +101,12 @@ def piecewise_constant_schedule(
     r"""A value multiplied by a factor each time the step passes a boundary.
 
     .. math::
-        v_t = v_0 \prod_{b:\ t > b} s_b
+        v_t = v_0 \prod_{b:\ t \ge b} s_b
 
     Args:
       init_value: :math:`v_0`.
       boundaries_and_scales: ``{boundary b: scale s_b}``; the scale applies
-        from step ``b + 1`` on. Scales must be non-negative.
+        from step ``b`` on (as in Optax 0.2.8). Scales must be non-negative.
     """
     boundaries_and_scales = dict(boundaries_and_scales or {})
     for boundary, scale in boundaries_and_scales.items():
@@ -116,7 +116,7 @@ def piecewise_constant_schedule(
     def schedule(count):
         value = init_value
         for boundary, scale in ordered:
-            value = jnp.where(count > boundary, value * scale, value)
+            value = jnp.where(count >= boundary, value * scale, value)
         return value
 
     return schedule
@@ -223,7 +223,7 @@ def piecewise_interpolate_schedule(
 ) -> base.Schedule:
     r"""Interpolates between the values of a piecewise-constant schedule.
 
-    With boundaries :math:`b_1 < \dots < b_n` (and :math:`b_0 = -1`), the value
+    With boundaries :math:`b_1 < \dots < b_n` (and :math:`b_0 = 0`), the value
     at :math:`b_k` is :math:`v_k = v_0 \prod_{j \le k} s_j`; between two
     boundaries it moves from :math:`v_{k}` to :math:`v_{k+1}` linearly or
     along a half cosine, and after :math:`b_n` it stays at :math:`v_n`.
@@ -243,7 +243,8 @@ def piecewise_interpolate_schedule(
     for boundary, scale in ordered:
         validate.check_non_negative("boundaries_and_scales (a boundary)", boundary)
         validate.check_non_negative(f"boundaries_and_scales[{boundary!r}] (a scale)", scale)
-    bounds = jnp.asarray([-1] + [boundary for boundary, _ in ordered])
+    # A boundary at 0 makes a zero-length first segment; the value jumps there.
+    bounds = jnp.asarray([0] + [boundary for boundary, _ in ordered])
     values = jnp.asarray(np.cumprod([init_value] + [scale for _, scale in ordered]), dtype=jnp.float32)
     last = len(ordered)
 
@@ -252,7 +253,8 @@ def piecewise_interpolate_schedule(
         # segment k runs from bounds[k] to bounds[k+1]; k = last means "past the end".
         segment = jnp.clip(jnp.searchsorted(bounds, count, side="right") - 1, 0, last)
         inner = jnp.minimum(segment, last - 1)
-        fraction = (count - bounds[inner]) / (bounds[inner + 1] - bounds[inner])
+        length = bounds[inner + 1] - bounds[inner]
+        fraction = (count - bounds[inner]) / jnp.maximum(length, 1)
         value = interpolate(values[inner], values[inner + 1], fraction)
         return jnp.where(segment == last, values[last], value)
 
