@@ -16,7 +16,9 @@ from optcore.numerics import (
     safe_int32_increment,
     safe_norm,
     safe_root_mean_squares,
+    scale_gradient,
 )
+from optcore.linalg import matrix_inverse_pth_root, nnls, power_iteration
 from optcore.optimizers import *  # noqa: F401,F403
 from optcore.plugins import (
     NameCollisionError,
@@ -37,7 +39,8 @@ from optcore.tree_utils import (
 )
 from optcore.updates import apply_updates, incremental_update, periodic_update
 from optcore.wrappers import *  # noqa: F401,F403
-from optcore import optimizers, plugins, schedules, transforms, wrappers
+from optcore import microbatching, optimizers, plugins, projections, schedules, transforms, wrappers
+from optcore.microbatching import microbatch
 
 _FAMILIES = (base, optimizers, schedules, transforms, wrappers)
 
@@ -51,6 +54,10 @@ __all__ = sorted(
         "from_config",
         "get",
         "global_norm",
+        "matrix_inverse_pth_root",
+        "microbatch",
+        "nnls",
+        "power_iteration",
         "hookimpl",
         "incremental_update",
         "NameCollisionError",
@@ -61,6 +68,7 @@ __all__ = sorted(
         "safe_int32_increment",
         "safe_norm",
         "safe_root_mean_squares",
+        "scale_gradient",
         "UnknownNameError",
         "update_infinity_moment",
         "update_moment",

@@ -5,15 +5,23 @@ Layer 0: depends on JAX only.
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 
 
 def safe_increment(count: jax.Array) -> jax.Array:
-    """Returns ``count + 1``, saturating at the dtype's largest value.
+    r"""Returns ``count + 1``, saturating at the dtype's largest value.
+
+    .. math::
+        c \leftarrow \min(c + 1, c_{\max})
 
     Step counters are int32; a run longer than 2**31 steps keeps the last
     value instead of wrapping around to a negative count.
+
+    Args:
+      count: an integer or floating counter.
     """
     count = jnp.asarray(count)
     if jnp.issubdtype(count.dtype, jnp.integer):
@@ -24,12 +32,8 @@ def safe_increment(count: jax.Array) -> jax.Array:
     return jnp.where(count < max_value, count + one, max_value)
 
 
-def safe_int32_increment(count: jax.Array) -> jax.Array:
-    """``safe_increment`` for an int32 counter (checked)."""
-    count = jnp.asarray(count)
-    if count.dtype != jnp.int32:
-        raise ValueError(f"safe_int32_increment expects an int32 count, got {count.dtype}.")
-    return safe_increment(count)
+# Optax 0.2.8 accepts any counter dtype here; the name stays for compatibility.
+safe_int32_increment = safe_increment
 
 
 def abs_sq(x: jax.Array) -> jax.Array:
@@ -40,10 +44,20 @@ def abs_sq(x: jax.Array) -> jax.Array:
 
 
 def safe_norm(x, min_norm, ord=None, axis=None, keepdims=False):  # pylint: disable=redefined-builtin
-    """``max(||x||, min_norm)`` with a gradient that is finite at ``x = 0``.
+    r"""``max(||x||, min_norm)`` with a gradient that is finite at ``x = 0``.
+
+    .. math::
+        \operatorname{safe\_norm}(x) = \max(\|x\|, m)
 
     The norm is computed only where it exceeds ``min_norm``; elsewhere the
     input is replaced by ones so the derivative of ``sqrt`` is never taken at 0.
+
+    Args:
+      x: an array.
+      min_norm: :math:`m`, the smallest value returned.
+      ord: the norm order, as in :func:`jax.numpy.linalg.norm`.
+      axis: the axes of the norm, as in :func:`jax.numpy.linalg.norm`.
+      keepdims: keep the reduced axes with size one.
     """
     norm = jnp.linalg.norm(x, ord=ord, axis=axis, keepdims=True)
     x = jnp.where(norm <= min_norm, jnp.ones_like(x), x)
@@ -53,15 +67,38 @@ def safe_norm(x, min_norm, ord=None, axis=None, keepdims=False):  # pylint: disa
 
 
 def safe_root_mean_squares(x, min_rms):
-    """``max(sqrt(mean(x**2)), min_rms)`` with a finite gradient at ``x = 0``."""
+    r"""``max(sqrt(mean(x**2)), min_rms)`` with a finite gradient at ``x = 0``.
+
+    .. math::
+        \max\left(\sqrt{\tfrac{1}{n}\textstyle\sum_i x_i^2}, r\right)
+
+    Args:
+      x: an array.
+      min_rms: :math:`r`, the smallest value returned.
+    """
     rms = jnp.sqrt(jnp.mean(jnp.square(x)))
     x = jnp.where(rms <= min_rms, jnp.ones_like(x), x)
     return jnp.where(rms <= min_rms, min_rms, jnp.sqrt(jnp.mean(jnp.square(x))))
 
 
 def global_norm(updates) -> jax.Array:
-    """The l2 norm of all leaves of ``updates`` taken together: ``sqrt(sum_i ||u_i||**2)``."""
-    return jnp.sqrt(sum(jnp.sum(abs_sq(leaf)) for leaf in jax.tree.leaves(updates)))
+    r"""The l2 norm of all leaves of ``updates`` taken together (deprecated).
+
+    .. math::
+        \|u\|_2 = \sqrt{\textstyle\sum_i \|u_i\|_2^2}
+
+    Deprecated like in Optax: use :func:`optcore.tree_utils.tree_norm`.
+
+    Args:
+      updates: a pytree of arrays.
+    """
+    warnings.warn(
+        "optcore.global_norm is deprecated in favor of optcore.tree_utils.tree_norm.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    leaves = jax.tree.leaves(updates)
+    return jnp.sqrt(sum(jnp.sum(abs_sq(leaf)) for leaf in leaves)) if leaves else jnp.zeros([])
 
 
 __all__ = [
@@ -71,4 +108,31 @@ __all__ = [
     "safe_int32_increment",
     "safe_norm",
     "safe_root_mean_squares",
+    "scale_gradient",
 ]
+
+
+@jax.custom_vjp
+def scale_gradient(inputs, scale):
+    """Identity on the forward pass; multiplies the gradient by ``scale`` on the backward pass.
+
+    ``jax.grad(lambda x: f(scale_gradient(x, s)))(x) == s * jax.grad(f)(x)``.
+    ``scale`` is a scalar (it gets no gradient of its own).
+
+    Args:
+      inputs: a pytree of arrays, returned unchanged.
+      scale: the factor applied to the incoming gradient.
+    """
+    return inputs
+
+
+def _scale_gradient_fwd(inputs, scale):
+    return inputs, scale
+
+
+def _scale_gradient_bwd(scale, g):
+    scaled = jax.tree.map(lambda t: (scale * t).astype(jnp.asarray(t).dtype), g)
+    return (scaled, None)
+
+
+scale_gradient.defvjp(_scale_gradient_fwd, _scale_gradient_bwd)

@@ -114,3 +114,71 @@ def test_add_noise_seed_is_deprecated_like_optax():
     u1, _ = ours.update(g, ours.init(g))
     u2, _ = theirs.update(g, theirs.init(g))
     _close(u1, u2)
+
+
+# --- numerics and linear algebra ----------------------------------------------------------------
+
+
+def _spd(n, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, n))
+    return jnp.asarray(x @ x.T + 0.5 * np.eye(n), jnp.float32)
+
+
+@pytest.mark.parametrize("num_iters", [1, 3, 100])
+def test_power_iteration_matches_optax(num_iters):
+    m = _spd(4)
+    _close(optcore.power_iteration(m, num_iters=num_iters), optax.power_iteration(m, num_iters=num_iters), rtol=1e-4)
+    v0 = jnp.arange(1.0, 5.0)
+    _close(optcore.power_iteration(m, v0=v0, num_iters=num_iters), optax.power_iteration(m, v0=v0, num_iters=num_iters), rtol=1e-4)
+
+
+# Optax's coupled Newton iteration is only correct for powers of two (checked in test_linalg).
+@pytest.mark.parametrize("p", [1, 2, 4, 8])
+def test_matrix_inverse_pth_root_matches_optax(p):
+    m = _spd(5, 1)
+    ours, theirs = optcore.matrix_inverse_pth_root(m, p), optax.matrix_inverse_pth_root(m, p)
+    _close(ours[0], theirs[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("iters", [5, 50])
+def test_nnls_matches_optax(iters):
+    rng = np.random.default_rng(4)
+    a = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=(6,)), jnp.float32)
+    _close(optcore.nnls(a, b, iters), optax.nnls(a, b, iters), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["safe_norm", "safe_root_mean_squares"])
+def test_safe_functions_match_optax(name):
+    for x in [jnp.array([3.0, -4.0]), jnp.zeros(3), jnp.arange(6.0).reshape(2, 3)]:
+        _close(getattr(optcore, name)(x, 0.5), getattr(optax, name)(x, 0.5))
+        _close(jax.grad(lambda v: getattr(optcore, name)(v, 0.5))(x), jax.grad(lambda v: getattr(optax, name)(v, 0.5))(x))
+    _close(optcore.safe_norm(jnp.arange(6.0).reshape(2, 3), 1.0, axis=1, keepdims=True),
+           optax.safe_norm(jnp.arange(6.0).reshape(2, 3), 1.0, axis=1, keepdims=True))
+
+
+# --- projections ---------------------------------------------------------------------------------
+
+PROJECTIONS = {
+    "projection_non_negative": lambda P, x, a: P.projection_non_negative(x),
+    "projection_box": lambda P, x, a: P.projection_box(x, jax.tree.map(lambda t: -0.3 * jnp.ones_like(t), x),
+                                                       jax.tree.map(lambda t: 0.4 * jnp.ones_like(t), x)),
+    "projection_hypercube": lambda P, x, a: P.projection_hypercube(x["w"], 0.5),
+    "projection_linf_ball": lambda P, x, a: P.projection_linf_ball(x, 0.5),
+    "projection_simplex": lambda P, x, a: P.projection_simplex(x, 2.0),
+    "projection_l1_sphere": lambda P, x, a: P.projection_l1_sphere(x, 2.0),
+    "projection_l1_ball": lambda P, x, a: P.projection_l1_ball(x, 2.0),
+    "projection_l2_sphere": lambda P, x, a: P.projection_l2_sphere(x, 2.0),
+    "projection_l2_ball": lambda P, x, a: P.projection_l2_ball(x, 2.0),
+    "projection_hyperplane": lambda P, x, a: P.projection_hyperplane(x, a, 0.5),
+    "projection_halfspace": lambda P, x, a: P.projection_halfspace(x, a, 0.5),
+    "projection_vector": lambda P, x, a: P.projection_vector(x, a),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROJECTIONS))
+def test_projection_matches_optax(name):
+    x, a = _grads(1), _params()
+    _close(PROJECTIONS[name](optcore.projections, x, a), PROJECTIONS[name](optax.projections, x, a))
+    assert sorted(n for n in dir(optax.projections) if n.startswith("projection_")) == sorted(optcore.projections.__all__)

@@ -11,7 +11,7 @@ import functools
 import inspect
 from typing import Any
 
-from optcore import optimizers, schedules, transforms, wrappers
+from optcore import optimizers, projections, schedules, transforms, wrappers
 from optcore.hookspecs import hookimpl
 
 FAMILIES = (
@@ -19,6 +19,7 @@ FAMILIES = (
     ("wrapper", wrappers),
     ("schedule", schedules),
     ("transform", transforms),
+    ("projection", projections),
 )
 
 

@@ -1,0 +1,96 @@
+"""Projections checked against closed forms and sort-based NumPy algorithms."""
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+from optcore import projections as P
+
+
+def _np_simplex(v, s=1.0):
+    """Projection onto {x >= 0, sum x = s} by bisection on the threshold (independent of sorting)."""
+    lo, hi = v.min() - s, v.max()
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if np.maximum(v - mid, 0).sum() > s:
+            lo = mid
+        else:
+            hi = mid
+    return np.maximum(v - (lo + hi) / 2, 0)
+
+
+def _tree(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"a": jnp.asarray(rng.normal(size=(3,)), jnp.float32), "b": jnp.asarray(rng.normal(size=(2, 2)), jnp.float32)}
+
+
+def _flat(tree):
+    return np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(tree)])
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])
+def test_simplex_matches_bisection(scale):
+    tree = _tree(1)
+    out = jax.jit(P.projection_simplex)(tree, scale)
+    np.testing.assert_allclose(_flat(out), _np_simplex(_flat(tree), scale), atol=1e-5)
+    assert jax.tree.structure(out) == jax.tree.structure(tree)
+
+
+def test_l1_ball_and_sphere():
+    x = _tree(2)
+    flat = _flat(x)
+    expected_sphere = np.sign(flat) * _np_simplex(np.abs(flat), 1.0)
+    np.testing.assert_allclose(_flat(P.projection_l1_sphere(x, 1.0)), expected_sphere, atol=1e-5)
+    np.testing.assert_allclose(_flat(P.projection_l1_ball(x, 1.0)), expected_sphere, atol=1e-5)
+    # Inside the ball nothing moves.
+    np.testing.assert_allclose(_flat(P.projection_l1_ball(x, 100.0)), flat, atol=1e-6)
+
+
+def test_l2_ball_sphere_linf_box_hypercube_nonneg():
+    x = _tree(3)
+    flat = _flat(x)
+    norm = np.linalg.norm(flat)
+    np.testing.assert_allclose(_flat(P.projection_l2_sphere(x, 2.0)), 2.0 * flat / norm, rtol=1e-5)
+    np.testing.assert_allclose(_flat(P.projection_l2_ball(x, 0.5)), 0.5 * flat / norm, rtol=1e-5)
+    np.testing.assert_allclose(_flat(P.projection_l2_ball(x, 100.0)), flat, rtol=1e-6)
+    np.testing.assert_allclose(_flat(P.projection_linf_ball(x, 0.3)), np.clip(flat, -0.3, 0.3))
+    np.testing.assert_allclose(_flat(P.projection_box(x, -0.2, 0.4)), np.clip(flat, -0.2, 0.4))
+    lower = jax.tree.map(lambda t: jnp.full_like(t, -0.1), x)
+    upper = jax.tree.map(lambda t: jnp.full_like(t, 0.1), x)
+    np.testing.assert_allclose(_flat(P.projection_box(x, lower, upper)), np.clip(flat, -0.1, 0.1))
+    np.testing.assert_allclose(_flat(P.projection_hypercube(x, 0.7)), np.clip(flat, 0, 0.7))
+    np.testing.assert_allclose(_flat(P.projection_non_negative(x)), np.maximum(flat, 0))
+
+
+def test_l2_sphere_of_zero_is_finite():
+    out = P.projection_l2_sphere(jnp.zeros(3), 1.0)
+    assert np.all(np.isfinite(np.asarray(out)))
+
+
+def test_hyperplane_halfspace_vector():
+    x, a = _tree(4), _tree(5)
+    fx, fa = _flat(x), _flat(a)
+    b = 0.3
+    plane = fx - (fa @ fx - b) / (fa @ fa) * fa
+    out = _flat(P.projection_hyperplane(x, a, b))
+    np.testing.assert_allclose(out, plane, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fa @ out, b, atol=1e-5)
+    half = fx if fa @ fx <= b else plane
+    np.testing.assert_allclose(_flat(P.projection_halfspace(x, a, b)), half, rtol=1e-5, atol=1e-6)
+    # A point already in the half-space stays.
+    np.testing.assert_allclose(_flat(P.projection_halfspace(x, a, fa @ fx + 1.0)), fx, rtol=1e-6)
+    np.testing.assert_allclose(_flat(P.projection_vector(x, a)), (fa @ fx) / (fa @ fa) * fa, rtol=1e-5, atol=1e-6)
+
+
+def test_projections_are_idempotent_and_jittable():
+    x = _tree(6)
+    for fn in [P.projection_simplex, P.projection_l1_ball, P.projection_l2_ball, P.projection_linf_ball]:
+        once = jax.jit(fn)(x)
+        np.testing.assert_allclose(_flat(fn(once)), _flat(once), atol=1e-5)
+
+
+def test_bad_bound_structure_raises():
+    with pytest.raises(ValueError, match="bound"):
+        P.projection_box(_tree(), jnp.zeros(2), 1.0)
