@@ -2,7 +2,6 @@
 
 from optcore_contrib._moments import (
     ScaleByAdemamixState,
-    ScaleByBeliefState,
     ScaleBySimplifiedAdEMAMixState,
     acprop,
     ademamix,
@@ -35,3 +34,18 @@ from optcore_contrib._dual_averaging import (
     momo_adam,
     scale_by_madgrad,
 )
+from optcore_contrib._plateau import ReduceLROnPlateauState, reduce_on_plateau
+from optcore_contrib._schedule_free import (
+    ScheduleFreeState,
+    schedule_free,
+    schedule_free_adamw,
+    schedule_free_eval_params,
+    schedule_free_sgd,
+)
+from optcore_contrib._sophia import (
+    HutchinsonState,
+    SophiaState,
+    hutchinson_estimator_diag_hessian,
+    sophia,
+)
+from optcore.transforms import ScaleByBeliefState

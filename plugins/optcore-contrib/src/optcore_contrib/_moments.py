@@ -9,17 +9,9 @@ import jax.numpy as jnp
 
 import optcore
 from optcore import base, numerics, tree_utils, validate
-from optcore.transforms import ScaleByAdamState
+from optcore.transforms import ScaleByAdamState, ScaleByBeliefState
 
 from optcore_contrib import _common
-
-
-class ScaleByBeliefState(NamedTuple):
-    """State of :func:`scale_by_acprop`: step count, gradient EMA and belief EMA."""
-
-    count: jax.Array
-    mu: base.Updates
-    nu: base.Updates
 
 
 class ScaleByAdemamixState(NamedTuple):
