@@ -1,9 +1,12 @@
 """Wrappers and combinators: transformations built from other transformations.
 
-Layer 3: may use :mod:`optcore.transforms`, never the optimizers above it.
+Layer 3: may use :mod:`optcore.transforms` and :mod:`optcore.schedules`, never the
+optimizers above it. ``inject_hyperparams`` lives in :mod:`optcore.schedules` (as in
+Optax) and is re-exported here because it wraps an optimizer factory.
 """
 
 from optcore.transforms._combining import chain, named_chain
+from optcore.schedules import inject_hyperparams, inject_stateful_hyperparams
 from optcore.transforms._masking import MaskedNode, MaskedState, masked
 from optcore.wrappers._conditional import (
     ConditionallyMaskState,
@@ -58,6 +61,8 @@ __all__ = [
     "conditionally_transform",
     "flatten",
     "freeze",
+    "inject_hyperparams",
+    "inject_stateful_hyperparams",
     "lookahead",
     "masked",
     "measure_with_ema",
