@@ -57,3 +57,51 @@ def check_non_negative(name: str, value: Any) -> None:
 def check_decay(name: str, value: Any) -> None:
     """A decay rate (``b1``, ``b2``, ``decay``) must lie in ``[0, 1]``."""
     check_range(name, value, low=0.0, high=1.0, high_inclusive=True)
+
+
+def _path_str(path) -> str:
+    import jax
+
+    return jax.tree_util.keystr(path) or "<root>"
+
+
+def check_tree_match(tree: Any, reference: Any, *, what: str = "gradient", against: str = "state") -> None:
+    """Raises ``ValueError`` naming the first path where ``tree`` and ``reference`` differ.
+
+    Compares tree structure and leaf shapes (at trace time, so it costs
+    nothing in the compiled step). ``None`` leaves and masked-out placeholders
+    are compared as structure. Used by the moment updates of stateful
+    transformations so that a gradient tree that does not match the params
+    the state was built from fails with a message such as
+    ``['layer1']['w']: state has shape (64, 32), gradient has shape (32, 64)``
+    instead of an XLA broadcasting error or a silent broadcast.
+    """
+    import jax
+    import numpy as np
+
+    is_none = lambda x: x is None  # noqa: E731
+    tree_paths = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_none)[0]
+    ref_paths = jax.tree_util.tree_flatten_with_path(reference, is_leaf=is_none)[0]
+    tree_by_path = {_path_str(p): x for p, x in tree_paths}
+    ref_by_path = {_path_str(p): x for p, x in ref_paths}
+    if jax.tree.structure(tree, is_leaf=is_none) != jax.tree.structure(reference, is_leaf=is_none):
+        for path in ref_by_path:
+            if path not in tree_by_path:
+                raise ValueError(f"{path}: the {against} has an entry here that the {what} lacks "
+                                 f"(the {what} tree does not match the params the {against} was built from).")
+        for path in tree_by_path:
+            if path not in ref_by_path:
+                raise ValueError(f"{path}: the {what} has an entry here that the {against} lacks "
+                                 f"(the {what} tree does not match the params the {against} was built from).")
+        raise ValueError(
+            f"the {what} tree does not match the {against}: {jax.tree.structure(tree, is_leaf=is_none)} "
+            f"vs {jax.tree.structure(reference, is_leaf=is_none)}."
+        )
+    for path, ref in ref_by_path.items():
+        leaf = tree_by_path[path]
+        if leaf is None or ref is None:
+            continue
+        if np.shape(leaf) != np.shape(ref):
+            raise ValueError(
+                f"{path}: {against} has shape {tuple(np.shape(ref))}, {what} has shape {tuple(np.shape(leaf))}."
+            )
