@@ -3,12 +3,55 @@
 Layer 4: depends on transforms and wrappers.
 """
 
-from optcore.optimizers._adaptive import adam, adamw, rmsprop
-from optcore.optimizers._sgd import sgd
+from optcore.optimizers._accumulators import adadelta, adafactor, adagrad, rmsprop, sm3
+from optcore.optimizers._adaptive import (
+    adabelief,
+    adam,
+    adamax,
+    adamaxw,
+    adamw,
+    adan,
+    amsgrad,
+    nadam,
+    nadamw,
+    novograd,
+    radam,
+    yogi,
+)
+from optcore.optimizers._optimistic import optimistic_adam, optimistic_adam_v2, optimistic_gradient_descent
+from optcore.optimizers._sgd import noisy_sgd, polyak_sgd, sgd
+from optcore.optimizers._sign import lion, rprop, sign_sgd, signum
+from optcore.optimizers._trust import fromage, lamb, lars
 
 __all__ = [
+    "adabelief",
+    "adadelta",
+    "adafactor",
+    "adagrad",
     "adam",
+    "adamax",
+    "adamaxw",
     "adamw",
+    "adan",
+    "amsgrad",
+    "fromage",
+    "lamb",
+    "lars",
+    "lion",
+    "nadam",
+    "nadamw",
+    "noisy_sgd",
+    "novograd",
+    "optimistic_adam",
+    "optimistic_adam_v2",
+    "optimistic_gradient_descent",
+    "polyak_sgd",
+    "radam",
     "rmsprop",
+    "rprop",
     "sgd",
+    "sign_sgd",
+    "signum",
+    "sm3",
+    "yogi",
 ]
