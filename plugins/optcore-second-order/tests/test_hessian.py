@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from conftest import dense_hessian, linear_loss, mlp_loss
+from second_order_models import dense_hessian, linear_loss, mlp_loss
 from optcore_second_order import hessian_diag, hvp
 
 CHUNKS = [None, 1, 4, 7, 1000]  # 7 leaves a remainder for both models; 1000 > n

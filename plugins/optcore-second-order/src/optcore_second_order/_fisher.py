@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -45,7 +46,13 @@ def fisher_diag(
       The squared gradient, flat or shaped like ``params``.
     """
     _common.check_callable("negative_log_likelihood", negative_log_likelihood)
-    _, unravel = _common.flatten_params(params)
+    _common.flatten_params(params)
+    return _fisher_diag_compiled(negative_log_likelihood, params, inputs, targets, bool(as_tree))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _fisher_diag_compiled(negative_log_likelihood, params, inputs, targets, as_tree):
+    _, unravel = ravel_pytree(params)
     gradient = jax.grad(negative_log_likelihood)(params, inputs, targets)
     return _common.finish(jnp.square(ravel_pytree(gradient)[0]), unravel, as_tree)
 
@@ -91,7 +98,16 @@ def empirical_fisher_diag(
     """
     _common.check_callable("negative_log_likelihood", negative_log_likelihood)
     _common.check_count("chunk_size", chunk_size, allow_none=True)
-    flat, unravel = _common.flatten_params(params)
+    _common.flatten_params(params)
+    num_examples = _common.leading_size((inputs, targets), "inputs and targets")
+    return _empirical_fisher_compiled(
+        negative_log_likelihood, params, inputs, targets, chunk_size, bool(as_tree)
+    )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _empirical_fisher_compiled(negative_log_likelihood, params, inputs, targets, chunk_size, as_tree):
+    flat, unravel = ravel_pytree(params)
     num_examples = _common.leading_size((inputs, targets), "inputs and targets")
     gradient = jax.grad(negative_log_likelihood)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
 from optcore_second_order import _common
 
@@ -61,7 +63,15 @@ def gauss_newton_diag(
     _common.check_callable("predict", predict)
     _common.check_callable("output_loss", output_loss)
     _common.check_count("chunk_size", chunk_size, allow_none=True)
-    flat, unravel = _common.flatten_params(params)
+    _common.flatten_params(params)
+    return _gauss_newton_compiled(
+        predict, output_loss, params, inputs, targets, chunk_size, bool(as_tree)
+    )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 5, 6))
+def _gauss_newton_compiled(predict, output_loss, params, inputs, targets, chunk_size, as_tree):
+    flat, unravel = ravel_pytree(params)
     # Linearize once: the loop then reuses the model's forward residuals.
     outputs, model_jvp = jax.linearize(lambda p: predict(p, inputs), params)
     _, output_hvp = jax.linearize(jax.grad(lambda z: output_loss(z, targets)), outputs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -56,6 +57,12 @@ def hvp(loss: LossFn, v: Array, params: Any, inputs: Any, targets: Any) -> Any:
             f"v must be a vector of size {flat.size} (the number of entries of params), "
             f"got shape {jnp.shape(v)}."
         )
+    return _hvp_compiled(loss, v, params, inputs, targets)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _hvp_compiled(loss, v, params, inputs, targets):
+    _, unravel = ravel_pytree(params)
     gradient = jax.grad(lambda p: loss(p, inputs, targets))
     return jax.jvp(gradient, (params,), (unravel(v),))[1]
 
@@ -101,7 +108,13 @@ def hessian_diag(
     """
     _common.check_callable("loss", loss)
     _common.check_count("chunk_size", chunk_size, allow_none=True)
-    flat, unravel = _common.flatten_params(params)
+    _common.flatten_params(params)
+    return _hessian_diag_compiled(loss, params, inputs, targets, chunk_size, bool(as_tree))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _hessian_diag_compiled(loss, params, inputs, targets, chunk_size, as_tree):
+    flat, unravel = ravel_pytree(params)
     product = _linearized_hvp(loss, params, inputs, targets)
 
     def quadratic_form(basis_vector):
@@ -157,7 +170,15 @@ def hutchinson_hessian_diag(
     _common.check_count("chunk_size", chunk_size, allow_none=True)
     if isinstance(key, int) or not hasattr(key, "shape"):
         raise TypeError(f"key must be a JAX random key, got {type(key).__name__}.")
-    flat, unravel = _common.flatten_params(params)
+    _common.flatten_params(params)
+    return _hutchinson_compiled(
+        loss, params, inputs, targets, key, int(num_samples), chunk_size, bool(as_tree)
+    )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7))
+def _hutchinson_compiled(loss, params, inputs, targets, key, num_samples, chunk_size, as_tree):
+    flat, unravel = ravel_pytree(params)
     product = _linearized_hvp(loss, params, inputs, targets)
 
     def probe_term(probe_key):
