@@ -49,3 +49,18 @@ from optcore_contrib._sophia import (
     sophia,
 )
 from optcore.transforms import ScaleByBeliefState
+from optcore_contrib._privacy import (
+    DifferentiallyPrivateAggregateState,
+    differentially_private_aggregate,
+    dpsgd,
+)
+from optcore_contrib._wrappers import (
+    MechanicState,
+    NormalizeState,
+    SAMState,
+    SplitRealAndImaginaryState,
+    mechanize,
+    normalize,
+    sam,
+    split_real_and_imaginary,
+)

@@ -1,0 +1,110 @@
+"""Differentially private aggregation of per-example gradients (DP-SGD)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+import optcore
+from optcore import base, validate
+
+
+class DifferentiallyPrivateAggregateState(NamedTuple):
+    """State of :func:`differentially_private_aggregate`: the PRNG key of the noise."""
+
+    rng_key: jax.Array
+
+
+def differentially_private_aggregate(
+    l2_norm_clip: float,
+    noise_multiplier: float,
+    key: Optional[jax.Array] = None,
+    *,
+    seed: Optional[int] = None,
+) -> base.GradientTransformation:
+    r"""Clips per-example gradients, sums them, adds Gaussian noise and averages.
+
+    The updates must be *per-example* gradients, with the batch as leading axis
+    of every leaf. With :math:`B` examples, clip :math:`C` and multiplier :math:`\sigma`:
+
+    .. math::
+        \tilde g_i = g_i \min\!\left(1, \frac{C}{\|g_i\|}\right), \quad
+        u = \frac{1}{B}\left(\sum_i \tilde g_i + \mathcal{N}(0, \sigma^2 C^2 I)\right),
+
+    where :math:`\|g_i\|` is the norm of example :math:`i` over all leaves.
+
+    Abadi et al., `Deep Learning with Differential Privacy
+    <https://arxiv.org/abs/1607.00133>`_, 2016.
+
+    Args:
+      l2_norm_clip: :math:`C`, the largest per-example gradient norm.
+      noise_multiplier: :math:`\sigma`, the noise std relative to :math:`C`.
+      key: a PRNG key for the noise.
+      seed: an integer seed, used when ``key`` is None.
+    """
+    validate.check_range("l2_norm_clip", l2_norm_clip, low=0.0, low_inclusive=False)
+    validate.check_non_negative("noise_multiplier", noise_multiplier)
+    if key is None:
+        if seed is None:
+            raise ValueError("differentially_private_aggregate needs a key (or a seed).")
+        key = jax.random.key(seed)
+    noise_std = l2_norm_clip * noise_multiplier
+
+    def init_fn(params):
+        del params
+        return DifferentiallyPrivateAggregateState(rng_key=key)
+
+    def update_fn(updates, state, params=None):
+        del params
+        leaves, treedef = jax.tree.flatten(updates)
+        batch_size = leaves[0].shape[0]
+        per_example_sq = sum(jnp.sum(jnp.square(g).reshape(batch_size, -1), axis=1) for g in leaves)
+        norms = jnp.sqrt(per_example_sq)
+        factors = jnp.minimum(1.0, l2_norm_clip / jnp.where(norms > 0, norms, 1.0))
+        clipped = [jnp.einsum("i,i...->...", factors.astype(g.dtype), g) for g in leaves]
+        new_key, *noise_keys = jax.random.split(state.rng_key, len(leaves) + 1)
+        noised = [
+            (g + noise_std * jax.random.normal(k, g.shape, g.dtype)) / batch_size
+            for g, k in zip(clipped, noise_keys)
+        ]
+        return jax.tree.unflatten(treedef, noised), DifferentiallyPrivateAggregateState(rng_key=new_key)
+
+    return base.GradientTransformation(init_fn, update_fn)
+
+
+def dpsgd(
+    learning_rate: base.ScalarOrSchedule,
+    l2_norm_clip: float,
+    noise_multiplier: float,
+    seed: int,
+    momentum: Optional[float] = None,
+    nesterov: bool = False,
+) -> base.GradientTransformationExtraArgs:
+    r"""DP-SGD: :func:`differentially_private_aggregate` followed by SGD.
+
+    .. math::
+        \theta_{t+1} = \theta_t - \eta\, \mathrm{momentum}(u_t)
+
+    with :math:`u_t` the clipped, noised mean of the per-example gradients.
+
+    Abadi et al., `Deep Learning with Differential Privacy
+    <https://arxiv.org/abs/1607.00133>`_, 2016.
+
+    Args:
+      learning_rate: :math:`\eta`, a scalar or a schedule.
+      l2_norm_clip: the largest per-example gradient norm.
+      noise_multiplier: the noise std relative to the clip.
+      seed: an integer seed for the noise.
+      momentum: SGD momentum (None: none).
+      nesterov: use Nesterov momentum.
+    """
+    momentum_tx = (
+        optcore.trace(decay=momentum, nesterov=nesterov) if momentum is not None else optcore.identity()
+    )
+    return optcore.chain(
+        differentially_private_aggregate(l2_norm_clip, noise_multiplier, seed=seed),
+        momentum_tx,
+        optcore.scale_by_learning_rate(learning_rate),
+    )
