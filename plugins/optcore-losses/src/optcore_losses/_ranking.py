@@ -20,14 +20,14 @@ def ranking_softmax_loss(
 ) -> jax.Array:
     r"""Listwise softmax cross-entropy for ranking.
 
-    Each list's labels (times ``weights``) are normalised to a distribution
-    :math:`\pi_i = y_i / \sum_j y_j` and compared with the softmax of the
-    scores over the valid items:
+    Each list's relevance labels (times ``weights``) weigh the
+    log-probabilities of the softmax of the scores over the valid items:
 
     .. math::
-      \ell(s, y) = -\sum_i \pi_i \log \frac{e^{s_i}}{\sum_{j \in \text{valid}} e^{s_j}}
+      \ell(s, y) = -\sum_i w_i y_i \log \frac{e^{s_i}}{\sum_{j \in \text{valid}} e^{s_j}}
 
-    A list whose labels are all zero has loss 0.
+    The labels are not normalised (as in Optax); a list whose labels are all
+    zero has loss 0.
 
     References:
       Z. Cao et al., `Learning to Rank: From Pairwise Approach to Listwise
@@ -59,12 +59,9 @@ def ranking_softmax_loss(
         y = jnp.where(where, y, 0.0)
     if weights is not None:
         y = y * jnp.asarray(weights, dtype=x.dtype)
-    label_sum = jnp.sum(y, axis=-1, keepdims=True)
-    has_labels = label_sum > 0
-    target_probs = y / jnp.where(has_labels, label_sum, 1.0)
     log_probs = jax.nn.log_softmax(x, axis=-1, where=where)
-    # Masked items have log-probability -inf or nan; their target mass is 0.
-    terms = jnp.where(target_probs == 0, 0.0, target_probs * jnp.where(target_probs == 0, 0.0, log_probs))
+    # Masked items have log-probability -inf (or nan) and label 0: they add 0.
+    terms = jnp.where(y == 0, 0.0, y * jnp.where(y == 0, 0.0, log_probs))
     loss = -jnp.sum(terms, axis=-1).astype(logits.dtype)
     if reduce_fn is None:
         return loss
