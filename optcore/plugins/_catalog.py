@@ -103,6 +103,47 @@ FIRST_PARTY: tuple[FirstParty, ...] = (
             # END optcore-second-order names
         ),
     ),
+    FirstParty(
+        distribution="optcore-contrib",
+        extra="contrib",
+        source_path="plugins/optcore-contrib",
+        namespaces=("contrib",),
+        names=(
+            # BEGIN optcore-contrib names
+            "acprop",
+            "ademamix",
+            "adopt",
+            "cocob",
+            "dadapt_adamw",
+            "differentially_private_aggregate",
+            "dog",
+            "dowg",
+            "dpsgd",
+            "hutchinson_estimator_diag_hessian",
+            "madgrad",
+            "mechanize",
+            "momo",
+            "momo_adam",
+            "normalize",
+            "prodigy",
+            "reduce_on_plateau",
+            "sam",
+            "scale_by_acprop",
+            "scale_by_ademamix",
+            "scale_by_adopt",
+            "scale_by_cocob",
+            "scale_by_madgrad",
+            "scale_by_simplified_ademamix",
+            "schedule_free",
+            "schedule_free_adamw",
+            "schedule_free_eval_params",
+            "schedule_free_sgd",
+            "simplified_ademamix",
+            "sophia",
+            "split_real_and_imaginary",
+            # END optcore-contrib names
+        ),
+    ),
 )
 
 

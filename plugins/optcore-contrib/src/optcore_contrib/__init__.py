@@ -1,4 +1,10 @@
-"""optcore-contrib: research optimizers for optcore (the counterpart of ``optax.contrib``)."""
+"""optcore-contrib: research optimizers for optcore (the counterpart of ``optax.contrib``).
+
+Installed, it is reachable as ``optcore.contrib`` and each name is registered
+with the optcore registry (``optcore.get("prodigy")``).
+"""
+
+from optcore.transforms import ScaleByBeliefState  # the state of scale_by_acprop
 
 from optcore_contrib._moments import (
     ScaleByAdemamixState,
@@ -48,7 +54,6 @@ from optcore_contrib._sophia import (
     hutchinson_estimator_diag_hessian,
     sophia,
 )
-from optcore.transforms import ScaleByBeliefState
 from optcore_contrib._privacy import (
     DifferentiallyPrivateAggregateState,
     differentially_private_aggregate,
@@ -64,3 +69,66 @@ from optcore_contrib._wrappers import (
     sam,
     split_real_and_imaginary,
 )
+
+# Kinds under which _plugin registers each public function (states are not registered).
+OPTIMIZERS = (
+    "acprop",
+    "ademamix",
+    "adopt",
+    "cocob",
+    "dadapt_adamw",
+    "dog",
+    "dowg",
+    "dpsgd",
+    "madgrad",
+    "momo",
+    "momo_adam",
+    "prodigy",
+    "schedule_free_adamw",
+    "schedule_free_sgd",
+    "simplified_ademamix",
+    "sophia",
+)
+TRANSFORMS = (
+    "hutchinson_estimator_diag_hessian",
+    "normalize",
+    "reduce_on_plateau",
+    "scale_by_acprop",
+    "scale_by_ademamix",
+    "scale_by_adopt",
+    "scale_by_cocob",
+    "scale_by_madgrad",
+    "scale_by_simplified_ademamix",
+)
+WRAPPERS = (
+    "differentially_private_aggregate",
+    "mechanize",
+    "sam",
+    "schedule_free",
+    "split_real_and_imaginary",
+)
+UTILITIES = ("schedule_free_eval_params",)
+STATES = (
+    "COCOBState",
+    "DAdaptAdamWState",
+    "DifferentiallyPrivateAggregateState",
+    "DoGState",
+    "DoWGState",
+    "HutchinsonState",
+    "MadgradState",
+    "MechanicState",
+    "MomoAdamState",
+    "MomoState",
+    "NormalizeState",
+    "ProdigyState",
+    "ReduceLROnPlateauState",
+    "SAMState",
+    "ScaleByAdemamixState",
+    "ScaleByBeliefState",
+    "ScaleBySimplifiedAdEMAMixState",
+    "ScheduleFreeState",
+    "SophiaState",
+    "SplitRealAndImaginaryState",
+)
+
+__all__ = sorted(OPTIMIZERS + TRANSFORMS + WRAPPERS + UTILITIES + STATES)
