@@ -182,3 +182,55 @@ def test_projection_matches_optax(name):
     x, a = _grads(1), _params()
     _close(PROJECTIONS[name](optcore.projections, x, a), PROJECTIONS[name](optax.projections, x, a))
     assert sorted(n for n in dir(optax.projections) if n.startswith("projection_")) == sorted(optcore.projections.__all__)
+
+
+# --- line searches and L-BFGS --------------------------------------------------------------------
+
+
+def _quad(w):
+    a = jnp.array([[3.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 1.0]])
+    return 0.5 * w @ a @ w - jnp.array([1.0, -1.0, 2.0]) @ w
+
+
+def _rosen(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+
+def _trajectory(lib, opt, f, x0, n=10):
+    value_and_grad = lib.value_and_grad_from_state(f)
+
+    def step(carry, _):
+        x, state = carry
+        value, grad = value_and_grad(x, state=state)
+        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
+        return (lib.apply_updates(x, updates), state), (x, updates)
+
+    return jax.jit(lambda x: jax.lax.scan(step, (x, opt.init(x)), None, length=n))(x0)
+
+
+LINESEARCH_OPTS = {
+    "lbfgs": lambda m: m.lbfgs(),
+    "lbfgs_lr": lambda m: m.lbfgs(learning_rate=0.5, linesearch=m.scale_by_backtracking_linesearch(10, store_grad=True)),
+    "lbfgs_nosc": lambda m: m.lbfgs(memory_size=3, scale_init_precond=False),
+    "sgd_backtracking": lambda m: m.chain(m.sgd(1.0), m.scale_by_backtracking_linesearch(15, store_grad=True)),
+    "sgd_zoom_keep": lambda m: m.chain(m.sgd(1.0), m.scale_by_zoom_linesearch(15)),
+}
+
+
+@pytest.mark.parametrize("fn", [_quad, _rosen], ids=["quadratic", "rosenbrock"])
+@pytest.mark.parametrize("name", sorted(LINESEARCH_OPTS))
+def test_linesearch_and_lbfgs_match_optax_for_ten_steps(name, fn):
+    if name == "sgd_backtracking" and fn is _rosen:
+        pytest.skip("covered on the quadratic")
+    x0 = jnp.array([-1.2, 1.0, 0.5]) if fn is _rosen else jnp.zeros(3)
+    (x1, s1), (xs1, us1) = _trajectory(optcore, LINESEARCH_OPTS[name](optcore), fn, x0)
+    (x2, s2), (xs2, us2) = _trajectory(optax, LINESEARCH_OPTS[name](optax), fn, x0)
+    assert [type(s).__name__ for s in s1] == [type(s).__name__ for s in s2]
+    # Rosenbrock's curved valley amplifies float32 rounding of the interpolated steps.
+    tol = dict(rtol=2e-3, atol=1e-4) if fn is _rosen else dict(rtol=1e-4, atol=1e-5)
+    _close(xs1, xs2, **tol)
+    _close(us1, us2, **tol)
+    # Once converged (flat objective) both searches fail; the number of tries may differ.
+    _close(s1[:-1], s2[:-1], **tol)
+    _close(s1[-1][:3], s2[-1][:3], **tol)
+    _close(s1[-1].info[1:], s2[-1].info[1:], **tol)

@@ -68,6 +68,16 @@ from optcore.transforms._constraining import (
     zero_nans,
 )
 from optcore.transforms._combining import chain
+from optcore.transforms._lbfgs import ScaleByLBFGSState, scale_by_lbfgs
+from optcore.transforms._linesearch import (
+    BacktrackingLinesearchInfo,
+    ScaleByBacktrackingLinesearchState,
+    ScaleByZoomLinesearchState,
+    ZoomLinesearchInfo,
+    scale_by_backtracking_linesearch,
+    scale_by_zoom_linesearch,
+    value_and_grad_from_state,
+)
 from optcore.transforms._masking import MaskedNode, MaskedState, masked
 from optcore.transforms._factored import FactoredState, scale_by_factored_rms
 from optcore.transforms._scaling import (
@@ -117,6 +127,16 @@ __all__ = [
     "unitwise_clip",
     "unitwise_norm",
     "zero_nans",
+    # line searches and L-BFGS
+    "BacktrackingLinesearchInfo",
+    "ScaleByBacktrackingLinesearchState",
+    "ScaleByLBFGSState",
+    "ScaleByZoomLinesearchState",
+    "ZoomLinesearchInfo",
+    "scale_by_backtracking_linesearch",
+    "scale_by_lbfgs",
+    "scale_by_zoom_linesearch",
+    "value_and_grad_from_state",
     "EmptyState",
     "MaskedNode",
     "MaskedState",

@@ -1,0 +1,522 @@
+"""Line searches: backtracking (Armijo) and zoom (strong Wolfe), plus value/grad reuse.
+
+Both are transformations with extra arguments: ``update(updates, state,
+params, *, value, grad, value_fn, **extra_args)`` where ``updates`` is the
+search direction, ``value``/``grad`` the objective and its gradient at
+``params`` and ``value_fn(params, **extra_args)`` the objective. They return
+the direction scaled by the accepted step size and keep, in their state, the
+value and gradient at the new params so that :func:`value_and_grad_from_state`
+can skip recomputing them. Every loop is a ``lax.while_loop``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from optcore import validate, base
+
+# The default float (float64 under jax_enable_x64), as a strong (not weak) type so
+# that states keep one type across steps inside lax loops.
+_FLOAT = jnp.result_type(float)
+
+
+class BacktrackingLinesearchInfo(NamedTuple):
+    """Diagnostics of :func:`scale_by_backtracking_linesearch`."""
+
+    num_linesearch_steps: jax.Array
+    decrease_error: jax.Array
+
+
+class ScaleByBacktrackingLinesearchState(NamedTuple):
+    """State of :func:`scale_by_backtracking_linesearch`.
+
+    Attributes:
+      learning_rate: the step size accepted at the last step.
+      value: the objective at the new params (``inf`` before the first step).
+      grad: the gradient at the new params if ``store_grad``, else ``None``.
+      info: a :class:`BacktrackingLinesearchInfo`.
+    """
+
+    learning_rate: jax.Array
+    value: jax.Array
+    grad: Optional[base.Updates]
+    info: BacktrackingLinesearchInfo
+
+
+class ZoomLinesearchInfo(NamedTuple):
+    """Diagnostics of :func:`scale_by_zoom_linesearch`.
+
+    Attributes:
+      num_linesearch_steps: the number of step sizes tried.
+      decrease_error: how much the accepted step misses the (approximate)
+        sufficient decrease condition (0 when met).
+      curvature_error: how much it misses the curvature condition (0 when met).
+    """
+
+    num_linesearch_steps: jax.Array
+    decrease_error: jax.Array
+    curvature_error: jax.Array
+
+
+class ScaleByZoomLinesearchState(NamedTuple):
+    """State of :func:`scale_by_zoom_linesearch`: accepted step, value and grad there, info."""
+
+    learning_rate: jax.Array
+    value: jax.Array
+    grad: base.Updates
+    info: ZoomLinesearchInfo
+
+
+def _vdot(x, y) -> jax.Array:
+    leaves = jax.tree.leaves(jax.tree.map(lambda a, b: jnp.real(jnp.vdot(a, b)), x, y))
+    return sum(leaves) if leaves else jnp.zeros([])
+
+
+def _step(params, stepsize, direction):
+    return jax.tree.map(lambda p, d: (p + stepsize * d).astype(p.dtype), params, direction)
+
+
+def _scale(stepsize, tree):
+    return jax.tree.map(lambda d: (stepsize * d).astype(d.dtype), tree)
+
+
+def _kwargs_for(fn: Callable, extra_args: dict) -> dict:
+    """The extra arguments ``fn`` accepts (all of them if it takes ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return dict(extra_args)
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(extra_args)
+    return {k: v for k, v in extra_args.items() if k in parameters}
+
+
+def _check_extra_args(value, grad, value_fn, name):
+    if value is None or grad is None or value_fn is None:
+        raise ValueError(
+            f"{name} needs the extra arguments `value`, `grad` and `value_fn` in update(): "
+            "update(updates, state, params, value=value, grad=grad, value_fn=value_fn, ...)."
+        )
+
+
+def scale_by_backtracking_linesearch(
+    max_backtracking_steps: int,
+    slope_rtol: float = 1e-4,
+    decrease_factor: float = 0.8,
+    increase_factor: float = 1.5,
+    max_learning_rate: float = 1.0,
+    atol: float = 0.0,
+    rtol: float = 0.0,
+    store_grad: bool = False,
+    verbose: bool = False,
+) -> base.GradientTransformationExtraArgs:
+    r"""Backtracking line search: the largest tried step with sufficient decrease.
+
+    Starting from :math:`\eta = \min(\eta_{\text{prev}} \cdot \text{increase},
+    \eta_{\max})`, the step is multiplied by ``decrease_factor`` until
+
+    .. math::
+        f(w + \eta u) \le (1 + \delta) f(w) + \eta c \langle u, \nabla f(w) \rangle + \epsilon
+
+    (Armijo's condition; a NaN value counts as a failure). Nocedal & Wright,
+    *Numerical Optimization*, Algorithm 3.1, 1999.
+
+    Args:
+      max_backtracking_steps: the largest number of decreases of the step.
+      slope_rtol: :math:`c`, the fraction of the linear decrease required.
+      decrease_factor: the factor in :math:`(0, 1)` applied at each backtrack.
+      increase_factor: the factor applied to the previous step to start the
+        next search (``math.inf`` starts from ``max_learning_rate``).
+      max_learning_rate: :math:`\eta_{\max}`, the largest step tried.
+      atol: :math:`\epsilon`, the absolute tolerance of the condition.
+      rtol: :math:`\delta`, the relative tolerance of the condition.
+      store_grad: also compute and store the gradient at the new params (for
+        :func:`value_and_grad_from_state`).
+      verbose: print a message (through ``jax.debug.print``) when the search fails.
+    """
+    if isinstance(max_backtracking_steps, bool) or not isinstance(max_backtracking_steps, int) or max_backtracking_steps < 0:
+        raise ValueError(f"max_backtracking_steps must be a non-negative integer, got {max_backtracking_steps!r}.")
+    validate.check_range("slope_rtol", slope_rtol, low=0.0, high=1.0)
+    validate.check_range("decrease_factor", decrease_factor, low=0.0, high=1.0, low_inclusive=False)
+    validate.check_range("increase_factor", increase_factor, low=1.0, high=float("inf"), high_inclusive=True)
+    validate.check_range("max_learning_rate", max_learning_rate, low=0.0, low_inclusive=False)
+    validate.check_non_negative("atol", atol)
+    validate.check_non_negative("rtol", rtol)
+
+    def init_fn(params):
+        return ScaleByBacktrackingLinesearchState(
+            learning_rate=jnp.array(1.0, _FLOAT),
+            value=jnp.array(jnp.inf, _FLOAT),
+            grad=jax.tree.map(jnp.zeros_like, params) if store_grad else None,
+            info=BacktrackingLinesearchInfo(num_linesearch_steps=jnp.array(0, jnp.int32), decrease_error=jnp.array(jnp.inf, _FLOAT)),
+        )
+
+    def update_fn(updates, state, params=None, *, value=None, grad=None, value_fn=None, **extra_args):
+        if params is None:
+            raise ValueError(base.NO_PARAMS_MSG)
+        _check_extra_args(value, grad, value_fn, "scale_by_backtracking_linesearch")
+        fn_kwargs = _kwargs_for(value_fn, extra_args)
+        slope = _vdot(updates, grad)
+        value = jnp.asarray(value)
+
+        def evaluate(stepsize):
+            new_params = _step(params, stepsize, updates)
+            if store_grad:
+                new_value, new_grad = jax.value_and_grad(value_fn)(new_params, **fn_kwargs)
+            else:
+                new_value, new_grad = value_fn(new_params, **fn_kwargs), None
+            bound = (1 + rtol) * value + stepsize * slope_rtol * slope + atol
+            error = jnp.where(jnp.isnan(new_value), jnp.inf, jnp.maximum(new_value - bound, 0.0))
+            return new_value, new_grad, error
+
+        start = jnp.minimum(state.learning_rate * increase_factor, max_learning_rate).astype(value.dtype)
+        first_value, first_grad, first_error = evaluate(start)
+
+        def cond_fn(carry):
+            steps, _, _, _, error = carry
+            return jnp.logical_and(steps < max_backtracking_steps, error > 0)
+
+        def body_fn(carry):
+            steps, stepsize, _, _, _ = carry
+            stepsize = stepsize * decrease_factor
+            new_value, new_grad, error = evaluate(stepsize)
+            return steps + 1, stepsize, new_value, new_grad, error
+
+        carry = (jnp.array(0, jnp.int32), start, first_value, first_grad, first_error)
+        steps, stepsize, new_value, new_grad, error = lax.while_loop(cond_fn, body_fn, carry)
+        if verbose:
+            lax.cond(error > 0, lambda: jax.debug.print("Backtracking linesearch failed: decrease error {e}", e=error), lambda: None)
+        new_state = ScaleByBacktrackingLinesearchState(
+            learning_rate=stepsize.astype(state.learning_rate.dtype),
+            value=jnp.asarray(new_value).astype(state.value.dtype),
+            grad=new_grad,
+            # Counted as function evaluations, the first guess included.
+            info=BacktrackingLinesearchInfo(num_linesearch_steps=steps + 1, decrease_error=error.astype(state.info.decrease_error.dtype)),
+        )
+        return _scale(stepsize, updates), new_state
+
+    return base.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _cubic_minimizer(a, fa, ga, b, fb, c, fc):
+    """Minimiser of the cubic with value and slope at ``a`` and values at ``b``, ``c`` (NaN if none)."""
+    db, dc = b - a, c - a
+    denominator = (db * dc) ** 2 * (db - dc)
+    rb, rc = fb - fa - ga * db, fc - fa - ga * dc
+    coef_a = (dc**2 * rb - db**2 * rc) / denominator
+    coef_b = (-(dc**3) * rb + db**3 * rc) / denominator
+    radical = coef_b * coef_b - 3 * coef_a * ga
+    return a + (-coef_b + jnp.sqrt(radical)) / (3 * coef_a)
+
+
+def _quadratic_minimizer(a, fa, ga, b, fb):
+    """Minimiser of the quadratic with value and slope at ``a`` and value at ``b``."""
+    width = b - a
+    curvature = (fb - fa - ga * width) / (width * width)
+    return a - ga / (2 * curvature)
+
+
+class _Zoom(NamedTuple):
+    """The carry of the zoom line search loop."""
+
+    steps: jax.Array
+    done: jax.Array
+    bracketing: jax.Array  # still growing the step to bracket a solution
+    # The last tried step, and the previous one while bracketing.
+    prev_step: jax.Array
+    prev_value: jax.Array
+    prev_slope: jax.Array
+    # The interval [lo, hi] during zoom; lo has the lowest value with sufficient decrease.
+    lo: jax.Array
+    lo_value: jax.Array
+    lo_slope: jax.Array
+    hi: jax.Array
+    hi_value: jax.Array
+    hi_slope: jax.Array
+    # The endpoint replaced last, a third point for the cubic interpolation.
+    rec: jax.Array
+    rec_value: jax.Array
+    zoom_steps: jax.Array
+    # The accepted (or, on failure, best safe) step and its value, gradient and errors.
+    step: jax.Array
+    value: jax.Array
+    grad: Any
+    decrease_error: jax.Array
+    curvature_error: jax.Array
+    safe_step: jax.Array
+    safe_value: jax.Array
+    safe_grad: Any
+
+
+def scale_by_zoom_linesearch(
+    max_linesearch_steps: int,
+    max_learning_rate: Optional[float] = None,
+    tol: float = 0.0,
+    increase_factor: float = 2.0,
+    slope_rtol: float = 1e-4,
+    curv_rtol: float = 0.9,
+    approx_dec_rtol: Optional[float] = 1e-6,
+    stepsize_precision: float = 1e-5,
+    initial_guess_strategy: str = "keep",
+    verbose: bool = False,
+) -> base.GradientTransformationExtraArgs:
+    r"""Zoom line search: a step satisfying the strong Wolfe conditions.
+
+    Finds :math:`\eta` with, for :math:`\phi(\eta) = f(w + \eta u)`,
+
+    .. math::
+        \phi(\eta) \le \phi(0) + c_1 \eta \phi'(0) + \epsilon, \qquad
+        |\phi'(\eta)| \le c_2 |\phi'(0)| + \epsilon
+
+    by growing the step by ``increase_factor`` until an interval containing
+    such a step is bracketed, then shrinking the interval by safeguarded cubic
+    (or quadratic, or bisection) interpolation (Nocedal & Wright, *Numerical
+    Optimization*, Algorithms 3.5 and 3.6, 1999). For very flat functions the
+    decrease condition may be replaced by Hager & Zhang's approximate one,
+    :math:`\phi'(\eta) \le (1 - 2 c_1)|\phi'(0)| + \epsilon` when
+    :math:`\phi(\eta) \le \phi(0) + c_3 |\phi(0)|` (`A new conjugate gradient
+    method with guaranteed descent and an efficient line search
+    <https://doi.org/10.1137/030601880>`_, 2005). If no such step is found in
+    ``max_linesearch_steps`` tries, the best step with sufficient decrease is
+    used (or the last one tried if none has).
+
+    Args:
+      max_linesearch_steps: the largest number of step sizes tried.
+      max_learning_rate: the largest step size (``None``: no bound).
+      tol: :math:`\epsilon`, the absolute tolerance of both conditions.
+      increase_factor: the growth factor of the step while bracketing.
+      slope_rtol: :math:`c_1`, the sufficient decrease coefficient.
+      curv_rtol: :math:`c_2`, the curvature coefficient.
+      approx_dec_rtol: :math:`c_3`; ``None`` uses only the exact decrease condition.
+      stepsize_precision: once the interval is narrower than this and a step
+        with sufficient decrease is known, that step is accepted.
+      initial_guess_strategy: ``"one"`` starts each search from 1 (for
+        quasi-Newton directions), ``"keep"`` from the previous step.
+      verbose: print a message (``jax.debug.print``) when the search fails.
+    """
+    if isinstance(max_linesearch_steps, bool) or not isinstance(max_linesearch_steps, int) or max_linesearch_steps < 1:
+        raise ValueError(f"max_linesearch_steps must be a positive integer, got {max_linesearch_steps!r}.")
+    if max_learning_rate is not None:
+        validate.check_range("max_learning_rate", max_learning_rate, low=0.0, low_inclusive=False)
+    validate.check_non_negative("tol", tol)
+    validate.check_range("increase_factor", increase_factor, low=1.0, low_inclusive=False, high=float("inf"), high_inclusive=True)
+    validate.check_range("slope_rtol", slope_rtol, low=0.0, high=1.0, low_inclusive=False)
+    validate.check_range("curv_rtol", curv_rtol, low=0.0, high=1.0, low_inclusive=False)
+    if not isinstance(slope_rtol, jax.Array) and not isinstance(curv_rtol, jax.Array) and slope_rtol >= curv_rtol:
+        raise ValueError(f"slope_rtol ({slope_rtol}) must be smaller than curv_rtol ({curv_rtol}).")
+    if approx_dec_rtol is not None:
+        validate.check_non_negative("approx_dec_rtol", approx_dec_rtol)
+    validate.check_non_negative("stepsize_precision", stepsize_precision)
+    if initial_guess_strategy not in ("one", "keep"):
+        raise ValueError(f"initial_guess_strategy must be 'one' or 'keep', got {initial_guess_strategy!r}.")
+    cap = jnp.inf if max_learning_rate is None else max_learning_rate
+
+    def init_fn(params):
+        return ScaleByZoomLinesearchState(
+            learning_rate=jnp.array(1.0, _FLOAT),
+            value=jnp.array(jnp.inf, _FLOAT),
+            grad=jax.tree.map(jnp.zeros_like, params),
+            info=ZoomLinesearchInfo(
+                num_linesearch_steps=jnp.array(0, jnp.int32),
+                decrease_error=jnp.array(jnp.inf, _FLOAT),
+                curvature_error=jnp.array(jnp.inf, _FLOAT),
+            ),
+        )
+
+    def update_fn(updates, state, params=None, *, value=None, grad=None, value_fn=None, **extra_args):
+        if params is None:
+            raise ValueError(base.NO_PARAMS_MSG)
+        _check_extra_args(value, grad, value_fn, "scale_by_zoom_linesearch")
+        fn_kwargs = _kwargs_for(value_fn, extra_args)
+        value0 = jnp.asarray(value, state.value.dtype)
+        slope0 = _vdot(updates, grad).astype(value0.dtype)
+        dtype = value0.dtype
+
+        def evaluate(stepsize):
+            new_value, new_grad = jax.value_and_grad(value_fn)(_step(params, stepsize, updates), **fn_kwargs)
+            new_value = jnp.asarray(new_value, dtype)
+            slope = _vdot(updates, new_grad).astype(dtype)
+            exact_error = jnp.maximum(new_value - (value0 + slope_rtol * stepsize * slope0 + tol), 0.0)
+            if approx_dec_rtol is not None:
+                approx_error = jnp.maximum(slope - ((1 - 2 * slope_rtol) * jnp.abs(slope0) + tol), 0.0)
+                close = new_value <= value0 + approx_dec_rtol * jnp.abs(value0)
+                decrease_error = jnp.where(close, jnp.minimum(exact_error, approx_error), exact_error)
+            else:
+                decrease_error = exact_error
+            curvature_error = jnp.maximum(jnp.abs(slope) - (curv_rtol * jnp.abs(slope0) + tol), 0.0)
+            bad = ~jnp.isfinite(new_value) | ~jnp.isfinite(slope)
+            decrease_error = jnp.where(bad, jnp.inf, decrease_error)
+            curvature_error = jnp.where(bad, jnp.inf, curvature_error)
+            return new_value, slope, new_grad, decrease_error, curvature_error
+
+        if initial_guess_strategy == "one":
+            start = jnp.minimum(jnp.ones([], dtype), cap)
+        else:
+            start = jnp.minimum(state.learning_rate.astype(dtype), cap)
+
+        def accept(c: _Zoom, stepsize, new_value, new_grad, dec_err, curv_err, done):
+            return c._replace(step=stepsize, value=new_value, grad=new_grad, decrease_error=dec_err,
+                              curvature_error=curv_err, done=done)
+
+        def body_fn(c: _Zoom) -> _Zoom:
+            # The step to try: the bracketing guess, or an interpolated point inside [lo, hi].
+            grown = jnp.minimum(c.prev_step * increase_factor, cap)
+            trial_bracket = jnp.where(c.steps == 0, start, grown)
+            low, high = jnp.minimum(c.lo, c.hi), jnp.maximum(c.lo, c.hi)
+            width = high - low
+            cubic = _cubic_minimizer(c.lo, c.lo_value, c.lo_slope, c.hi, c.hi_value, c.rec, c.rec_value)
+            quadratic = _quadratic_minimizer(c.lo, c.lo_value, c.lo_slope, c.hi, c.hi_value)
+            middle = c.lo + 0.5 * (c.hi - c.lo)
+            # Safeguards: interpolated points must stay away from the interval's
+            # ends (20% for the cubic, 10% for the quadratic); the first zoom
+            # step has no third point, so it starts with the quadratic.
+            inside = lambda t, margin: jnp.isfinite(t) & (t >= low + margin * width) & (t <= high - margin * width)  # noqa: E731
+            use_cubic = (c.zoom_steps > 0) & inside(cubic, 0.2)
+            trial_zoom = jnp.where(use_cubic, cubic, jnp.where(inside(quadratic, 0.1), quadratic, middle))
+            trial = jnp.where(c.bracketing, trial_bracket, trial_zoom)
+
+            new_value, new_slope, new_grad, dec_err, curv_err = evaluate(trial)
+            sufficient = dec_err <= 0
+            curvature_ok = curv_err <= 0
+            steps = c.steps + 1
+
+            # A better safe step is remembered in case the search fails.
+            better_safe = sufficient & (new_value <= c.safe_value)
+            c = c._replace(
+                steps=steps,
+                safe_step=jnp.where(better_safe, trial, c.safe_step),
+                safe_value=jnp.where(better_safe, new_value, c.safe_value),
+                safe_grad=jax.tree.map(lambda n, o: jnp.where(better_safe, n, o), new_grad, c.safe_grad),
+            )
+
+            # Bracketing phase (Algorithm 3.5).
+            worse = (~sufficient) | ((steps > 1) & (new_value >= c.prev_value))
+            b_done = (~worse) & curvature_ok
+            b_flip = (~worse) & (~curvature_ok) & (new_slope >= 0)
+            b_capped = (~worse) & (~curvature_ok) & (new_slope < 0) & (trial >= cap)
+            bracket = c._replace(
+                bracketing=~(worse | b_flip) & ~b_capped,
+                prev_step=trial, prev_value=new_value, prev_slope=new_slope,
+                lo=jnp.where(worse, c.prev_step, trial),
+                lo_value=jnp.where(worse, c.prev_value, new_value),
+                lo_slope=jnp.where(worse, c.prev_slope, new_slope),
+                hi=jnp.where(worse, trial, c.prev_step),
+                hi_value=jnp.where(worse, new_value, c.prev_value),
+                hi_slope=jnp.where(worse, new_slope, c.prev_slope),
+                rec=zero,
+                rec_value=value0,
+            )
+            bracket = accept(bracket, trial, new_value, new_grad, dec_err, curv_err, b_done | b_capped)
+
+            # Zoom phase (Algorithm 3.6).
+            z_hi = (~sufficient) | (new_value >= c.lo_value)
+            z_done = (~z_hi) & curvature_ok
+            z_swap = (~z_hi) & (new_slope * (c.hi - c.lo) >= 0)
+            zoom = c._replace(
+                hi=jnp.where(z_hi, trial, jnp.where(z_swap, c.lo, c.hi)),
+                hi_value=jnp.where(z_hi, new_value, jnp.where(z_swap, c.lo_value, c.hi_value)),
+                hi_slope=jnp.where(z_hi, new_slope, jnp.where(z_swap, c.lo_slope, c.hi_slope)),
+                lo=jnp.where(z_hi, c.lo, trial),
+                lo_value=jnp.where(z_hi, c.lo_value, new_value),
+                lo_slope=jnp.where(z_hi, c.lo_slope, new_slope),
+                rec=jnp.where(z_hi | z_swap, c.hi, c.lo),
+                rec_value=jnp.where(z_hi | z_swap, c.hi_value, c.lo_value),
+                zoom_steps=c.zoom_steps + 1,
+            )
+            zoom = accept(zoom, trial, new_value, new_grad, dec_err, curv_err, z_done)
+            narrow = jnp.abs(zoom.hi - zoom.lo) < stepsize_precision
+            give_up = (~z_done) & narrow & jnp.isfinite(zoom.safe_value)
+            zoom = zoom._replace(done=zoom.done | give_up)
+
+            return jax.tree.map(lambda b, z: jnp.where(c.bracketing, b, z), bracket, zoom)
+
+        def cond_fn(c: _Zoom):
+            return (~c.done) & (c.steps < max_linesearch_steps)
+
+        zero = jnp.zeros([], dtype)
+        init = _Zoom(
+            steps=jnp.array(0, jnp.int32), done=jnp.array(False), bracketing=jnp.array(True),
+            prev_step=zero, prev_value=value0, prev_slope=slope0,
+            lo=zero, lo_value=value0, lo_slope=slope0, hi=zero, hi_value=value0, hi_slope=slope0,
+            rec=zero, rec_value=value0, zoom_steps=jnp.array(0, jnp.int32),
+            step=zero, value=jnp.array(jnp.inf, dtype), grad=grad,
+            decrease_error=jnp.array(jnp.inf, dtype), curvature_error=jnp.array(jnp.inf, dtype),
+            safe_step=zero, safe_value=jnp.array(jnp.inf, dtype), safe_grad=grad,
+        )
+        final = lax.while_loop(cond_fn, body_fn, init)
+
+        # On failure fall back to the best step with sufficient decrease, if any.
+        use_safe = (~final.done | (final.decrease_error > 0)) & jnp.isfinite(final.safe_value)
+        stepsize = jnp.where(use_safe, final.safe_step, final.step)
+        new_value = jnp.where(use_safe, final.safe_value, final.value)
+        new_grad = jax.tree.map(lambda s, g: jnp.where(use_safe, s, g), final.safe_grad, final.grad)
+        decrease_error = jnp.where(use_safe, 0.0, final.decrease_error)
+        if verbose:
+            lax.cond(final.done, lambda: None, lambda: jax.debug.print(
+                "Zoom linesearch failed after {n} steps: decrease error {d}, curvature error {c}",
+                n=final.steps, d=final.decrease_error, c=final.curvature_error))
+        new_state = ScaleByZoomLinesearchState(
+            learning_rate=stepsize.astype(state.learning_rate.dtype),
+            value=new_value.astype(state.value.dtype),
+            grad=jax.tree.map(lambda g, old: jnp.asarray(g).astype(old.dtype), new_grad, state.grad),
+            info=ZoomLinesearchInfo(
+                num_linesearch_steps=final.steps,
+                decrease_error=decrease_error.astype(state.info.decrease_error.dtype),
+                curvature_error=final.curvature_error.astype(state.info.curvature_error.dtype),
+            ),
+        )
+        return _scale(stepsize, updates), new_state
+
+    return base.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _find_linesearch_states(state: Any) -> list:
+    is_ls = lambda x: isinstance(x, (ScaleByZoomLinesearchState, ScaleByBacktrackingLinesearchState))  # noqa: E731
+    return [s for s in jax.tree.leaves(state, is_leaf=is_ls) if is_ls(s)]
+
+
+def value_and_grad_from_state(value_fn: Callable[..., jax.Array]) -> Callable[..., tuple[jax.Array, base.Updates]]:
+    r"""Like ``jax.value_and_grad(value_fn)``, reusing what a line search stored.
+
+    The returned function is called as ``f(params, *args, state=opt_state,
+    **kwargs)``. If ``opt_state`` holds exactly one line search state and its
+    ``value`` is finite, that value and its ``grad`` are returned (they were
+    computed at the accepted params); otherwise
+    :math:`(f(w), \nabla f(w))` is computed.
+
+    Args:
+      value_fn: a scalar function of the params (and further arguments).
+    """
+
+    def value_and_grad(params, *fn_args, state, **fn_kwargs):
+        found = _find_linesearch_states(state)
+        if len(found) != 1:
+            raise ValueError(
+                f"value_and_grad_from_state expects exactly one line search state in the optimizer state, found {len(found)}."
+            )
+        ls_state = found[0]
+        if ls_state.grad is None:
+            raise ValueError(
+                "The line search state stores no gradient: use store_grad=True in "
+                "scale_by_backtracking_linesearch to use value_and_grad_from_state."
+            )
+        compute = lambda: jax.value_and_grad(value_fn)(params, *fn_args, **fn_kwargs)  # noqa: E731
+        value, grad = lax.cond(
+            jnp.isfinite(ls_state.value),
+            lambda: (jnp.asarray(ls_state.value), ls_state.grad),
+            lambda: _cast_like(compute(), ls_state),
+        )
+        return value, grad
+
+    return value_and_grad
+
+
+def _cast_like(value_grad, ls_state):
+    value, grad = value_grad
+    grad = jax.tree.map(lambda g, ref: jnp.asarray(g).astype(ref.dtype), grad, ls_state.grad)
+    return jnp.asarray(value).astype(jnp.asarray(ls_state.value).dtype), grad

@@ -1,0 +1,161 @@
+"""Line searches and L-BFGS: known optima, Wolfe/Armijo conditions, and a NumPy two-loop recursion."""
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+import optcore
+
+A = np.array([[3.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 1.0]])
+B = np.array([1.0, -1.0, 2.0])
+
+
+def quad(w):
+    return 0.5 * w @ jnp.asarray(A, jnp.float32) @ w - jnp.asarray(B, jnp.float32) @ w
+
+
+def rosenbrock(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+
+def _run(opt, f, x0, n):
+    value_and_grad = optcore.value_and_grad_from_state(f)
+
+    def step(carry, _):
+        x, state = carry
+        value, grad = value_and_grad(x, state=state)
+        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
+        return (optcore.apply_updates(x, updates), state), value
+
+    (x, state), values = jax.jit(lambda x: jax.lax.scan(step, (x, opt.init(x)), None, length=n))(x0)
+    return x, state, values
+
+
+def test_lbfgs_minimises_a_quadratic_in_a_few_steps():
+    x, _, values = _run(optcore.lbfgs(), quad, jnp.zeros(3), 8)
+    np.testing.assert_allclose(x, np.linalg.solve(A, B), rtol=1e-4, atol=1e-5)
+    assert np.all(np.diff(np.asarray(values)) <= 1e-6)
+
+
+def test_lbfgs_minimises_rosenbrock():
+    x, _, _ = _run(optcore.lbfgs(), rosenbrock, jnp.array([-1.2, 1.0, 0.5, -0.3]), 80)
+    np.testing.assert_allclose(x, np.ones(4), atol=1e-3)
+
+
+def test_lbfgs_with_tree_params_and_memory_wrap():
+    f = lambda p: quad(jnp.concatenate([p["a"], p["b"]]))  # noqa: E731
+    opt = optcore.lbfgs(memory_size=2)
+    x, state, _ = _run(opt, f, {"a": jnp.zeros(2), "b": jnp.zeros(1)}, 25)
+    np.testing.assert_allclose(jnp.concatenate([x["a"], x["b"]]), np.linalg.solve(A, B), rtol=1e-4, atol=1e-5)
+    assert [type(s).__name__ for s in state] == ["ScaleByLBFGSState", "EmptyState", "ScaleByZoomLinesearchState"]
+
+
+def _two_loop(g, s_list, y_list, gamma):
+    """Nocedal & Wright, Algorithm 7.4, written in NumPy."""
+    q = g.copy()
+    alphas = []
+    for s, y in reversed(list(zip(s_list, y_list))):
+        rho = 1.0 / (y @ s)
+        alpha = rho * (s @ q)
+        q = q - alpha * y
+        alphas.append(alpha)
+    r = gamma * q
+    for (s, y), alpha in zip(zip(s_list, y_list), reversed(alphas)):
+        rho = 1.0 / (y @ s)
+        r = r + s * (alpha - rho * (y @ r))
+    return r
+
+
+def test_scale_by_lbfgs_matches_numpy_two_loop():
+    rng = np.random.default_rng(0)
+    memory = 3
+    tx = optcore.scale_by_lbfgs(memory_size=memory)
+    ws = [rng.normal(size=3) for _ in range(6)]
+    gs = [A @ w - B for w in ws]
+    state = tx.init(jnp.zeros(3, jnp.float32))
+    update = jax.jit(tx.update)
+    for k, (w, g) in enumerate(zip(ws, gs)):
+        out, state = update(jnp.asarray(g, jnp.float32), state, jnp.asarray(w, jnp.float32))
+        if k == 0:
+            expected = min(1.0, 1.0 / np.linalg.norm(g)) * g
+        else:
+            s_list = [ws[j + 1] - ws[j] for j in range(max(0, k - memory), k)]
+            y_list = [gs[j + 1] - gs[j] for j in range(max(0, k - memory), k)]
+            gamma = (s_list[-1] @ y_list[-1]) / (y_list[-1] @ y_list[-1])
+            expected = _two_loop(g, s_list, y_list, gamma)
+        np.testing.assert_allclose(out, expected, rtol=2e-4, atol=1e-5)
+
+
+def test_backtracking_accepts_armijo_step():
+    opt = optcore.scale_by_backtracking_linesearch(max_backtracking_steps=30, decrease_factor=0.5)
+    w = jnp.array([2.0, -1.0, 1.0])
+    value, grad = jax.value_and_grad(quad)(w)
+    direction = -grad * 10.0  # too long: must backtrack
+    updates, state = opt.update(direction, opt.init(w), w, value=value, grad=grad, value_fn=quad)
+    eta = float(state.learning_rate)
+    assert eta < 1.0
+    assert float(quad(w + updates)) <= float(value) + 1e-4 * eta * float(direction @ grad) + 1e-6
+    # The previous (twice larger) step violated the condition.
+    assert float(quad(w + 2 * updates)) > float(value) + 1e-4 * 2 * eta * float(direction @ grad)
+    np.testing.assert_allclose(state.value, quad(w + updates), rtol=1e-6)
+    assert state.grad is None
+
+
+def test_zoom_satisfies_strong_wolfe():
+    opt = optcore.scale_by_zoom_linesearch(max_linesearch_steps=30, initial_guess_strategy="one", approx_dec_rtol=None)
+    w = jnp.array([-1.2, 1.0])
+    value, grad = jax.value_and_grad(rosenbrock)(w)
+    updates, state = jax.jit(lambda d, s: opt.update(d, s, w, value=value, grad=grad, value_fn=rosenbrock))(-grad, opt.init(w))
+    eta = float(state.learning_rate)
+    slope0 = float(-grad @ grad)
+    new_grad = jax.grad(rosenbrock)(w + updates)
+    assert float(rosenbrock(w + updates)) <= float(value) + 1e-4 * eta * slope0 + 1e-6
+    assert abs(float(new_grad @ -grad)) <= 0.9 * abs(slope0) + 1e-6
+    np.testing.assert_allclose(state.grad, new_grad, rtol=1e-4, atol=1e-5)
+    assert float(state.info.decrease_error) == 0 and float(state.info.curvature_error) == 0
+
+
+def test_value_and_grad_from_state_recomputes_when_empty():
+    opt = optcore.lbfgs()
+    w = jnp.array([1.0, 2.0, 3.0])
+    value, grad = optcore.value_and_grad_from_state(quad)(w, state=opt.init(w))
+    ref_value, ref_grad = jax.value_and_grad(quad)(w)
+    np.testing.assert_allclose(value, ref_value)
+    np.testing.assert_allclose(grad, ref_grad)
+    with pytest.raises(ValueError, match="store_grad"):
+        bt = optcore.scale_by_backtracking_linesearch(5)
+        optcore.value_and_grad_from_state(quad)(w, state=bt.init(w))
+
+
+def test_missing_extra_args_and_bad_hyperparameters():
+    opt = optcore.scale_by_zoom_linesearch(5)
+    w = jnp.ones(2)
+    with pytest.raises(ValueError, match="value_fn"):
+        opt.update(w, opt.init(w), w)
+    with pytest.raises(ValueError, match="NO|params"):
+        opt.update(w, opt.init(w), None, value=1.0, grad=w, value_fn=lambda p: 0.0)
+    with pytest.raises(ValueError, match="decrease_factor"):
+        optcore.scale_by_backtracking_linesearch(5, decrease_factor=1.5)
+    with pytest.raises(ValueError, match="initial_guess_strategy"):
+        optcore.scale_by_zoom_linesearch(5, initial_guess_strategy="two")
+    with pytest.raises(ValueError, match="curv_rtol"):
+        optcore.scale_by_zoom_linesearch(5, slope_rtol=0.5, curv_rtol=0.4)
+    with pytest.raises(ValueError, match="memory_size"):
+        optcore.scale_by_lbfgs(memory_size=0)
+
+
+def test_value_fn_gets_matching_extra_args():
+    def f(w, x, y):
+        return jnp.sum((x @ w - y) ** 2)
+
+    x, y = jnp.array([[1.0, 2.0], [3.0, 1.0]]), jnp.array([1.0, 0.0])
+    opt = optcore.chain(optcore.sgd(1.0), optcore.scale_by_backtracking_linesearch(20))
+    w = jnp.zeros(2)
+    state = opt.init(w)
+    for _ in range(30):
+        value, grad = jax.value_and_grad(f)(w, x, y)
+        updates, state = opt.update(grad, state, w, value=value, grad=grad, value_fn=f, x=x, y=y)
+        w = optcore.apply_updates(w, updates)
+    np.testing.assert_allclose(w, np.linalg.solve(np.asarray(x), np.asarray(y)), atol=1e-3)
