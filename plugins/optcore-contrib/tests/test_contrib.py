@@ -195,6 +195,26 @@ def test_sam_returns_to_cached_params_with_adversarial_gradient():
     np.testing.assert_allclose(adv + u, p0 - lr * 2 * adv, rtol=1e-6)
 
 
+def test_muon_orthogonalises_matrices_and_uses_adam_elsewhere():
+    rng = np.random.default_rng(1)
+    g = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)
+    tx = cc.scale_by_muon(ns_coeffs=((2.0, -1.5, 0.5),) * 30, nesterov=False)  # a slow, convergent NS
+    u, _ = tx.update(g, tx.init(g))
+    # The polar factor U V^T of g: all singular values 1.
+    np.testing.assert_allclose(np.linalg.svd(np.asarray(u), compute_uv=False), np.ones(4), rtol=1e-3)
+    ugv, _, vt = np.linalg.svd(np.asarray(g), full_matrices=False)
+    np.testing.assert_allclose(u, ugv @ vt, atol=1e-3)
+    opt = cc.muon(0.1)
+    params = {"w": jnp.zeros((6, 4)), "b": jnp.zeros(4)}
+    out, _ = opt.update({"w": g, "b": jnp.ones(4)}, opt.init(params), params)
+    assert np.allclose(out["b"], out["b"][0])  # Adam: sign-like first step on the vector
+
+
+def test_muon_rejects_unimplemented_preconditioning():
+    with pytest.raises(NotImplementedError, match="aol"):
+        cc.scale_by_muon(preconditioning="aol")
+
+
 CONVEX = {
     "acprop": (lambda: cc.acprop(0.05), {}),
     "ademamix": (lambda: cc.ademamix(0.05), {}),
@@ -207,6 +227,7 @@ CONVEX = {
     "mechanize": (lambda: cc.mechanize(optcore.sgd(0.05)), {}),
     "momo": (lambda: cc.momo(), {"value": True}),
     "momo_adam": (lambda: cc.momo_adam(0.1), {"value": True}),
+    "muon": (lambda: cc.muon(0.05), {}),
     "prodigy": (lambda: cc.prodigy(), {}),
     "schedule_free_adamw": (lambda: cc.schedule_free_adamw(0.05), {}),
     "schedule_free_sgd": (lambda: cc.schedule_free_sgd(0.1), {}),

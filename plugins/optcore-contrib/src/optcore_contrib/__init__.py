@@ -40,6 +40,7 @@ from optcore_contrib._dual_averaging import (
     momo_adam,
     scale_by_madgrad,
 )
+from optcore_contrib._muon import MuonDimensionNumbers, MuonState, muon, scale_by_muon
 from optcore_contrib._plateau import ReduceLROnPlateauState, reduce_on_plateau
 from optcore_contrib._schedule_free import (
     ScheduleFreeState,
@@ -83,6 +84,7 @@ OPTIMIZERS = (
     "madgrad",
     "momo",
     "momo_adam",
+    "muon",
     "prodigy",
     "schedule_free_adamw",
     "schedule_free_sgd",
@@ -98,6 +100,7 @@ TRANSFORMS = (
     "scale_by_adopt",
     "scale_by_cocob",
     "scale_by_madgrad",
+    "scale_by_muon",
     "scale_by_simplified_ademamix",
 )
 WRAPPERS = (
@@ -119,6 +122,8 @@ STATES = (
     "MechanicState",
     "MomoAdamState",
     "MomoState",
+    "MuonDimensionNumbers",
+    "MuonState",
     "NormalizeState",
     "ProdigyState",
     "ReduceLROnPlateauState",

@@ -1,0 +1,306 @@
+"""Muon: momentum orthogonalised by a Newton-Schulz iteration, with Adam for non-matrices."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+
+import optcore
+from optcore import base, numerics, tree_utils, validate
+
+from optcore_contrib import _common
+
+
+class MuonDimensionNumbers(NamedTuple):
+    """Which axes of a parameter are the matrix rows (reduction) and columns (output).
+
+    Other axes are batch axes: each slice is orthogonalised separately.
+    """
+
+    reduction_axis: Union[int, Sequence[int]] = 0
+    output_axis: Union[int, Sequence[int]] = 1
+
+
+class MuonState(NamedTuple):
+    """State of :func:`scale_by_muon`."""
+
+    count: jax.Array
+    mu: base.Updates
+    ns_coeffs: jax.Array
+
+
+def _axes(value, ndim):
+    axes = (value,) if isinstance(value, int) else tuple(value)
+    return tuple(a % ndim for a in axes)
+
+
+def _newton_schulz(x, coeffs, eps):
+    """Approximately orthogonalises the last two axes of ``x`` (maps G to U V^T)."""
+    transpose = x.shape[-2] > x.shape[-1]
+    if transpose:
+        x = jnp.swapaxes(x, -1, -2)
+    norm = jnp.linalg.norm(x, axis=(-2, -1), keepdims=True)
+    x = x / (norm + eps)
+
+    def step(x, abc):
+        a, b, c = abc[0], abc[1], abc[2]
+        gram = x @ jnp.swapaxes(x, -1, -2)
+        poly = b * gram + c * gram @ gram
+        return a * x + poly @ x, None
+
+    x, _ = jax.lax.scan(step, x, coeffs)
+    if transpose:
+        x = jnp.swapaxes(x, -1, -2)
+    return x
+
+
+def _as_matrices(x, numbers: MuonDimensionNumbers):
+    """Reshapes ``x`` to (batch, rows, cols) and returns the inverse map."""
+    ndim = x.ndim
+    reduction = _axes(numbers.reduction_axis, ndim)
+    output = _axes(numbers.output_axis, ndim)
+    if set(reduction) & set(output):
+        raise ValueError(f"MuonDimensionNumbers {numbers} uses an axis as both reduction and output.")
+    batch = tuple(a for a in range(ndim) if a not in reduction + output)
+    order = batch + reduction + output
+    moved = jnp.transpose(x, order)
+    rows = math.prod(x.shape[a] for a in reduction)
+    cols = math.prod(x.shape[a] for a in output)
+    matrices = moved.reshape((-1, rows, cols))
+
+    def restore(m):
+        unflat = m.reshape(moved.shape)
+        return jnp.transpose(unflat, tuple(order.index(a) for a in range(ndim)))
+
+    return matrices, restore
+
+
+def _dimension_numbers_tree(weight_dimension_numbers, params, default_all=False):
+    """A tree (shaped like ``params`` up to its None/number leaves) of dimension numbers.
+
+    With no numbers given, 2-D params are matrices (or every param, with
+    ``default_all``: inside Muon's partition branch only matrices arrive).
+    """
+    if isinstance(weight_dimension_numbers, MuonDimensionNumbers):
+        return jax.tree.map(lambda _: weight_dimension_numbers, params)
+    if callable(weight_dimension_numbers):
+        weight_dimension_numbers = weight_dimension_numbers(params)
+    if weight_dimension_numbers is None:
+        return jax.tree.map(
+            lambda p: MuonDimensionNumbers() if default_all or p.ndim == 2 else None, params
+        )
+    return weight_dimension_numbers
+
+
+def _map_with_numbers(fn, numbers, tree):
+    """``fn(leaf, numbers)`` where numbers are set; other subtrees (e.g. masked) pass through."""
+    return jax.tree.map(
+        lambda dn, x: x if dn is None else fn(x, dn), numbers, tree, is_leaf=_is_numbers
+    )
+
+
+def _is_numbers(x):
+    return x is None or isinstance(x, MuonDimensionNumbers)
+
+
+def _coefficient_table(ns_coeffs, ns_steps):
+    table = jnp.asarray(ns_coeffs, jnp.float32)
+    if table.ndim == 1:
+        if table.shape != (3,):
+            raise ValueError(f"ns_coeffs must be three numbers or a sequence of triples, got {ns_coeffs!r}.")
+        validate.check_range("ns_steps", ns_steps, low=1)
+        return table
+    if table.ndim != 2 or table.shape[1] != 3:
+        raise ValueError(f"ns_coeffs must be three numbers or a sequence of triples, got {ns_coeffs!r}.")
+    return table
+
+
+def scale_by_muon(
+    ns_coeffs: Any = (3.4445, -4.775, 2.0315),
+    ns_steps: int = 5,
+    beta: float = 0.95,
+    eps: float = 1e-8,
+    mu_dtype: Optional[Any] = None,
+    *,
+    nesterov: bool = True,
+    adaptive: bool = False,
+    preconditioning: str = "frobenius",
+    weight_dimension_numbers: Any = None,
+) -> base.GradientTransformation:
+    r"""Rescales matrix updates by Muon: orthogonalised (Nesterov) momentum.
+
+    .. math::
+        m_t = \beta m_{t-1} + (1-\beta) g_t, \quad
+        \hat m_t = \frac{\beta m_t}{1-\beta^{t+1}} + \frac{(1-\beta) g_t}{1-\beta^t}
+        \ (\text{Nesterov; else } m_t/(1-\beta^t)), \\
+        X_0 = \hat m_t / (\|\hat m_t\|_F + \epsilon), \quad
+        X_{k+1} = a X_k + (b A_k + c A_k^2) X_k,\ A_k = X_k X_k^\top, \quad u_t = X_K,
+
+    which drives the singular values of :math:`\hat m_t` towards 1 (the
+    polar factor :math:`UV^\top`). With ``adaptive``, :math:`u_t` is scaled by
+    :math:`\langle \hat m_t, u_t\rangle`.
+
+    Jordan, `modded-nanogpt <https://github.com/KellerJordan/modded-nanogpt>`_, 2024;
+    Bernstein & Newhouse, `Old Optimizer, New Norm: An Anthology
+    <https://arxiv.org/abs/2409.20325>`_, 2024.
+
+    Args:
+      ns_coeffs: :math:`(a, b, c)`, or one triple per iteration.
+      ns_steps: :math:`K`, iterations (ignored when a triple per iteration is given).
+      beta: momentum decay.
+      eps: added to the Frobenius norm.
+      mu_dtype: dtype of the momentum.
+      nesterov: use Nesterov momentum.
+      adaptive: scale by the dual norm :math:`\langle \hat m_t, u_t\rangle`.
+      preconditioning: only ``"frobenius"`` is implemented.
+      weight_dimension_numbers: a tree of :class:`MuonDimensionNumbers` (or a
+        function of the params returning one); None treats every param as a matrix.
+    """
+    if preconditioning != "frobenius":
+        raise NotImplementedError(
+            f"scale_by_muon: preconditioning={preconditioning!r} is not implemented in optcore-contrib "
+            "0.1 (only 'frobenius')."
+        )
+    validate.check_decay("beta", beta)
+    validate.check_non_negative("eps", eps)
+    table = _coefficient_table(ns_coeffs, ns_steps)
+    mu_dtype = _common.dtype_or_none(mu_dtype)
+
+    def init_fn(params):
+        return MuonState(
+            count=_common.zero_count(),
+            mu=tree_utils.tree_zeros_like(params, dtype=mu_dtype),
+            ns_coeffs=table,
+        )
+
+    def update_fn(updates, state, params=None):
+        numbers = _dimension_numbers_tree(
+            weight_dimension_numbers, updates if params is None else params, default_all=True
+        )
+        mu = tree_utils.tree_update_moment(updates, state.mu, beta, 1)
+        count = numerics.safe_increment(state.count)
+        if nesterov:
+            mu_hat = jax.tree.map(
+                lambda m, g: beta * m + (1 - beta) * g,
+                tree_utils.tree_bias_correction(mu, beta, numerics.safe_increment(count)),
+                tree_utils.tree_bias_correction(updates, beta, count),
+            )
+        else:
+            mu_hat = tree_utils.tree_bias_correction(mu, beta, count)
+        coeffs = state.ns_coeffs if state.ns_coeffs.ndim == 2 else jnp.tile(state.ns_coeffs, (ns_steps, 1))
+
+        def orthogonalise(m, dn):
+            matrices, restore = _as_matrices(m, dn)
+            orth = _newton_schulz(matrices, coeffs.astype(m.dtype), eps)
+            if adaptive:
+                orth = orth * jnp.sum(matrices * orth, axis=(-2, -1), keepdims=True)
+            return restore(orth)
+
+        new_updates = _map_with_numbers(orthogonalise, numbers, mu_hat)
+        new_updates = jax.tree.map(lambda u, g: u.astype(g.dtype), new_updates, updates)
+        return new_updates, MuonState(count=count, mu=tree_utils.tree_cast(mu, mu_dtype), ns_coeffs=state.ns_coeffs)
+
+    return base.GradientTransformation(init_fn, update_fn)
+
+
+def _scale_by_shape(weight_dimension_numbers, consistent_rms):
+    """Muon's per-matrix step scale: sqrt(max(1, cols/rows)), or consistent_rms * sqrt(max(rows, cols))."""
+
+    def update_fn(updates, state, params=None):
+        numbers = _dimension_numbers_tree(
+            weight_dimension_numbers, updates if params is None else params, default_all=True
+        )
+
+        def rescale(u, dn):
+            ndim = u.ndim
+            rows = math.prod(u.shape[a] for a in _axes(dn.reduction_axis, ndim))
+            cols = math.prod(u.shape[a] for a in _axes(dn.output_axis, ndim))
+            if consistent_rms is None:
+                factor = math.sqrt(max(1.0, cols / rows))
+            else:
+                factor = consistent_rms * math.sqrt(max(rows, cols))
+            return (u * factor).astype(u.dtype)
+
+        return _map_with_numbers(rescale, numbers, updates), state
+
+    return base.GradientTransformation(base.init_empty_state, update_fn)
+
+
+def muon(
+    learning_rate: base.ScalarOrSchedule,
+    ns_coeffs: Any = (3.4445, -4.775, 2.0315),
+    ns_steps: int = 5,
+    beta: float = 0.95,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    weight_decay_mask: Optional[Any] = None,
+    mu_dtype: Optional[Any] = None,
+    *,
+    nesterov: bool = True,
+    adaptive: bool = False,
+    preconditioning: str = "frobenius",
+    adam_b1: float = 0.9,
+    adam_b2: float = 0.999,
+    adam_eps_root: float = 0.0,
+    adam_weight_decay: float = 0.0,
+    adam_learning_rate: Optional[base.ScalarOrSchedule] = None,
+    muon_weight_dimension_numbers: Any = None,
+    consistent_rms: Optional[float] = None,
+) -> base.GradientTransformationExtraArgs:
+    r"""Muon for matrices (:func:`scale_by_muon`), AdamW for every other parameter.
+
+    Matrix updates are :math:`-\eta\,(s\,u_t + \lambda\theta)` with
+    :math:`s = \sqrt{\max(1, \text{cols}/\text{rows})}` (or
+    :math:`s = \text{consistent\_rms}\sqrt{\max(\text{rows}, \text{cols})}`, which
+    gives every matrix update the same RMS). Params without dimension numbers
+    (by default: those that are not 2-D) use Adam with ``adam_*`` settings.
+
+    Jordan, `modded-nanogpt <https://github.com/KellerJordan/modded-nanogpt>`_, 2024;
+    Liu et al., `Muon is Scalable for LLM Training <https://arxiv.org/abs/2502.16982>`_, 2025.
+
+    Args:
+      learning_rate: :math:`\eta`, a scalar or schedule.
+      ns_coeffs: Newton-Schulz coefficients (a triple or one per iteration).
+      ns_steps: Newton-Schulz iterations.
+      beta: Muon momentum decay.
+      eps: added to norms (also Adam's eps).
+      weight_decay: :math:`\lambda` of the Muon params.
+      weight_decay_mask: mask of the Muon params to decay.
+      mu_dtype: dtype of the momenta.
+      nesterov: Nesterov momentum (for Muon and for the Adam params).
+      adaptive: scale Muon updates by their dual norm.
+      preconditioning: only ``"frobenius"``.
+      adam_b1: Adam's :math:`\beta_1`.
+      adam_b2: Adam's :math:`\beta_2`.
+      adam_eps_root: Adam's eps inside the root.
+      adam_weight_decay: decoupled weight decay of the Adam params.
+      adam_learning_rate: learning rate of the Adam params (default ``learning_rate``).
+      muon_weight_dimension_numbers: a tree of :class:`MuonDimensionNumbers` or None
+        per param (or a function of the params returning it).
+      consistent_rms: if set, the RMS-matching scale described above.
+    """
+
+    def labels(params):
+        numbers = _dimension_numbers_tree(muon_weight_dimension_numbers, params)
+        return jax.tree.map(lambda dn: "adam" if dn is None else "muon", numbers, is_leaf=_is_numbers)
+
+    muon_chain = optcore.chain(
+        scale_by_muon(
+            ns_coeffs, ns_steps, beta, eps, mu_dtype, nesterov=nesterov, adaptive=adaptive,
+            preconditioning=preconditioning, weight_dimension_numbers=muon_weight_dimension_numbers,
+        ),
+        _scale_by_shape(muon_weight_dimension_numbers, consistent_rms),
+        optcore.add_decayed_weights(weight_decay, weight_decay_mask),
+        optcore.scale_by_learning_rate(learning_rate),
+    )
+    adam_chain = optcore.chain(
+        optcore.scale_by_adam(
+            b1=adam_b1, b2=adam_b2, eps=eps, eps_root=adam_eps_root, mu_dtype=mu_dtype, nesterov=nesterov
+        ),
+        optcore.add_decayed_weights(adam_weight_decay),
+        optcore.scale_by_learning_rate(learning_rate if adam_learning_rate is None else adam_learning_rate),
+    )
+    return optcore.partition({"muon": muon_chain, "adam": adam_chain}, labels)
