@@ -19,8 +19,13 @@ from optcore import validate
 
 
 def f32(value: Any) -> jax.Array:
-    """``value`` as a float32 array (a traced value stays traced)."""
-    return jnp.asarray(value, dtype=jnp.float32)
+    """``value`` as a float32 array (a traced value stays traced).
+
+    The optimization barrier keeps XLA from folding a constant hyperparameter
+    into the arithmetic (e.g. rewriting ``x / c`` as ``x * (1/c)``), so the
+    compiled program is the same whether the value is a constant or an input.
+    """
+    return jax.lax.optimization_barrier(jnp.asarray(value, dtype=jnp.float32))
 
 
 def is_none(x: Any) -> bool:
