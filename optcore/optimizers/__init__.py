@@ -18,6 +18,7 @@ from optcore.optimizers._adaptive import (
     radam,
     yogi,
 )
+from optcore.optimizers._lbfgs import lbfgs
 from optcore.optimizers._optimistic import optimistic_adam, optimistic_adam_v2, optimistic_gradient_descent
 from optcore.optimizers._sgd import noisy_sgd, polyak_sgd, sgd
 from optcore.optimizers._sign import lion, rprop, sign_sgd, signum
@@ -36,6 +37,7 @@ __all__ = [
     "amsgrad",
     "fromage",
     "lamb",
+    "lbfgs",
     "lars",
     "lion",
     "nadam",

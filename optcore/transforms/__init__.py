@@ -25,20 +25,6 @@ from optcore.transforms._accumulators import (
     scale_by_sm3,
     scale_by_stddev,
 )
-from optcore.transforms._accumulators import (
-    ScaleByAdaDeltaState,
-    ScaleByNovogradState,
-    ScaleByRmsState,
-    ScaleByRStdDevState,
-    ScaleByRssState,
-    ScaleBySM3State,
-    scale_by_adadelta,
-    scale_by_novograd,
-    scale_by_rms,
-    scale_by_rss,
-    scale_by_sm3,
-    scale_by_stddev,
-)
 from optcore.transforms._adaptive import (
     ScaleByAdamState,
     ScaleByAdanState,
@@ -94,7 +80,6 @@ from optcore.transforms._linesearch import (
 )
 from optcore.transforms._masking import MaskedNode, MaskedState, masked
 from optcore.transforms._factored import FactoredState, scale_by_factored_rms
-from optcore.transforms._factored import FactoredState, scale_by_factored_rms
 from optcore.transforms._scaling import (
     ScaleByLionState,
     ScaleByOptimisticGradientState,
@@ -111,14 +96,6 @@ from optcore.transforms._scaling import (
     scale_by_rprop,
     scale_by_schedule,
     scale_by_sign,
-)
-from optcore.transforms._trust import (
-    ScaleByDistanceOverGradientsState,
-    ScaleByTrustRatioState,
-    scale_by_distance_over_gradients,
-    scale_by_param_block_norm,
-    scale_by_param_block_rms,
-    scale_by_trust_ratio,
 )
 from optcore.transforms._trust import (
     ScaleByDistanceOverGradientsState,
@@ -184,43 +161,6 @@ __all__ = [
     "stateless_with_tree_map",
     "trace",
     "with_extra_args_support",
-    # scaling transforms and their states (adaptive, accumulators, factored, trust, sign/step rules)
-    "FactoredState",
-    "ScaleByAdaDeltaState",
-    "ScaleByAdanState",
-    "ScaleByAmsgradState",
-    "ScaleByBeliefState",
-    "ScaleByDistanceOverGradientsState",
-    "ScaleByLionState",
-    "ScaleByNovogradState",
-    "ScaleByOptimisticGradientState",
-    "ScaleByRStdDevState",
-    "ScaleByRpropState",
-    "ScaleByRssState",
-    "ScaleBySM3State",
-    "ScaleByTrustRatioState",
-    "centralize",
-    "normalize_by_update_norm",
-    "scale_by_adadelta",
-    "scale_by_adamax",
-    "scale_by_adan",
-    "scale_by_amsgrad",
-    "scale_by_belief",
-    "scale_by_distance_over_gradients",
-    "scale_by_factored_rms",
-    "scale_by_lion",
-    "scale_by_novograd",
-    "scale_by_optimistic_gradient",
-    "scale_by_param_block_norm",
-    "scale_by_param_block_rms",
-    "scale_by_polyak",
-    "scale_by_radam",
-    "scale_by_rprop",
-    "scale_by_rss",
-    "scale_by_sm3",
-    "scale_by_stddev",
-    "scale_by_trust_ratio",
-    "scale_by_yogi",
     # scaling transforms and their states (adaptive, accumulators, factored, trust, sign/step rules)
     "FactoredState",
     "ScaleByAdaDeltaState",
