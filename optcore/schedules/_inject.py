@@ -98,9 +98,11 @@ def inject_hyperparams(
 
     Arguments of the factory are sorted into three kinds: names in
     ``static_args``, booleans and anything non-numeric (masks, dtypes, None)
-    are passed unchanged; callables are schedules (a step -> value function
-    is wrapped in :class:`WrappedSchedule`, a :class:`StatefulSchedule` is used
-    as is) evaluated at every step; numbers and arrays are stored as arrays.
+    are passed unchanged; callables passed by the caller are schedules (a
+    step -> value function is wrapped in :class:`WrappedSchedule`, a
+    :class:`StatefulSchedule` is used as is) evaluated at every step; numbers
+    and arrays are stored as arrays. Unlike Optax, a callable *default* (such
+    as a clipping rule) stays static rather than being taken for a schedule.
 
     Unlike Optax, floats are stored as float32 by default (the dtype in which
     optcore's optimizers do hyperparameter arithmetic), so the wrapped and
@@ -134,6 +136,7 @@ def inject_hyperparams(
     @functools.wraps(inner_factory)
     def wrapped_factory(*args, **kwargs) -> base.GradientTransformationExtraArgs:
         bound = signature.bind(*args, **kwargs)
+        given = set(bound.arguments)
         bound.apply_defaults()
         numeric, schedules = {}, {}
         for name, value in bound.arguments.items():
@@ -142,8 +145,10 @@ def inject_hyperparams(
                 continue
             if isinstance(value, StatefulSchedule):
                 schedules[name] = value
-            elif callable(value):
+            elif callable(value) and name in given:
                 schedules[name] = WrappedSchedule(value)
+            elif callable(value):
+                continue  # a default function (a clipping rule, say) is part of the method, not a schedule
             elif _is_numeric(value):
                 numeric[name] = value
 
