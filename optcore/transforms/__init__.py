@@ -1,6 +1,8 @@
 """Gradient transformations, one module per family.
 
-Layer 3: depends on base, numerics, tree_utils and schedules.
+Layer 3: depends on base, numerics, tree_utils and schedules. The combinators
+(chain, partition, MultiSteps, ...) live here too, so that optimizers can use
+them; :mod:`optcore.wrappers` groups them as a namespace above this layer.
 """
 
 from optcore.base import (
@@ -106,7 +108,52 @@ from optcore.transforms._trust import (
     scale_by_trust_ratio,
 )
 
+# Combinators and wrappers (also grouped, with kind "wrapper", in optcore.wrappers).
+from optcore.transforms._combining import named_chain
+from optcore.transforms._conditional import (
+    ConditionallyMaskState,
+    ConditionallyTransformState,
+    ConditionFn,
+    conditionally_mask,
+    conditionally_transform,
+)
+from optcore.transforms._finite import ApplyIfFiniteState, apply_if_finite
+from optcore.transforms._flatten import flatten
+from optcore.transforms._monitor import MonitorState, SnapshotState, measure_with_ema, monitor, snapshot
+from optcore.transforms._multisteps import (
+    MultiSteps,
+    MultiStepsState,
+    ShouldSkipUpdateFunction,
+    skip_large_updates,
+    skip_not_finite,
+)
+from optcore.transforms._partition import PartitionState, freeze, partition, selective_transform
+
 __all__ = [
+    # combinators and wrappers, as in optax.transforms
+    "ApplyIfFiniteState",
+    "ConditionFn",
+    "ConditionallyMaskState",
+    "ConditionallyTransformState",
+    "MonitorState",
+    "MultiSteps",
+    "MultiStepsState",
+    "PartitionState",
+    "ShouldSkipUpdateFunction",
+    "SnapshotState",
+    "apply_if_finite",
+    "conditionally_mask",
+    "conditionally_transform",
+    "flatten",
+    "freeze",
+    "measure_with_ema",
+    "monitor",
+    "named_chain",
+    "partition",
+    "selective_transform",
+    "skip_large_updates",
+    "skip_not_finite",
+    "snapshot",
     "AdaptiveGradClipState",
     "AddDecayedWeightsState",
     "AddNoiseState",

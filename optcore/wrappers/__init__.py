@@ -1,41 +1,44 @@
 """Wrappers and combinators: transformations built from other transformations.
 
-Layer 3: may use :mod:`optcore.transforms` and :mod:`optcore.schedules`, never the
-optimizers above it. ``inject_hyperparams`` lives in :mod:`optcore.schedules` (as in
-Optax) and is re-exported here because it wraps an optimizer factory.
+A namespace above :mod:`optcore.transforms` (where the code lives, so that
+optimizers can use it): every name here is registered with kind ``wrapper``.
+``inject_hyperparams`` lives in :mod:`optcore.schedules` (as in Optax) and is
+re-exported here because it wraps an optimizer factory.
 """
 
-from optcore.transforms._combining import chain, named_chain
 from optcore.schedules import inject_hyperparams, inject_stateful_hyperparams
-from optcore.transforms._masking import MaskedNode, MaskedState, masked
-from optcore.wrappers._conditional import (
+from optcore.transforms import (
+    ApplyIfFiniteState,
     ConditionallyMaskState,
     ConditionallyTransformState,
     ConditionFn,
-    conditionally_mask,
-    conditionally_transform,
-)
-from optcore.wrappers._finite import ApplyIfFiniteState, apply_if_finite
-from optcore.wrappers._flatten import flatten
-from optcore.wrappers._lookahead import LookaheadParams, LookaheadState, lookahead
-from optcore.wrappers._monitor import MonitorState, SnapshotState, measure_with_ema, monitor, snapshot
-from optcore.wrappers._multisteps import (
-    ApplyEvery,
+    MaskedNode,
+    MaskedState,
+    MonitorState,
     MultiSteps,
     MultiStepsState,
-    ShouldSkipUpdateFunction,
-    apply_every,
-    skip_large_updates,
-    skip_not_finite,
-)
-from optcore.wrappers._partition import (
-    MultiTransformState,
     PartitionState,
+    ShouldSkipUpdateFunction,
+    SnapshotState,
+    apply_if_finite,
+    chain,
+    conditionally_mask,
+    conditionally_transform,
+    flatten,
     freeze,
-    multi_transform,
+    masked,
+    measure_with_ema,
+    monitor,
+    named_chain,
     partition,
     selective_transform,
+    skip_large_updates,
+    skip_not_finite,
+    snapshot,
 )
+from optcore.transforms._lookahead import LookaheadParams, LookaheadState, lookahead
+from optcore.transforms._multisteps import ApplyEvery, apply_every
+from optcore.transforms._partition import MultiTransformState, multi_transform
 
 __all__ = [
     "ApplyEvery",

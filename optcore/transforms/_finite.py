@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, numerics, validate
-from optcore.wrappers._multisteps import neutral_updates
+from optcore.transforms._multisteps import neutral_updates
 
 
 class ApplyIfFiniteState(NamedTuple):

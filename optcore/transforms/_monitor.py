@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base
-from optcore.transforms import ema as _ema
+from optcore.transforms._adding import ema as _ema
 
 
 class SnapshotState(NamedTuple):
