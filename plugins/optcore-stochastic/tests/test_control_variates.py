@@ -77,17 +77,22 @@ def _variance(jacobians):
 
 def test_delta_method_and_baseline_reduce_score_function_variance():
     num_samples, key = 4_000, jax.random.key(0)
-    plain = st.score_function_jacobians(_offset_quadratic, PARAMS, utils.multi_normal, key, num_samples)
-    with_delta, _ = st.control_variates_jacobians(
-        _offset_quadratic, st.control_delta_method, st.score_function_jacobians, PARAMS, utils.multi_normal, key, num_samples
-    )
+
+    @jax.jit
+    def plain_and_delta(key):
+        plain = st.score_function_jacobians(_offset_quadratic, PARAMS, utils.multi_normal, key, num_samples)
+        with_delta, _ = st.control_variates_jacobians(
+            _offset_quadratic, st.control_delta_method, st.score_function_jacobians, PARAMS, utils.multi_normal, key, num_samples)
+        return plain, with_delta
+
+    plain, with_delta = plain_and_delta(key)
     # The delta method is exact for a quadratic: only the (constant) correction terms remain.
     assert _variance(with_delta) / _variance(plain) < 1e-3
 
-    state = (jnp.array(0.0), 0)
     baseline = functools.partial(st.moving_avg_baseline, decay=0.9)
     step = jax.jit(lambda k, s: st.control_variates_jacobians(
         _offset_quadratic, baseline, st.score_function_jacobians, PARAMS, utils.multi_normal, k, num_samples, s))
+    state = (jnp.array(0.0), 0)
     for seed in range(1, 4):  # warm the baseline up on other samples
         _, state = step(jax.random.key(seed), state)
     with_baseline, state = step(key, state)
@@ -95,12 +100,25 @@ def test_delta_method_and_baseline_reduce_score_function_variance():
     assert _variance(with_baseline) / _variance(plain) < 0.3
 
 
+def test_moving_average_accepts_none_as_the_initial_state():
+    compute_cv, expected_value_cv, update_state = st.moving_avg_baseline(lambda x: x[0])
+    assert float(compute_cv(PARAMS, jnp.zeros(2), None)) == 0.0 == float(expected_value_cv(PARAMS, None))
+    value, step = update_state(PARAMS, jnp.array([[2.0, 0.0], [4.0, 0.0]]), None)
+    assert float(value) == pytest.approx(3.0) and step == 1  # debiased: the first batch mean exactly
+
+
 def test_baseline_has_no_effect_on_pathwise_and_measure_valued():
     state = (jnp.array(5.0), 3)
     for estimator in (st.pathwise_jacobians, st.measure_valued_jacobians):
-        plain = estimator(_exp, PARAMS, utils.multi_normal, jax.random.key(1), 32)
-        corrected, new_state = st.control_variates_jacobians(
-            _exp, st.moving_avg_baseline, estimator, PARAMS, utils.multi_normal, jax.random.key(1), 32, state)
+
+        @jax.jit
+        def both(key, state):
+            plain = estimator(_exp, PARAMS, utils.multi_normal, key, 32)
+            corrected, new_state = st.control_variates_jacobians(
+                _exp, st.moving_avg_baseline, estimator, PARAMS, utils.multi_normal, key, 32, state)
+            return plain, corrected, new_state
+
+        plain, corrected, new_state = both(jax.random.key(1), state)
         for p, c in zip(plain, corrected):
             np.testing.assert_allclose(c, p, rtol=1e-5, atol=1e-6)
         assert int(new_state[1]) == 4
@@ -113,8 +131,11 @@ ESTIMATORS = {
 }
 
 
-@pytest.mark.parametrize("estimate_coefficients", [False, True], ids=["c=1", "c=estimated"])
-@pytest.mark.parametrize("estimator_name", sorted(ESTIMATORS))
+@pytest.mark.parametrize(
+    "estimator_name, estimate_coefficients",
+    [("score_function", False), ("pathwise", False), ("measure_valued", False), ("score_function", True)],
+    ids=["score_function", "pathwise", "measure_valued", "score_function-estimated_c"],
+)
 def test_delta_corrected_estimators_are_unbiased(estimator_name, estimate_coefficients, within_se):
     """exp is not quadratic, so the delta method is not exact and the correction terms matter.
 
@@ -136,14 +157,19 @@ def test_delta_corrected_estimators_are_unbiased(estimator_name, estimate_coeffi
 
 
 def test_estimated_coefficients():
-    # The delta method reproduces a quadratic exactly: the best coefficient is 1.
-    coefficients = st.estimate_control_variate_coefficients(
-        _offset_quadratic, st.control_delta_method, st.score_function_jacobians, PARAMS, utils.multi_normal, jax.random.key(0), 200)
-    np.testing.assert_allclose(coefficients, [1.0, 1.0], atol=1e-3)
-    # A baseline contributes nothing to pathwise Jacobians: its coefficient is 0 (eps avoids 0/0).
-    coefficients = st.estimate_control_variate_coefficients(
-        _exp, st.moving_avg_baseline, st.pathwise_jacobians, PARAMS, utils.multi_normal, jax.random.key(0), 50, (jnp.array(1.0), 1))
-    np.testing.assert_allclose(coefficients, [0.0, 0.0], atol=1e-6)
+    @jax.jit
+    def coefficients(key):
+        # The delta method reproduces a quadratic exactly: the best coefficient is 1.
+        exact = st.estimate_control_variate_coefficients(
+            _offset_quadratic, st.control_delta_method, st.score_function_jacobians, PARAMS, utils.multi_normal, key, 200)
+        # A baseline contributes nothing to pathwise Jacobians: its coefficient is 0 (eps avoids 0/0).
+        useless = st.estimate_control_variate_coefficients(
+            _exp, st.moving_avg_baseline, st.pathwise_jacobians, PARAMS, utils.multi_normal, key, 50, (jnp.array(1.0), 1))
+        return exact, useless
+
+    exact, useless = coefficients(jax.random.key(0))
+    np.testing.assert_allclose(exact, [1.0, 1.0], atol=1e-3)
+    np.testing.assert_allclose(useless, [0.0, 0.0], atol=1e-6)
     with pytest.raises(ValueError, match="eps"):
         st.estimate_control_variate_coefficients(
             _exp, st.control_delta_method, st.score_function_jacobians, PARAMS, utils.multi_normal, jax.random.key(0), 50, eps=-1.0)

@@ -161,23 +161,25 @@ def moving_avg_baseline(
 
     Returns:
       A ``(compute_cv, expected_value_cv, update_state)`` triple; the state is
-      ``(value, step)``, start from ``(jnp.array(0.), 0)``.
+      ``(value, step)``; start from ``(jnp.array(0.), 0)`` (``None`` means the same).
     """
     optcore.validate.check_decay("decay", decay)
     if zero_debias and not use_decay_early_training_heuristic:
         optcore.validate.check_range("decay", decay, low=0.0, high=1.0)  # decay 1 would never move off 0
 
+    initial_state = (jnp.zeros([], jnp.float32), 0)
+
     def compute_cv(params, sample, state):
         del params, sample
-        return state[0]
+        return (initial_state if state is None else state)[0]
 
     def expected_value_cv(params, state):
         del params
-        return state[0]
+        return (initial_state if state is None else state)[0]
 
     def update_state(params, samples, state):
         del params
-        value, step = state
+        value, step = initial_state if state is None else state
         step_f = jnp.asarray(step, jnp.float32)
         if use_decay_early_training_heuristic:
             step_decay = jnp.minimum(decay, (1.0 + step_f) / (10.0 + step_f))
