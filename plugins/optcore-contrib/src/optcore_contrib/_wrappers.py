@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +23,7 @@ def normalize() -> base.GradientTransformation:
 
     def update_fn(updates, state, params=None):
         del params
-        norm = numerics.global_norm(updates)
+        norm = tree_utils.tree_norm(updates)
         return jax.tree.map(lambda g: g / norm, updates), state
 
     return base.GradientTransformation(base.init_empty_state, update_fn)
