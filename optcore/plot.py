@@ -85,10 +85,10 @@ def plot_schedules(
         axes.set_yscale("log")
     if title:
         axes.set_title(title)
-    axes.legend()
+    # Labels carry every argument and can be long: the legend goes under the plot.
+    axes.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
     axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(output)
+    figure.savefig(output, bbox_inches="tight", dpi=120)
     plt.close(figure)
     return output
 
