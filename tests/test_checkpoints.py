@@ -1,0 +1,155 @@
+"""Optimizer states survive checkpoints bit for bit, for every registered optimizer.
+
+A run saved after ``SAVE_AT`` steps (with pickle, or as a ``numpy.savez``
+archive of its leaves restored onto the treedef of a fresh ``init``) and
+continued must give exactly the params and state of an uninterrupted run, also
+inside ``inject_hyperparams`` and ``MultiSteps``; and a fresh process must read
+the saved state back with the same tree structure.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import pickle
+
+import jax
+import pytest
+
+import optcore
+import registry_cases as rc
+from plugin_fixtures import run_json
+
+STEPS, SAVE_AT = 4, 2
+CASES = rc.optimizer_cases()
+PLAIN, WRAPPED = "plain", "inject_hyperparams+MultiSteps"
+_STEP_FNS: dict = {}  # (name, variant) -> (opt, jitted step): one compile per optimizer and variant
+
+
+def _build(case: rc.Case, variant: str):
+    if variant == PLAIN:
+        return case.build()
+    # Integer arguments (sizes, intervals, PRNG seeds) are structural, as in Optax,
+    # where inject_hyperparams(adafactor) without static_args fails to trace too.
+    static = tuple(k for k, v in _arguments(case).items() if isinstance(v, int) and not isinstance(v, bool))
+    inner = optcore.inject_hyperparams(case.factory, static_args=static)(**case.kwargs)
+    return optcore.MultiSteps(inner, every_k_schedule=2).gradient_transformation()
+
+
+def _arguments(case: rc.Case) -> dict:
+    bound = inspect.signature(case.factory).bind_partial(**case.kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def _opt_and_step(case: rc.Case, variant: str):
+    key = (case.name, variant)
+    if key not in _STEP_FNS:
+        opt = _build(case, variant)
+        _STEP_FNS[key] = (opt, jax.jit(lambda params, state: rc.step(opt, case.name, params, state)))
+    return _STEP_FNS[key]
+
+
+def _run(step, params, state, steps):
+    for _ in range(steps):
+        params, state = step(params, state)
+    return params, state
+
+
+# Known failures in other modules, kept visible (strict: they fail the suite once fixed, so the mark goes).
+KNOWN_BUGS = {
+    ("momo", WRAPPED): "optcore-contrib momo tests `if weight_decay` in Python, so inject_hyperparams "
+    "cannot trace it (Optax 0.2.8's momo can)",
+    ("momo_adam", WRAPPED): "optcore-contrib momo_adam tests `if weight_decay` in Python, so inject_hyperparams "
+    "cannot trace it (Optax 0.2.8's momo_adam can)",
+}
+
+
+def _variants():
+    out = []
+    for param in rc.case_params(CASES):
+        case = param.values[0]
+        out.append(pytest.param(case, PLAIN, id=f"{case.name}-{PLAIN}", marks=param.marks))
+        marks = list(param.marks)
+        if case.name in rc.PER_EXAMPLE:
+            marks.append(pytest.mark.skip(reason="MultiSteps accumulates params-shaped gradients; "
+                                                 f"{case.name} takes per-example gradients"))
+        if (case.name, WRAPPED) in KNOWN_BUGS:
+            marks.append(pytest.mark.xfail(reason=KNOWN_BUGS[case.name, WRAPPED], strict=True))
+        out.append(pytest.param(case, WRAPPED, id=f"{case.name}-{WRAPPED}", marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("case, variant", _variants())
+def test_restore_and_continue_is_bit_identical(case, variant):
+    opt, step = _opt_and_step(case, variant)
+    params0 = rc.small_params(case.name)
+    expected_params, expected_state = _run(step, params0, opt.init(params0), STEPS)
+
+    params_k, state_k = _run(step, params0, opt.init(params0), SAVE_AT)
+
+    # pickle: params and state together, as a training loop would save them.
+    restored_params, restored_state = pickle.loads(pickle.dumps((params_k, state_k)))
+    final = _run(step, restored_params, restored_state, STEPS - SAVE_AT)
+    rc.assert_bitwise_equal(final[0], expected_params, "params after pickle")
+    rc.assert_bitwise_equal(final[1], expected_state, "state after pickle")
+
+    # numpy.savez of the leaves, restored onto the treedef of a fresh init.
+    fresh_state = opt.init(params0)
+    restored_state = rc.load_leaves(rc.save_leaves(state_k), like=fresh_state)
+    restored_params = rc.load_leaves(rc.save_leaves(params_k), like=params0)
+    final = _run(step, restored_params, restored_state, STEPS - SAVE_AT)
+    rc.assert_bitwise_equal(final[0], expected_params, "params after savez")
+    rc.assert_bitwise_equal(final[1], expected_state, "state after savez")
+
+
+def test_restored_state_must_match_a_fresh_init():
+    """Restoring leaves onto a different optimizer's treedef fails loudly, not silently."""
+    params = rc.small_params()
+    adam_state = optcore.adam(1e-3).init(params)
+    with pytest.raises(AssertionError, match="leaves saved"):
+        rc.load_leaves(rc.save_leaves(adam_state), like=optcore.sgd(1e-3, momentum=0.9).init(params))
+
+
+def test_states_load_in_a_fresh_process(tmp_path):
+    """Pickles and savez archives written here load in a new interpreter onto the
+    treedef of that interpreter's own fresh init, with identical structure and bytes."""
+    written = []
+    for case in CASES:
+        if case.skip:
+            continue
+        opt, step = _opt_and_step(case, PLAIN)
+        params0 = rc.small_params(case.name)
+        _, state_k = _run(step, params0, opt.init(params0), SAVE_AT)
+        (tmp_path / f"{case.name}.pkl").write_bytes(pickle.dumps(state_k))
+        (tmp_path / f"{case.name}.npz").write_bytes(rc.save_leaves(state_k))
+        written.append(case.name)
+    (tmp_path / "names.json").write_text(json.dumps(written))
+
+    code = f"""
+        import json, pathlib, pickle, warnings
+        warnings.simplefilter("ignore")
+        import jax
+        import registry_cases as rc
+        root = pathlib.Path({str(tmp_path)!r})
+        cases = {{c.name: c for c in rc.optimizer_cases()}}
+        out = {{}}
+        for name in json.loads((root / "names.json").read_text()):
+            case = cases[name]
+            fresh = case.build().init(rc.small_params(name))
+            from_pickle = pickle.loads((root / f"{{name}}.pkl").read_bytes())
+            from_npz = rc.load_leaves((root / f"{{name}}.npz").read_bytes(), like=fresh)
+            rc.assert_bitwise_equal(from_npz, from_pickle, name)
+            out[name] = [str(jax.tree.structure(fresh)), str(jax.tree.structure(from_pickle))]
+        print(json.dumps(out))
+    """
+    import os
+
+    data, _ = run_json(code, env={"PYTHONPATH": os.path.dirname(__file__)})
+    assert sorted(data) == sorted(written)
+    for name in written:
+        opt, _ = _opt_and_step(next(c for c in CASES if c.name == name), PLAIN)
+        here = str(jax.tree.structure(opt.init(rc.small_params(name))))
+        fresh_there, pickled_there = data[name]
+        assert fresh_there == here, f"{name}: the state tree differs between processes"
+        assert pickled_there == here, f"{name}: the unpickled state has another tree structure"
