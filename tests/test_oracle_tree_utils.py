@@ -52,8 +52,8 @@ CALLS = {
     "update_infinity_moment": lambda t: t.tree_update_infinity_moment(X, POS, 0.9, 1e-3),
     "update_moment": lambda t: t.tree_update_moment(X, POS, 0.9, 1),
     "update_moment_2": lambda t: t.tree_update_moment(X, POS, 0.99, 2),
-    # Not compared: tree_update_moment of order 2 on complex updates. optcore averages
-    # |g|**2 (real, the second moment of a complex number); Optax averages g**2.
+    "update_moment_complex": lambda t: t.tree_update_moment(C, {"c": jnp.zeros(2, jnp.complex64)}, 0.5, 2),
+    "update_moment_per_elem_norm_odd": lambda t: t.tree_update_moment_per_elem_norm(X, POS, 0.9, 3),
     "update_moment_per_elem_norm": lambda t: t.tree_update_moment_per_elem_norm(X, POS, 0.99, 2),
     "update_moment_per_elem_norm_complex": lambda t: t.tree_update_moment_per_elem_norm(C, {"c": jnp.ones(2)}, 0.5, 2),
     "vdot": lambda t: t.tree_vdot(X, Y),
@@ -77,7 +77,7 @@ def test_matches_optax(case):
 
 def test_every_tree_utility_has_an_oracle_case():
     covered = {case.split("_")[0] if case.startswith(("norm_", "sum_", "vdot_")) else case for case in CALLS}
-    covered = {c.replace("_complex", "").replace("_uniform", "").replace("_2", "") for c in covered}
+    covered = {c.replace("_complex", "").replace("_uniform", "").replace("_odd", "").replace("_2", "") for c in covered}
     named_access = {"get", "get_all_with_path", "set", "map_params", "dtype"}  # tested below
     assert {name[len("tree_"):] for name in tu.__all__ if name.startswith("tree_")} == covered | named_access
     assert set(optcore.tree.__all__) == {n for n in dir(optax.tree) if not n.startswith("_")}

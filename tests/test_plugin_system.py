@@ -247,9 +247,14 @@ def test_first_party_name_without_its_plugin_gives_the_install_command():
                 out[expr] = None
             except (AttributeError, LookupError) as err:
                 out[expr] = [type(err).__name__, str(err)]
+        try:
+            import optcore.losses
+        except ModuleNotFoundError as err:
+            out["import optcore.losses"] = str(err)
         print(json.dumps(out))
     """
     data, _ = run_json(code, env={"OPTCORE_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert 'pip install "optcore[losses]"' in data["import optcore.losses"]
     assert data["optcore.l2_loss"][0] == "AttributeError"
     assert 'pip install "optcore[losses]"' in data["optcore.l2_loss"][1]
     assert "optcore-losses" in data["optcore.losses"][1]

@@ -48,6 +48,7 @@ from optcore.transforms._adding import (
     add_decayed_weights,
     add_noise,
     ema,
+    scale_and_decay,
     trace,
 )
 from optcore.transforms._clipping import (
@@ -154,6 +155,7 @@ __all__ = [
     "skip_large_updates",
     "skip_not_finite",
     "snapshot",
+    "scale_and_decay",
     "AdaptiveGradClipState",
     "AddDecayedWeightsState",
     "AddNoiseState",

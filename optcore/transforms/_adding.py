@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from optcore import validate, base, numerics, tree_utils
+from optcore.transforms._combining import chain
 from optcore.transforms._masking import masked
+from optcore.transforms._scaling import scale
 
 AddDecayedWeightsState = base.EmptyState
 
@@ -204,3 +206,24 @@ def ema(
         return updates, EmaState(count=count_inc, ema=tree_utils.tree_cast(new_ema, accumulator_dtype))
 
     return base.GradientTransformation(init_fn, update_fn)
+
+
+def scale_and_decay(
+    step_size: float,
+    weight_decay: Union[float, jax.Array] = 0.0,
+    mask: Optional[Union[Any, Callable[[base.Params], Any]]] = None,
+) -> base.GradientTransformationExtraArgs:
+    r"""Adds decoupled weight decay, then scales: :math:`u \leftarrow \alpha (u + \lambda \theta)`.
+
+    The building block that Optax's README uses to define AdamW,
+    ``chain(scale_by_adam(...), scale_and_decay(-learning_rate, weight_decay=wd))``;
+    it is ``chain(add_decayed_weights(weight_decay, mask), scale(step_size))``
+    (not in Optax itself).
+
+    Args:
+      step_size: :math:`\alpha` (negative for descent, as in :func:`scale`).
+      weight_decay: :math:`\lambda`.
+      mask: a tree of booleans (or a function of the params returning one)
+        selecting the params to decay; ``None`` decays all.
+    """
+    return chain(add_decayed_weights(weight_decay, mask), scale(step_size))

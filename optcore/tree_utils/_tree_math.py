@@ -258,7 +258,9 @@ def tree_update_moment(updates: Any, moments: Any, decay: Any, order: int) -> An
     .. math::
         m \leftarrow (1 - \beta)\, g^{k} + \beta\, m
 
-    with :math:`|g|^2` for complex :math:`g` and :math:`k = 2`.
+    The power is taken as is, so for complex :math:`g` and :math:`k = 2`
+    this averages :math:`g^2` (as Optax does); use
+    :func:`tree_update_moment_per_elem_norm` for :math:`|g|^2`.
 
     Args:
       updates: the new values :math:`g` (``None`` leaves stay ``None``).
@@ -270,11 +272,7 @@ def tree_update_moment(updates: Any, moments: Any, decay: Any, order: int) -> An
     def update(g, t):
         if g is None:
             return None
-        if order == 2:
-            power = numerics.abs_sq(g)
-        else:
-            power = g**order
-        return (1 - decay) * power + decay * t
+        return (1 - decay) * (g**order) + decay * t
 
     return jax.tree.map(update, updates, moments, is_leaf=_is_none)
 
@@ -293,9 +291,9 @@ def tree_update_moment_per_elem_norm(updates: Any, moments: Any, decay: Any, ord
     """
 
     def order_th_norm(g):
-        # Even powers of real numbers need no abs (and keep the exact same
-        # arithmetic as g**2); odd powers and complex values use the modulus.
-        if jnp.isrealobj(g) and order % 2 == 0:
+        # Real values are raised as they are (as Optax does, odd orders
+        # included); complex values use the modulus, |g|^k = (|g|^2)^(k/2).
+        if jnp.isrealobj(g):
             return g**order
         half_order = order / 2
         if half_order.is_integer():

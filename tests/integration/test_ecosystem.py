@@ -88,3 +88,16 @@ def test_demo_uses_the_losses_plugin_and_the_loss_falls():
     assert "from optcore-losses" in result.stdout
     first, last = re.search(r"loss (\d+\.\d+) -> (\d+\.\d+)", result.stdout).groups()
     assert float(last) < 0.5 * float(first)
+
+
+def test_plugin_namespaces_import_like_optax_subpackages():
+    import optcore.losses
+    import optcore_losses
+    from optcore.contrib import muon
+    from optcore.second_order import hessian_diag
+
+    assert optcore.losses is optcore_losses
+    assert optcore_losses.__spec__.name == "optcore_losses"
+    assert muon is optcore.get("muon") and hessian_diag is optcore.get("hessian_diag")
+    with pytest.raises(ModuleNotFoundError):
+        import optcore.no_such_namespace  # noqa: F401
