@@ -19,10 +19,10 @@ import jax.numpy as jnp
 class AccumulationType(enum.Enum):
     """How per-micro-batch results are combined.
 
-    MEAN: the mean over micro-batches (sum, then one division by their number).
-    SUM: the sum over micro-batches.
-    RUNNING_MEAN: the mean, updated as ``a + (x - a) / (i + 1)`` (bounded magnitude).
-    CONCAT: the results concatenated back along the batch axis, in the
+    - MEAN: the mean over micro-batches (sum, then one division by their number).
+    - SUM: the sum over micro-batches.
+    - RUNNING_MEAN: the mean, updated as ``a + (x - a) / (i + 1)`` (bounded magnitude).
+    - CONCAT: the results concatenated back along the batch axis, in the
       original order of the batch.
     """
 
