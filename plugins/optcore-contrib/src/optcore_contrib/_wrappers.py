@@ -220,7 +220,7 @@ def mechanize(
     .. math::
         m_{t,j} = \max(\beta_j m_{t-1,j}, |h_t| + \epsilon), \quad
         v_{t,j} = \beta_j^2 v_{t-1,j} + h_t^2, \quad
-        r_{t,j} = \beta_j r_{t-1,j} - s_{t,j} h_t, \\
+        r_{t,j} = \beta_j r_{t-1,j} - s_{t,j}\,\mathrm{clip}(h_t, -m_{t-1,j}, m_{t-1,j}), \\
         s_{t+1,j} = \frac{s_{init} m_{t,j}/n + \max(r_{t,j}, 0)}{\sqrt{v_{t,j}} + \epsilon}.
 
     Cutkosky et al., `Mechanic: A Learning Rate Tuner
@@ -267,10 +267,13 @@ def mechanize(
         decay_scale = weight_decay * grad_norm * s_sum / (param_norm + eps)
         regularised = jax.tree.map(lambda g, p: g + decay_scale * p, updates, params)
         h = _common.tree_vdot(delta_prev, regularised)
+        # The wealth only moves by h clipped to the largest |h| seen so far
+        # (m_{t-1}): one outlier step cannot wipe out (or inflate) the wealth.
+        clipped_h = jnp.clip(h, -state.m, state.m)
         # eps keeps m positive, so the first step keeps s = s_init / n.
         m = jnp.maximum(betas * state.m, jnp.abs(h) + eps)
         v = betas**2 * state.v + h**2
-        r = betas * state.r - state.s * h
+        r = betas * state.r - state.s * clipped_h
         wealth = s_init / num_betas * m + jnp.maximum(r, 0.0)
         s = wealth / (jnp.sqrt(v) + eps)
         delta = jax.tree.map(lambda d, u: d + u, delta_prev, base_updates)
