@@ -40,6 +40,7 @@ from optcore_contrib._dual_averaging import (
     momo_adam,
     scale_by_madgrad,
 )
+from optcore_contrib._galore import GaLoreDimensionNumbers, GaLoreState, galore, scale_by_galore
 from optcore_contrib._muon import MuonDimensionNumbers, MuonState, muon, scale_by_muon
 from optcore_contrib._plateau import ReduceLROnPlateauState, reduce_on_plateau
 from optcore_contrib._schedule_free import (
@@ -81,6 +82,7 @@ OPTIMIZERS = (
     "dog",
     "dowg",
     "dpsgd",
+    "galore",
     "madgrad",
     "momo",
     "momo_adam",
@@ -99,6 +101,7 @@ TRANSFORMS = (
     "scale_by_ademamix",
     "scale_by_adopt",
     "scale_by_cocob",
+    "scale_by_galore",
     "scale_by_madgrad",
     "scale_by_muon",
     "scale_by_simplified_ademamix",
@@ -117,6 +120,8 @@ STATES = (
     "DifferentiallyPrivateAggregateState",
     "DoGState",
     "DoWGState",
+    "GaLoreDimensionNumbers",
+    "GaLoreState",
     "HutchinsonState",
     "MadgradState",
     "MechanicState",
