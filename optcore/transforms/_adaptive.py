@@ -352,11 +352,15 @@ def scale_by_yogi(
         del params
         b1_, b2_, eps_, eps_root_ = f32(b1), f32(b2), f32(eps), f32(eps_root)
         mu = tree_utils.tree_update_moment(updates, state.mu, b1_, 1)
-        nu = jax.tree.map(
-            lambda g, v: v - (1 - b2_) * jnp.sign(v - numerics.abs_sq(g)) * numerics.abs_sq(g),
-            updates,
-            state.nu,
-        )
+
+        def yogi_nu(g, v):
+            g2 = numerics.abs_sq(g)
+            # v is unchanged where v == g^2 (sign 0); spelt out so that
+            # v = g^2 = inf (an overflowed square) stays inf instead of
+            # becoming sign(inf - inf) * inf = NaN.
+            return jnp.where(v == g2, v, v - (1 - b2_) * jnp.sign(v - g2) * g2)
+
+        nu = jax.tree.map(yogi_nu, updates, state.nu)
         count = numerics.safe_increment(state.count)
         mu_hat = tree_utils.tree_bias_correction(mu, b1_, count)
         nu_hat = tree_utils.tree_bias_correction(nu, b2_, count)

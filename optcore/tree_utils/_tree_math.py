@@ -14,7 +14,7 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
-from optcore import numerics
+from optcore import numerics, validate
 
 
 def _is_none(x: Any) -> bool:
@@ -252,6 +252,22 @@ def tree_allclose(
 # ---------------------------------------------------------------------------
 
 
+def _widen_for_power(g: Any, moment: Any, order: int) -> Any:
+    """``g`` in the moment's dtype when that is wider and ``order >= 2``.
+
+    A float16 gradient of 300 has a square (9e4) beyond float16's range even
+    though the moment ``(1 - decay) * g**2`` stored in float32 is finite; taking
+    the power in the wider dtype keeps it finite. Moments in the gradient's own
+    dtype (the default) are computed exactly as before.
+    """
+    if order < 2 or not hasattr(moment, "dtype") or not hasattr(g, "dtype"):
+        return g
+    wider = jnp.promote_types(g.dtype, moment.dtype)
+    if wider != g.dtype and jnp.issubdtype(wider, jnp.inexact):
+        return g.astype(wider)
+    return g
+
+
 def tree_update_moment(updates: Any, moments: Any, decay: Any, order: int) -> Any:
     r"""Exponential moving average of the ``order``-th power of the updates.
 
@@ -272,8 +288,9 @@ def tree_update_moment(updates: Any, moments: Any, decay: Any, order: int) -> An
     def update(g, t):
         if g is None:
             return None
-        return (1 - decay) * (g**order) + decay * t
+        return (1 - decay) * (_widen_for_power(g, t, order) ** order) + decay * t
 
+    validate.check_tree_match(updates, moments)
     return jax.tree.map(update, updates, moments, is_leaf=_is_none)
 
 
@@ -303,8 +320,9 @@ def tree_update_moment_per_elem_norm(updates: Any, moments: Any, decay: Any, ord
     def update(g, t):
         if g is None:
             return None
-        return (1 - decay) * order_th_norm(g) + decay * t
+        return (1 - decay) * order_th_norm(_widen_for_power(g, t, order)) + decay * t
 
+    validate.check_tree_match(updates, moments)
     return jax.tree.map(update, updates, moments, is_leaf=_is_none)
 
 
@@ -320,6 +338,7 @@ def tree_update_infinity_moment(updates: Any, moments: Any, decay: Any, eps: Any
       decay: :math:`\beta`.
       eps: :math:`\epsilon`, keeps :math:`u` away from zero.
     """
+    validate.check_tree_match(updates, moments)
     return jax.tree.map(
         lambda g, t: None if g is None else jnp.maximum(jnp.abs(g) + eps, decay * t),
         updates,
