@@ -33,6 +33,7 @@ from optcore.schedules import *  # noqa: F401,F403
 from optcore.transforms import *  # noqa: F401,F403
 from optcore.tree_utils import (
     tree_bias_correction as bias_correction,
+    tree_map_params,
     tree_update_infinity_moment as update_infinity_moment,
     tree_update_moment as update_moment,
     tree_update_moment_per_elem_norm as update_moment_per_elem_norm,
@@ -54,6 +55,7 @@ __all__ = sorted(
         "apply_updates",
         "available",
         "bias_correction",
+        "tree_map_params",
         "from_config",
         "get",
         "global_norm",
