@@ -69,12 +69,15 @@ def main(steps: int = 300, seed: int = 0) -> int:
 
     x, y = two_spirals(256, seed)
     params = init_mlp(jax.random.PRNGKey(seed), (2, 32, 32, 2))
-    schedule = optcore.polynomial_schedule(init_value=3e-2, end_value=3e-3, power=1, transition_steps=steps)
+    schedule = optcore.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=3e-2, warmup_steps=max(1, steps // 10), decay_steps=steps, end_value=1e-3
+    )
     optimizer = optcore.chain(
         optcore.clip_by_global_norm(1.0),
         optcore.get("adamw", learning_rate=schedule, weight_decay=1e-4),
     )
-    print("optimizer: chain(clip_by_global_norm(1.0), adamw(polynomial_schedule(3e-2 -> 3e-3), weight_decay=1e-4))")
+    print("optimizer: chain(clip_by_global_norm(1.0), adamw(warmup_cosine_decay_schedule(0 -> 3e-2 -> 1e-3), "
+          "weight_decay=1e-4))")
     opt_state = optimizer.init(params)
 
     def loss_fn(params, x, y):

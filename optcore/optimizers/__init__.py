@@ -1,6 +1,6 @@
 """Optimizer aliases: popular optimizers assembled from transformations.
 
-Layer 4: depends on transforms and wrappers.
+Layer 4: assembled from :mod:`optcore.transforms` (combinators included).
 """
 
 from optcore.optimizers._accumulators import adadelta, adafactor, adagrad, rmsprop, sm3
