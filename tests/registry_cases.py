@@ -206,3 +206,28 @@ def load_leaves(blob: bytes, like: Any) -> Any:
         )
         restored.append(jnp.asarray(saved))
     return jax.tree.unflatten(treedef, restored)
+
+
+# ---------------------------------------------------------------------------
+# One jitted step per optimizer, shared by every test module in the process.
+# ---------------------------------------------------------------------------
+
+_STEPS: dict = {}
+
+
+def jitted_step(case: Case, variant: str = "plain", build: Optional[Callable] = None):
+    """``(opt, step)`` with ``step(params, state, grads) -> (params, state)`` jitted.
+
+    Cached per optimizer and variant so that the tests of several modules share
+    one compilation per (optimizer, variant, tree shape) instead of compiling
+    their own: compiling ~50 optimizers is most of the time of these tests.
+    ``build`` makes the optimizer of a non-plain variant from the case.
+    """
+    key = (case.name, variant)
+    if key not in _STEPS:
+        opt = case.build() if build is None else build(case)
+        _STEPS[key] = (opt, jax.jit(lambda params, state, grads: step(opt, case.name, params, state, grads)))
+    return _STEPS[key]
+
+
+objective_grad = jax.jit(jax.grad(objective))

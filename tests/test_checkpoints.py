@@ -23,7 +23,6 @@ from plugin_fixtures import run_json
 STEPS, SAVE_AT = 4, 2
 CASES = rc.optimizer_cases()
 PLAIN, WRAPPED = "plain", "inject_hyperparams+MultiSteps"
-_STEP_FNS: dict = {}  # (name, variant) -> (opt, jitted step): one compile per optimizer and variant
 
 
 def _build(case: rc.Case, variant: str):
@@ -43,16 +42,12 @@ def _arguments(case: rc.Case) -> dict:
 
 
 def _opt_and_step(case: rc.Case, variant: str):
-    key = (case.name, variant)
-    if key not in _STEP_FNS:
-        opt = _build(case, variant)
-        _STEP_FNS[key] = (opt, jax.jit(lambda params, state: rc.step(opt, case.name, params, state)))
-    return _STEP_FNS[key]
+    return rc.jitted_step(case, variant, build=None if variant == PLAIN else lambda c: _build(c, variant))
 
 
 def _run(step, params, state, steps):
     for _ in range(steps):
-        params, state = step(params, state)
+        params, state = step(params, state, rc.objective_grad(params))
     return params, state
 
 

@@ -1,0 +1,103 @@
+"""Property tests over random parameter trees, for every registered optimizer.
+
+Hypothesis draws trees of nested dicts, lists and tuples whose leaves have
+shapes including scalars and zero-size arrays and dtypes float32, bfloat16 and
+float16. For each optimizer: ``init`` gives a valid pytree that ``update``
+returns with the same structure; the updates have the params' structure,
+shapes and dtypes; a jitted step equals an eager one; and appending
+``identity()`` with ``chain`` changes nothing.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import optcore
+import registry_cases as rc
+
+CASES = rc.optimizer_cases()
+# A small pool of shapes and dtypes: eager dispatch and compilation are cached
+# per shape and dtype, which keeps ~50 optimizers x examples fast.
+SHAPES = [(), (0,), (3,), (2, 3)]
+DTYPES = [jnp.float32, jnp.bfloat16, jnp.float16]
+
+
+@st.composite
+def leaves(draw, allow_scalar=True):
+    shapes = SHAPES if allow_scalar else [s for s in SHAPES if s != ()]
+    shape = draw(st.sampled_from(shapes))
+    dtype = draw(st.sampled_from(DTYPES))
+    values = draw(st.lists(st.floats(-2, 2, width=16), min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))
+    return jnp.asarray(np.asarray(values, np.float32).reshape(shape), dtype)
+
+
+def trees(allow_scalar=True):
+    leaf = leaves(allow_scalar)
+    return st.recursive(
+        leaf,
+        lambda children: st.one_of(
+            st.dictionaries(st.sampled_from(["a", "b", "w"]), children, min_size=1, max_size=2),
+            st.lists(children, min_size=1, max_size=2),
+            st.lists(children, min_size=1, max_size=2).map(tuple),
+        ),
+        max_leaves=3,
+    )
+
+
+# Known faults in other modules (strict xfails: the mark goes once fixed).
+KNOWN_BUGS = {
+    "dadapt_adamw": "optcore-contrib dadapt_adamw returns float32 updates for bfloat16/float16 params",
+    "prodigy": "optcore-contrib prodigy returns float32 updates for bfloat16/float16 params",
+}
+
+
+def _cases():
+    out = []
+    for param in rc.case_params(CASES):
+        case = param.values[0]
+        marks = list(param.marks)
+        if case.name in KNOWN_BUGS:
+            marks.append(pytest.mark.xfail(reason=KNOWN_BUGS[case.name], strict=True))
+        out.append(pytest.param(case, id=case.name, marks=marks))
+    return out
+
+
+def _signature(tree):
+    return jax.tree.structure(tree), [(x.shape, x.dtype) for x in jax.tree.leaves(tree)]
+
+
+@pytest.mark.parametrize("case", _cases())
+def test_optimizer_properties(case):
+    opt = case.build()
+    chained = optcore.chain(opt, optcore.identity())
+    jitted = jax.jit(lambda g, s, p: rc.update(opt, case.name, g, s, p))
+
+    @settings(max_examples=3, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(trees(allow_scalar=case.name not in rc.NO_SCALAR_PARAMS))
+    def check(params):
+        grads = jax.tree.map(lambda p: (p.astype(jnp.float32) - 0.5).astype(p.dtype), params)
+        state = opt.init(params)
+        jax.tree.flatten(state)  # a valid pytree
+
+        eager_updates, eager_state = rc.update(opt, case.name, grads, state, params)
+        assert _signature(eager_updates) == _signature(params), "updates differ from params in structure or dtype"
+        assert jax.tree.structure(eager_state) == jax.tree.structure(state), "update changed the state's structure"
+
+        jit_updates, jit_state = jitted(grads, state, params)
+        np.testing.assert_allclose(
+            *[np.concatenate([np.ravel(np.asarray(x, np.float32)) for x in jax.tree.leaves(u)] or [np.zeros(0)])
+              for u in (jit_updates, eager_updates)],
+            rtol=2e-2, atol=1e-6, err_msg="jit and eager disagree",
+        )
+
+        chain_updates, chain_state = rc.update(chained, case.name, grads, chained.init(params), params)
+        rc.assert_bitwise_equal(chain_updates, eager_updates, "chain(opt, identity()) updates")
+        rc.assert_bitwise_equal(chain_state[0], eager_state, "chain(opt, identity()) state")
+
+    check()
