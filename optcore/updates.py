@@ -10,6 +10,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from optcore import validate
+
 
 def _is_none(x: Any) -> bool:
     return x is None
@@ -18,8 +20,11 @@ def _is_none(x: Any) -> bool:
 def apply_updates(params: Any, updates: Any) -> Any:
     """Returns ``params + updates`` leaf by leaf, each in its param's dtype.
 
-    Leaves that are ``None`` in ``params`` stay ``None``.
+    Leaves that are ``None`` in ``params`` stay ``None``. Updates whose tree
+    or leaf shapes differ from the params raise a ``ValueError`` naming the
+    first mismatching path (instead of broadcasting).
     """
+    validate.check_tree_match(updates, params, what="updates", against="params")
     return jax.tree.map(
         lambda p, u: None if p is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
         params,

@@ -94,6 +94,7 @@ def trace(
 
     def update_fn(updates, state, params=None):
         del params
+        validate.check_tree_match(updates, state.trace)
         new_trace = jax.tree.map(lambda g, t: g + decay * t, updates, state.trace)
         if nesterov:
             updates = jax.tree.map(lambda g, t: g + decay * t, updates, new_trace)
