@@ -263,3 +263,24 @@ def test_a_callable_default_is_not_taken_for_a_schedule():
     assert set(state.hyperparams) == {"learning_rate"} and state.hyperparams_states == {}
     updates, _ = opt.update(jax.tree.map(lambda x: 3 * jnp.ones_like(x), PARAMS), state)
     np.testing.assert_allclose(updates["b"], -0.5 * np.ones(3))
+
+
+def test_callable_mask_stays_static_under_jit():
+    """A mask function maps params to booleans; it must not be taken for a schedule of the step."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import optcore
+
+    params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+    mask = lambda p: {"w": True, "b": False}  # noqa: E731
+    wrapped = optcore.inject_hyperparams(optcore.adamw)(learning_rate=0.1, weight_decay=0.5, mask=mask)
+    plain = optcore.adamw(0.1, weight_decay=0.5, mask=mask)
+    state = wrapped.init(params)
+    assert "mask" not in state.hyperparams
+    got, _ = jax.jit(wrapped.update)(params, state, params)
+    want, _ = plain.update(params, plain.init(params), params)
+    np.testing.assert_allclose(got["w"], want["w"], rtol=1e-6)
+    np.testing.assert_allclose(got["b"], want["b"], rtol=1e-6)
+    assert not np.allclose(got["w"], got["b"][0])  # decay applied to w only

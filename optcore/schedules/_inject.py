@@ -104,6 +104,10 @@ def inject_hyperparams(
     and arrays are stored as arrays. Unlike Optax, a callable *default* (such
     as a clipping rule) stays static rather than being taken for a schedule.
 
+    Arguments named ``mask`` or ``*_mask`` (``weight_decay_mask``, ...) are
+    always static: a mask function takes the params, not the step count
+    (Optax would call it with the step count and silently mask nothing).
+
     Unlike Optax, floats are stored as float32 by default (the dtype in which
     optcore's optimizers do hyperparameter arithmetic), so the wrapped and
     unwrapped optimizers give bit-identical results; the values are traced, so
@@ -143,6 +147,8 @@ def inject_hyperparams(
             kind = signature.parameters[name].kind
             if name in static_args or kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
                 continue
+            if _is_mask_argument(name):
+                continue  # a mask function maps params to booleans: never a schedule of the step
             if isinstance(value, StatefulSchedule):
                 schedules[name] = value
             elif callable(value) and name in given:
@@ -217,3 +223,7 @@ def inject_stateful_hyperparams(
         stacklevel=2,
     )
     return inject_hyperparams(inner_factory, static_args=static_args, hyperparam_dtype=hyperparam_dtype)
+
+
+def _is_mask_argument(name: str) -> bool:
+    return name == "mask" or name.endswith("_mask")
