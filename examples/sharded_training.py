@@ -35,7 +35,12 @@ def main(argv=None) -> int:
         if "jax" in sys.modules:
             raise RuntimeError("set --cpu-devices before importing jax (run this file as a script)")
         os.environ["JAX_PLATFORMS"] = "cpu"
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={args.cpu_devices}"
+        # Fake devices share the host's cores; on a busy machine their threads can reach a collective
+        # far apart, so XLA:CPU's 40 s rendezvous timeout is raised.
+        os.environ["XLA_FLAGS"] = (
+            f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={args.cpu_devices}"
+            " --xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600"
+        )
 
     import jax
     import jax.numpy as jnp

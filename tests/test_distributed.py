@@ -106,7 +106,9 @@ def _free_port() -> int:
 def test_two_processes_match_single_process(tmp_path):
     out = tmp_path / "params.npz"
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={LOCAL_DEVICES}").strip()
+    env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={LOCAL_DEVICES}"
+                        # a starved device thread on a loaded CI machine must not abort a collective
+                        " --xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600")
     env["JAX_PLATFORMS"] = "cpu"
     port = _free_port()
     logs = [tmp_path / f"process{i}.log" for i in range(PROCESSES)]
