@@ -210,9 +210,9 @@ def test_muon_orthogonalises_matrices_and_uses_adam_elsewhere():
     assert np.allclose(out["b"], out["b"][0])  # Adam: sign-like first step on the vector
 
 
-def test_muon_rejects_unimplemented_preconditioning():
-    with pytest.raises(NotImplementedError, match="aol"):
-        cc.scale_by_muon(preconditioning="aol")
+def test_muon_rejects_unknown_preconditioning():
+    with pytest.raises(ValueError, match="preconditioning"):
+        cc.scale_by_muon(preconditioning="nuclear")
 
 
 CONVEX = {

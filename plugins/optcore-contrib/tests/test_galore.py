@@ -171,3 +171,10 @@ def test_galore_bad_arguments_raise(make, error, arg):
 def test_galore_is_registered():
     assert optcore.get("galore") is cc.galore is optcore.contrib.galore
     assert optcore.get("scale_by_galore") is optcore.scale_by_galore is cc.scale_by_galore
+
+
+def test_transposed_gradient_is_refused_not_reshaped():
+    params = {"w": jnp.zeros((2, 3))}
+    opt = cc.galore(0.1, rank=1)
+    with pytest.raises(ValueError, match=r"\['w'\]: params has shape \(2, 3\), gradient has shape \(3, 2\)"):
+        opt.update({"w": jnp.zeros((3, 2))}, opt.init(params), params)

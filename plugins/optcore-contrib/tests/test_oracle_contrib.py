@@ -70,6 +70,9 @@ CASES = {
     "muon": (lambda m: m.muon(0.05), NO_EXTRA),
     "muon_opts": (lambda m: m.muon(0.05, nesterov=False, weight_decay=0.1, adam_learning_rate=0.01, adam_weight_decay=0.1, consistent_rms=0.2), NO_EXTRA),
     "muon_adaptive": (lambda m: m.muon(0.05, adaptive=True, ns_coeffs=((3.0, -3.0, 1.0),) * 3), NO_EXTRA),
+    "muon_spectral": (lambda m: m.muon(0.05, preconditioning="spectral"), NO_EXTRA),
+    "muon_aol": (lambda m: m.muon(0.05, preconditioning="aol", weight_decay=0.1), NO_EXTRA),
+    "muon_schatten": (lambda m: m.muon(0.05, preconditioning="schatten", nesterov=False), NO_EXTRA),
     "muon_dimension_numbers": (lambda m: m.muon(0.05, muon_weight_dimension_numbers={"w": m.MuonDimensionNumbers(1, 0), "b": None}), NO_EXTRA),
     "prodigy": (lambda m: m.prodigy(), NO_EXTRA),
     "prodigy_opts": (lambda m: m.prodigy(0.5, beta3=0.9, estim_lr_coef=2.0, weight_decay=0.1, safeguard_warmup=True), NO_EXTRA),
@@ -218,3 +221,29 @@ def test_galore_matches_optax(name):
         p_ours, p_theirs = optcore.apply_updates(p_ours, u_ours), optax.apply_updates(p_theirs, u_theirs)
     for a, b in zip(jax.tree.leaves(s_ours), jax.tree.leaves(s_theirs)):
         np.testing.assert_allclose(a, b, rtol=5e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "preconditioning, adaptive", [("frobenius", True), ("spectral", False), ("aol", True), ("schatten", False)]
+)
+def test_scale_by_muon_preconditioning_on_batched_matrices_matches_optax(preconditioning, adaptive):
+    rng = np.random.default_rng(0)
+    shapes = {"w": (5, 3), "v": (3, 6), "t": (2, 3, 4)}
+    params = {k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in shapes.items()}
+    grads = [{k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in shapes.items()} for _ in range(3)]
+
+    def build(m):
+        # "t" is two-by-four matrices batched over axis 1; adaptive takes one dual norm over all of them.
+        numbers = {"w": m.MuonDimensionNumbers(), "v": m.MuonDimensionNumbers(), "t": m.MuonDimensionNumbers(0, 2)}
+        return m.scale_by_muon(
+            preconditioning=preconditioning, adaptive=adaptive, nesterov=not adaptive, weight_dimension_numbers=numbers
+        )
+
+    ours, theirs = build(cc), build(oc)
+    s_ours, s_theirs = ours.init(params), theirs.init(params)
+    update_ours, update_theirs = jax.jit(ours.update), jax.jit(theirs.update)
+    for step, g in enumerate(grads):
+        u_ours, s_ours = update_ours(g, s_ours, params)
+        u_theirs, s_theirs = update_theirs(g, s_theirs, params)
+        for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_theirs)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"step {step}")

@@ -214,6 +214,9 @@ def scale_by_galore(
         )
 
     def update_fn(updates, state, params=None):
+        if params is not None:
+            # A transposed gradient would otherwise be silently reshaped into the param's matrix.
+            validate.check_tree_match(updates, params, against="params")
         layouts = _layouts(weight_dimension_numbers, updates if params is None else params, rank)
 
         def refreshed():

@@ -37,19 +37,60 @@ def _axes(value, ndim):
     return tuple(a % ndim for a in axes)
 
 
-def _newton_schulz(x, coeffs, eps):
+PRECONDITIONINGS = ("frobenius", "spectral", "aol", "schatten")
+# The smallest squared norm the AOL and Schatten-4 rescalings divide by (their
+# scale is at most 1e4): a zero or vanishing momentum gives a zero update, not a NaN.
+_MIN_SQUARED_NORM = 1e-8
+
+
+def _precondition(x, preconditioning, eps):
+    r"""Scales the wide matrices ``x`` (rows <= cols) so that their singular values are at most 1.
+
+    Returns the scaled matrices and, where the rescaling needed the Gram matrix
+    :math:`G = X X^\top`, the Gram matrix of the result (reused by the first
+    Newton-Schulz iteration, which saves one product), else None.
+
+    Frobenius and spectral norms bound the top singular value; the Schatten-4
+    norm :math:`(\sum_i \sigma_i^4)^{1/4} = \|G\|_F^{1/2}` lies between the two,
+    closer to the spectral norm; AOL (almost-orthogonal layer) scales row
+    :math:`i` by :math:`d_i = (\sum_j |G_{ij}|)^{-1/2}`, which bounds the
+    spectral norm by 1 and equalises the rows, so Newton-Schulz starts closer
+    to orthogonal.
+    """
+    if preconditioning == "frobenius":
+        return x / (jnp.linalg.norm(x, axis=(-2, -1), keepdims=True) + eps), None
+    if preconditioning == "spectral":
+        # LAPACK has no bf16/f16 SVD: the norm is taken in at least float32.
+        work = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        top = jnp.linalg.svd(work, compute_uv=False)[..., :1, None].astype(x.dtype)
+        return x / (top + eps), None
+    gram = x @ jnp.swapaxes(x, -1, -2)
+    if preconditioning == "schatten":
+        scale = jax.lax.rsqrt(jnp.maximum(jnp.linalg.norm(gram, axis=(-2, -1), keepdims=True), _MIN_SQUARED_NORM))
+        return x * scale, gram * (scale * scale)
+    row_scale = jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.abs(gram), axis=-1, keepdims=True), _MIN_SQUARED_NORM))
+    return x * row_scale, row_scale * gram * jnp.swapaxes(row_scale, -1, -2)
+
+
+def _newton_schulz_step(x, gram, abc):
+    """X <- a X + (b A + c A^2) X with A = X X^T."""
+    a, b, c = abc[0], abc[1], abc[2]
+    poly = b * gram + c * gram @ gram
+    return a * x + poly @ x
+
+
+def _newton_schulz(x, coeffs, eps, preconditioning="frobenius"):
     """Approximately orthogonalises the last two axes of ``x`` (maps G to U V^T)."""
     transpose = x.shape[-2] > x.shape[-1]
     if transpose:
         x = jnp.swapaxes(x, -1, -2)
-    norm = jnp.linalg.norm(x, axis=(-2, -1), keepdims=True)
-    x = x / (norm + eps)
+    x, first_gram = _precondition(x, preconditioning, eps)
+    if first_gram is not None:
+        x = _newton_schulz_step(x, first_gram, coeffs[0])
+        coeffs = coeffs[1:]
 
     def step(x, abc):
-        a, b, c = abc[0], abc[1], abc[2]
-        gram = x @ jnp.swapaxes(x, -1, -2)
-        poly = b * gram + c * gram @ gram
-        return a * x + poly @ x, None
+        return _newton_schulz_step(x, x @ jnp.swapaxes(x, -1, -2), abc), None
 
     x, _ = jax.lax.scan(step, x, coeffs)
     if transpose:
@@ -141,7 +182,8 @@ def scale_by_muon(
 
     which drives the singular values of :math:`\hat m_t` towards 1 (the
     polar factor :math:`UV^\top`). With ``adaptive``, :math:`u_t` is scaled by
-    :math:`\langle \hat m_t, u_t\rangle`.
+    :math:`\langle \hat m_t, u_t\rangle` (one inner product over the whole
+    param, batch slices included, as Optax does).
 
     Jordan, `modded-nanogpt <https://github.com/KellerJordan/modded-nanogpt>`_, 2024;
     Bernstein & Newhouse, `Old Optimizer, New Norm: An Anthology
@@ -151,18 +193,23 @@ def scale_by_muon(
       ns_coeffs: :math:`(a, b, c)`, or one triple per iteration.
       ns_steps: :math:`K`, iterations (ignored when a triple per iteration is given).
       beta: momentum decay.
-      eps: added to the Frobenius norm.
+      eps: added to the Frobenius or spectral norm.
       mu_dtype: dtype of the momentum.
       nesterov: use Nesterov momentum.
       adaptive: scale by the dual norm :math:`\langle \hat m_t, u_t\rangle`.
-      preconditioning: only ``"frobenius"`` is implemented.
+      preconditioning: how :math:`X_0` is scaled before the iterations:
+        ``"frobenius"`` (divide by :math:`\|\hat m_t\|_F + \epsilon`, as above),
+        ``"spectral"`` (by :math:`\sigma_{\max} + \epsilon`), ``"schatten"`` (by the
+        Schatten-4 norm :math:`\|\hat m \hat m^\top\|_F^{1/2}`) or ``"aol"`` (row
+        :math:`i` by :math:`(\sum_j |\hat m \hat m^\top|_{ij})^{1/2}`; Boissin et al.,
+        `Turbo-Muon <https://arxiv.org/abs/2512.04632>`_, 2025). The last two reuse
+        their Gram matrix in the first iteration and floor the squared norm at 1e-8.
       weight_dimension_numbers: a tree of :class:`MuonDimensionNumbers` (or a
         function of the params returning one); None treats every param as a matrix.
     """
-    if preconditioning != "frobenius":
-        raise NotImplementedError(
-            f"scale_by_muon: preconditioning={preconditioning!r} is not implemented in optcore-contrib "
-            "0.1 (only 'frobenius')."
+    if preconditioning not in PRECONDITIONINGS:
+        raise ValueError(
+            f"scale_by_muon: preconditioning must be one of {PRECONDITIONINGS}, got {preconditioning!r}."
         )
     validate.check_decay("beta", beta)
     validate.check_non_negative("eps", eps)
@@ -194,9 +241,10 @@ def scale_by_muon(
 
         def orthogonalise(m, dn):
             matrices, restore = _as_matrices(m, dn)
-            orth = _newton_schulz(matrices, coeffs.astype(m.dtype), eps)
+            orth = _newton_schulz(matrices, coeffs.astype(m.dtype), eps, preconditioning)
             if adaptive:
-                orth = orth * jnp.sum(matrices * orth, axis=(-2, -1), keepdims=True)
+                # One dual norm per param, summed over its batch slices (as Optax 0.2.8 does).
+                orth = orth * jnp.sum(matrices * orth)
             return restore(orth)
 
         new_updates = _map_with_numbers(orthogonalise, numbers, mu_hat)
@@ -272,7 +320,8 @@ def muon(
       mu_dtype: dtype of the momenta.
       nesterov: Nesterov momentum (for Muon and for the Adam params).
       adaptive: scale Muon updates by their dual norm.
-      preconditioning: only ``"frobenius"``.
+      preconditioning: ``"frobenius"``, ``"spectral"``, ``"schatten"`` or ``"aol"``
+        (see :func:`scale_by_muon`).
       adam_b1: Adam's :math:`\beta_1`.
       adam_b2: Adam's :math:`\beta_2`.
       adam_eps_root: Adam's eps inside the root.
