@@ -195,6 +195,28 @@ def test_sam_returns_to_cached_params_with_adversarial_gradient():
     np.testing.assert_allclose(adv + u, p0 - lr * 2 * adv, rtol=1e-6)
 
 
+def test_mechanize_matches_numpy_equations():
+    lam, eps, s_init, n, lr = 0.1, 1e-3, 0.1, 2, 0.1
+    grads = np.stack([G[0], G[0], 2 * G[0], G[1], -G[0]])  # |h_t| outgrows m_{t-1}: the clip matters
+    opt = cc.mechanize(optcore.sgd(lr), weight_decay=lam, eps=eps, s_init=s_init, num_betas=n)
+    updates, state = _steps(opt, grads)
+    betas = 1 - 0.1 ** np.arange(1, n + 1)
+    x, delta = X0.astype(np.float64), np.zeros(3)
+    s, r, m, v = np.full(n, s_init / n), np.zeros(n), np.zeros(n), np.zeros(n)
+    for t, g in enumerate(grads):
+        h = delta @ (g + lam * np.linalg.norm(g) * s.sum() / (np.linalg.norm(x) + eps) * x)
+        r = betas * r - s * np.clip(h, -m, m)  # the wealth moves by h clipped to the previous max
+        m = np.maximum(betas * m, abs(h) + eps)
+        v = betas**2 * v + h**2
+        s = (s_init / n * m + np.maximum(r, 0)) / (np.sqrt(v) + eps)
+        delta = delta + (-lr * g)
+        new_x = X0 + s.sum() * delta
+        np.testing.assert_allclose(updates[t], new_x - x, rtol=2e-4, atol=1e-6, err_msg=f"step {t}")
+        # Delta is recovered from the params as (x - x0) / (sum(s) + eps).
+        x, delta = new_x, (new_x - X0) / (s.sum() + eps)
+    np.testing.assert_allclose(state.s, s, rtol=2e-4)
+
+
 def test_muon_orthogonalises_matrices_and_uses_adam_elsewhere():
     rng = np.random.default_rng(1)
     g = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)
