@@ -35,20 +35,8 @@ import pytest
 DEVICES = 8
 CASES = ["adam", "adamw", "adafactor", "lion", "multi_steps", "clip_by_global_norm"]
 LAYOUTS = ["replicated", "sharded", "sharded-auto"]
-# Failures caused by how a core transform builds its state, reported to its owners (not fixed
-# here). Non-strict xfails: once fixed, these cases simply pass.
-_ADAFACTOR = ("optcore/transforms/_factored.py init_fn builds v, v_row, v_col with jnp.zeros(shape), which "
-              "drops the param's sharding (Optax keeps it): unfactored v is replicated/on one device instead of "
-              "sharded like its param, and the factored rows/columns change layout after the first step")
-_MULTISTEPS = ("optcore/transforms/_multisteps.py MultiSteps.init builds acc_grads with jnp.zeros(jnp.shape(p)), "
-               "dropping the param's sharding; with explicit mesh axes the lax.switch in update then fails "
-               "('switch branches must have equal output types': float32[24] vs float32[24@fsdp])")
-KNOWN_ISSUES = {
-    ("adafactor", "sharded"): _ADAFACTOR,
-    ("adafactor", "sharded-auto"): _ADAFACTOR,
-    ("multi_steps", "sharded"): _MULTISTEPS,
-    ("multi_steps", "sharded-auto"): _MULTISTEPS,
-}
+# Known failures by (case, layout), each with its cause; none at present.
+KNOWN_ISSUES: dict = {}
 # XLA:CPU aborts a collective whose device threads do not all arrive within its timeout (40 s by
 # default); on a loaded 2-core CI machine 8 fake devices' threads can be starved that long.
 PATIENT_COLLECTIVES = "--xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600"

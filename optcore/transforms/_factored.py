@@ -89,11 +89,12 @@ def scale_by_factored_rms(
             dims = _factored_dims(p.shape, factored, min_dim_size_to_factor)
             placeholder = jnp.zeros((1,), p.dtype)
             if dims is None:
-                return placeholder, placeholder, jnp.zeros(p.shape, p.dtype)
+                return placeholder, placeholder, jnp.zeros_like(p)  # keeps the param's sharding
             d0, d1 = dims
-            row_shape = tuple(s for i, s in enumerate(p.shape) if i != d1)
-            col_shape = tuple(s for i, s in enumerate(p.shape) if i != d0)
-            return jnp.zeros(row_shape, p.dtype), jnp.zeros(col_shape, p.dtype), placeholder
+            # Zeros derived from the param by the reduction that defines them, so
+            # that under jit the factored moments inherit the sharding of the
+            # param's remaining axes instead of being replicated.
+            return jnp.zeros_like(jnp.sum(p, axis=d1)), jnp.zeros_like(jnp.sum(p, axis=d0)), placeholder
 
         leaves, treedef = jax.tree.flatten(params)
         per_leaf = [leaf_state(p) for p in leaves]

@@ -102,9 +102,10 @@ def neutral_updates(like: Any) -> Any:
     """
 
     def zero(x):
+        # *_like keeps the sharding of x, so both branches of lax.switch agree.
         if jnp.issubdtype(x.dtype, jnp.inexact):
-            return jnp.full(x.shape, -0.0, x.dtype)
-        return jnp.zeros(x.shape, x.dtype)
+            return jnp.full_like(x, -0.0)
+        return jnp.zeros_like(x)
 
     return jax.tree.map(zero, like)
 
@@ -177,7 +178,7 @@ class MultiSteps:
             mini_step=jnp.zeros([], jnp.int32),
             gradient_step=jnp.zeros([], jnp.int32),
             inner_opt_state=self._opt.init(params),
-            acc_grads=jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), dtype or jnp.asarray(p).dtype), params),
+            acc_grads=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=dtype or jnp.asarray(p).dtype), params),
             skip_state=skip_state,
         )
 
