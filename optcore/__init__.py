@@ -88,9 +88,8 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'optcore' has no attribute {name!r}")
     from optcore.plugins._manager import HOST
 
-    HOST.ensure_loaded()
     try:
-        return HOST.registry.resolve(name).obj
+        return HOST.resolve(name).obj
     except UnknownNameError as err:
         raise AttributeError(str(err)) from None
 

@@ -20,7 +20,7 @@ from optcore.plugins._registry import KINDS, Registered
 
 
 def _loaded_registry():
-    HOST.ensure_loaded()
+    HOST.load_everything()
     return HOST.registry
 
 
@@ -38,7 +38,7 @@ def get(name: str, /, **hyperparams: Any) -> Any:
       NameCollisionError: several plugins register ``name``.
       TypeError: a keyword argument that the factory does not take.
     """
-    entry = _loaded_registry().resolve(name)
+    entry = HOST.resolve(name)
     if not hyperparams:
         return entry.obj
     _check_arguments(f"optcore.get({name!r}, ...)", entry.obj, (), hyperparams)
@@ -118,7 +118,7 @@ def add_plugin(plugin: Any, name: Optional[str] = None) -> None:
 
 def list_plugins() -> list[PluginStatus]:
     """Every plugin found, with its distribution, version and status."""
-    HOST.ensure_loaded()
+    HOST.load_everything()
     return list(HOST.statuses.values())
 
 

@@ -165,3 +165,11 @@ def provider_of(name: str):
         if name in plugin.names or name in plugin.namespaces:
             return plugin
     return None
+
+
+def by_distribution(distribution):
+    """The first-party plugin shipped as ``distribution``, or None."""
+    for plugin in FIRST_PARTY:
+        if plugin.distribution == distribution:
+            return plugin
+    return None

@@ -16,7 +16,7 @@ import pluggy
 
 from optcore import hookspecs
 from optcore._version import __version__
-from optcore.plugins import _versions
+from optcore.plugins import _catalog, _versions
 from optcore.plugins._registry import Entry, Provider, Registry, validate_entry
 
 ENTRY_POINT_GROUP = "optcore"
@@ -50,6 +50,7 @@ class _Host:
         self.pm.add_hookspecs(hookspecs)
         self.registry = Registry()
         self.statuses: dict[str, PluginStatus] = {}
+        self.deferred: dict[str, importlib.metadata.EntryPoint] = {}  # first-party, found not imported
         self.loaded = False
         self._runtime_entries: list[Entry] = getattr(self, "_runtime_entries", [])
         self.registry.add(self._runtime_entries)
@@ -57,6 +58,13 @@ class _Host:
     # -- loading -----------------------------------------------------------------
 
     def ensure_loaded(self) -> None:
+        """Loads the core's names and every third-party plugin, once.
+
+        First-party plugins are only found here, not imported: the catalog
+        says which names each provides, so a lookup imports one only when it
+        is asked for one of its names (see :meth:`resolve`), and
+        :meth:`load_everything` imports them all for listings.
+        """
         if self.loaded:
             return
         with self.lock:
@@ -67,8 +75,32 @@ class _Host:
             self.add_plugin(_default, name="optcore", distribution="optcore", version=__version__)
             if not os.environ.get(DISABLE_AUTOLOAD_ENV):
                 for ep in _entry_points():
-                    self._load_entry_point(ep)
+                    dist = getattr(ep, "dist", None)
+                    distribution = dist.metadata["Name"] if dist is not None else None
+                    if _catalog.by_distribution(distribution) is not None:
+                        self.deferred.setdefault(distribution, ep)
+                    else:
+                        self._load_entry_point(ep)
             self.loaded = True
+
+    def load_deferred(self, distribution: str) -> None:
+        with self.lock:
+            ep = self.deferred.pop(distribution, None)
+            if ep is not None:
+                self._load_entry_point(ep)
+
+    def load_everything(self) -> None:
+        self.ensure_loaded()
+        for distribution in list(self.deferred):
+            self.load_deferred(distribution)
+
+    def resolve(self, name: str) -> Entry:
+        """The registry entry for ``name``, importing the first-party plugin that provides it."""
+        self.ensure_loaded()
+        provider = _catalog.provider_of(name)
+        if provider is not None and provider.distribution in self.deferred:
+            self.load_deferred(provider.distribution)
+        return self.registry.resolve(name)
 
     def _load_entry_point(self, ep: importlib.metadata.EntryPoint) -> None:
         dist = getattr(ep, "dist", None)

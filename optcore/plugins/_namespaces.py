@@ -39,9 +39,8 @@ class PluginNamespaceFinder(importlib.abc.MetaPathFinder):
         from optcore.plugins._errors import UnknownNameError
         from optcore.plugins._manager import HOST
 
-        HOST.ensure_loaded()
         try:
-            entry = HOST.registry.resolve(name)
+            entry = HOST.resolve(name)
         except UnknownNameError as err:
             if "is provided by the plugin distribution" in str(err):
                 raise ModuleNotFoundError(str(err), name=fullname) from None

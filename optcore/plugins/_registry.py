@@ -105,7 +105,8 @@ class Registry:
                 distribution=plugin.distribution,
                 install_command=command,
             )
-        suggestions = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.6)
+        known = set(self._entries) | {n for plugin in _catalog.FIRST_PARTY for n in plugin.names}
+        suggestions = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
         hint = f" Did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
         return UnknownNameError(
             f"No optimizer, transform or other entry named {name!r} is registered.{hint} "

@@ -101,3 +101,22 @@ def test_plugin_namespaces_import_like_optax_subpackages():
     assert muon is optcore.get("muon") and hessian_diag is optcore.get("hessian_diag")
     with pytest.raises(ModuleNotFoundError):
         import optcore.no_such_namespace  # noqa: F401
+
+
+def test_first_party_plugins_are_imported_only_when_one_of_their_names_is_asked_for():
+    code = (
+        "import json, sys, optcore\n"
+        "optcore.get('adam')\n"
+        "after_core = sorted(m for m in sys.modules if m.startswith(('optcore_losses', 'optcore_contrib')))\n"
+        "optcore.get('l2_loss')\n"
+        "after_loss = sorted(m for m in sys.modules if m.split('.')[0] in ('optcore_losses', 'optcore_contrib'))\n"
+        "optcore.available()\n"
+        "after_all = 'optcore_contrib' in sys.modules\n"
+        "print(json.dumps([after_core, sorted({m.split('.')[0] for m in after_loss}), after_all]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    after_core, after_loss, after_all = json.loads(result.stdout.strip().splitlines()[-1])
+    assert after_core == []
+    assert after_loss == ["optcore_losses"]
+    assert after_all is True
