@@ -24,7 +24,8 @@ def apply_updates(params: Any, updates: Any) -> Any:
     or leaf shapes differ from the params raise a ``ValueError`` naming the
     first mismatching path (instead of broadcasting).
     """
-    validate.check_tree_match(updates, params, what="updates", against="params")
+    # Integer params with (zero) updates are legitimate here, e.g. behind set_to_zero.
+    validate.check_tree_match(updates, params, what="updates", against="params", floating=False)
     return jax.tree.map(
         lambda p, u: None if p is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
         params,

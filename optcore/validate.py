@@ -65,16 +65,62 @@ def _path_str(path) -> str:
     return jax.tree_util.keystr(path) or "<root>"
 
 
-def check_tree_match(tree: Any, reference: Any, *, what: str = "gradient", against: str = "state") -> None:
+def _is_floating(dtype) -> bool:
+    """Whether ``dtype`` is a real or complex floating dtype (not int, bool, float0 or a key)."""
+    import jax.numpy as jnp
+
+    try:
+        return bool(jnp.issubdtype(dtype, jnp.inexact))
+    except TypeError:  # dtypes NumPy does not know (e.g. extended key dtypes)
+        return False
+
+
+def check_floating(tree: Any, *, what: str = "gradient", who: str = "this optimizer") -> None:
+    """Raises ``TypeError`` naming the first leaf of ``tree`` whose dtype is not floating.
+
+    Integer and boolean leaves (and ``float0``, the tangent type of integer
+    inputs) have no meaningful gradient step: rather than silently truncating
+    the step or promoting the state, the error names the leaf path and dtype,
+    at trace time.
+    """
+    import jax
+    import numpy as np
+
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None:
+            dtype = np.result_type(leaf)
+        if not _is_floating(dtype):
+            raise TypeError(
+                f"{_path_str(path)}: {what} has dtype {dtype}, but {who} needs floating-point {what}s "
+                f"(cast integer or boolean leaves to a float dtype, or leave them out with optcore.masked)."
+            )
+
+
+def check_tree_match(
+    tree: Any,
+    reference: Any,
+    *,
+    what: str = "gradient",
+    against: str = "state",
+    shapes: bool = True,
+    floating: bool = True,
+) -> None:
     """Raises ``ValueError`` naming the first path where ``tree`` and ``reference`` differ.
 
-    Compares tree structure and leaf shapes (at trace time, so it costs
-    nothing in the compiled step). ``None`` leaves and masked-out placeholders
-    are compared as structure. Used by the moment updates of stateful
-    transformations so that a gradient tree that does not match the params
-    the state was built from fails with a message such as
+    Compares tree structure and (with ``shapes``) leaf shapes, at trace time,
+    so it costs nothing in the compiled step. ``None`` leaves and masked-out
+    placeholders are compared as structure. Used at the top of the ``update``
+    of stateful transformations (against a params-shaped state field) so that
+    a gradient tree that does not match the params the state was built from
+    fails with a message such as
     ``['layer1']['w']: state has shape (64, 32), gradient has shape (32, 64)``
     instead of an XLA broadcasting error or a silent broadcast.
+
+    With ``floating`` (the default), a leaf of either tree whose dtype is not
+    floating raises ``TypeError`` naming the path and dtype (see
+    :func:`check_floating`); :func:`optcore.apply_updates` turns it off, as
+    integer params with zero updates are legitimate there.
     """
     import jax
     import numpy as np
@@ -101,7 +147,19 @@ def check_tree_match(tree: Any, reference: Any, *, what: str = "gradient", again
         leaf = tree_by_path[path]
         if leaf is None or ref is None:
             continue
-        if np.shape(leaf) != np.shape(ref):
+        if shapes and np.shape(leaf) != np.shape(ref):
             raise ValueError(
                 f"{path}: {against} has shape {tuple(np.shape(ref))}, {what} has shape {tuple(np.shape(leaf))}."
             )
+        if floating:
+            for name, x in ((what, leaf), (against, ref)):
+                dtype = getattr(x, "dtype", None)
+                if dtype is None:
+                    dtype = np.result_type(x)
+                if not _is_floating(dtype):
+                    built = " (built from non-floating params)" if name == against == "state" else ""
+                    raise TypeError(
+                        f"{path}: {name} has dtype {dtype}{built}, but this optimizer needs floating-point "
+                        f"params and gradients (cast integer or boolean leaves to a float dtype, or leave "
+                        f"them out with optcore.masked)."
+                    )
