@@ -56,6 +56,7 @@ def add_decayed_weights(
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(base.NO_PARAMS_MSG)
+        validate.check_tree_match(updates, params, against="params")
         updates = jax.tree.map(
             lambda g, p: None if g is None else g + weight_decay * p,
             updates,
@@ -154,6 +155,7 @@ def add_noise(
 
     def update_fn(updates, state, params=None):
         del params
+        validate.check_floating(updates)
         count_inc = numerics.safe_increment(state.count)
         std = jnp.sqrt(eta / count_inc**gamma)
         rng_key, sample_key = jax.random.split(state.rng_key)
