@@ -221,6 +221,7 @@ def scale_by_rss(
 
     def update_fn(updates, state, params=None):
         del params
+        validate.check_tree_match(updates, state.sum_of_squares)
         eps_ = f32(eps)
         sum_of_squares = jax.tree.map(lambda g, s: numerics.abs_sq(g) + s, updates, state.sum_of_squares)
         scaling = jax.tree.map(
@@ -310,6 +311,7 @@ def scale_by_sm3(b1: float = 0.9, b2: float = 1.0, eps: float = 1e-8) -> base.Gr
 
     def update_fn(updates, state, params=None):
         del params
+        validate.check_tree_match(updates, state.nu)
         b1_, b2_, eps_ = f32(b1), f32(b2), f32(eps)
         gain = f32(1.0) if b2_is_one else 1 - b2_
 
@@ -386,6 +388,7 @@ def scale_by_novograd(
         )
 
     def update_fn(updates, state, params=None):
+        validate.check_tree_match(updates, state.mu)
         b1_, b2_, eps_, eps_root_, wd_ = f32(b1), f32(b2), f32(eps), f32(eps_root), f32(weight_decay)
         if params is None:
             # Without params, only a weight decay known to be zero can be applied.
