@@ -66,8 +66,13 @@ def scale_by_schedule(step_size_fn: base.Schedule) -> base.GradientTransformatio
     Args:
       step_size_fn: a function from the (int32) step count to a scalar.
     """
+    return _scale_by_checked_schedule(step_size_fn, "step_size_fn")
+
+
+def _scale_by_checked_schedule(step_size_fn: base.Schedule, argument: str) -> base.GradientTransformation:
+    """:func:`scale_by_schedule`, whose errors name the user's ``argument``."""
     if not callable(step_size_fn):
-        raise TypeError(f"step_size_fn must be callable (a schedule), got {type(step_size_fn).__name__}.")
+        raise TypeError(f"{argument} must be callable (a schedule), got {type(step_size_fn).__name__}.")
 
     def init_fn(params):
         del params
@@ -76,6 +81,13 @@ def scale_by_schedule(step_size_fn: base.Schedule) -> base.GradientTransformatio
     def update_fn(updates, state, params=None):
         del params
         step_size = step_size_fn(state.count)
+        # A vector step size would broadcast into the updates and change their
+        # shapes (or silently scale rows differently): refuse it at trace time.
+        if jnp.shape(step_size) != ():
+            raise ValueError(
+                f"{argument}: the schedule must return a scalar, but it returned shape "
+                f"{tuple(jnp.shape(step_size))} for the step count."
+            )
         updates = jax.tree.map(lambda g: jnp.asarray(step_size, dtype=g.dtype) * g, updates)
         return updates, ScaleByScheduleState(count=numerics.safe_increment(state.count))
 
@@ -97,9 +109,19 @@ def scale_by_learning_rate(
         raise ValueError("scale_by_learning_rate needs a learning_rate (a number or a schedule).")
     sign = -1 if flip_sign else 1
     if callable(learning_rate):
-        return scale_by_schedule(lambda count: sign * learning_rate(count))
-    validate.check_non_negative("learning_rate", learning_rate)
-    return scale(sign * learning_rate)
+        tx = _scale_by_checked_schedule(lambda count: sign * learning_rate(count), "learning_rate")
+    else:
+        if jnp.shape(learning_rate) != ():
+            raise ValueError(f"learning_rate must be a scalar or a schedule, got shape {tuple(jnp.shape(learning_rate))}.")
+        validate.check_non_negative("learning_rate", learning_rate)
+        tx = scale(sign * learning_rate)
+
+    def update_fn(updates, state, params=None):
+        # The step would be truncated (or promote the params) for integer leaves.
+        validate.check_floating(updates)
+        return tx.update(updates, state, params)
+
+    return base.GradientTransformation(tx.init, update_fn)
 
 
 def scale_by_sign() -> base.GradientTransformation:
@@ -161,6 +183,7 @@ def scale_by_lion(
 
     def update_fn(updates, state, params=None):
         del params
+        validate.check_tree_match(updates, state.mu)
         b1_, b2_ = f32(b1), f32(b2)
         new_updates = jax.tree.map(
             lambda g, m: squash((1 - b1_) * g + b1_ * m).astype(g.dtype), updates, state.mu
@@ -221,6 +244,7 @@ def scale_by_rprop(
 
     def update_fn(updates, state, params=None):
         del params
+        validate.check_tree_match(updates, state.prev_updates)
         eta_minus_, eta_plus_ = f32(eta_minus), f32(eta_plus)
         min_step, max_step = f32(min_step_size), f32(max_step_size)
         agreement = jax.tree.map(lambda g, prev: jnp.sign(g * prev), updates, state.prev_updates)
@@ -273,6 +297,7 @@ def scale_by_optimistic_gradient(alpha: float = 1.0, beta: float = 1.0) -> base.
 
     def update_fn(updates, state, params=None):
         del params
+        validate.check_tree_match(updates, state.previous_gradient)
         alpha_, beta_ = f32(alpha), f32(beta)
         new_updates = jax.tree.map(
             lambda g, prev: jnp.where(
@@ -325,6 +350,7 @@ def scale_by_polyak(
         del params, extra_args
         if value is None:
             raise TypeError("scale_by_polyak's update needs the objective value: update(..., value=f(params)).")
+        validate.check_floating(updates)
         squared_norm = tree_utils.tree_norm(updates, squared=True)
         gap = jnp.asarray(value, jnp.float32) - f32(f_min)
         if variant == "sps+":
