@@ -489,6 +489,7 @@ def scale_by_adan(
 
     def update_fn(updates, state, params=None):
         del params
+        validate.check_tree_match(updates, state.g)
         b1_, b2_, b3_, eps_, eps_root_ = f32(b1), f32(b2), f32(b3), f32(eps), f32(eps_root)
         is_first = state.t == 0
         diff = jax.tree.map(lambda g, prev: jnp.where(is_first, jnp.zeros_like(g), g - prev), updates, state.g)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from optcore import base, numerics, tree_utils
+from optcore import base, numerics, tree_utils, validate
 
 
 class ScaleByLBFGSState(NamedTuple):
@@ -99,6 +99,8 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> ba
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(base.NO_PARAMS_MSG)
+        validate.check_tree_match(updates, state.updates)
+        validate.check_tree_match(params, state.params, what="params")
         count = state.count
         index = (count - 1) % memory_size
         is_first = count == 0

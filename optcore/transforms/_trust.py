@@ -22,9 +22,11 @@ class ScaleByDistanceOverGradientsState(NamedTuple):
     init_params: base.OptState  # the params at initialisation
 
 
-def _require_params(params) -> None:
+def _require_params(params, updates) -> None:
+    """These transformations read the params: they must be given, and match the updates."""
     if params is None:
         raise ValueError(base.NO_PARAMS_MSG)
+    validate.check_tree_match(updates, params, against="params")
 
 
 def scale_by_trust_ratio(
@@ -52,7 +54,7 @@ def scale_by_trust_ratio(
     validate.check_non_negative("eps", eps)
 
     def update_fn(updates, state, params=None):
-        _require_params(params)
+        _require_params(params, updates)
         min_norm_, coefficient, eps_ = f32(min_norm), f32(trust_coefficient), f32(eps)
 
         def leaf(u, p):
@@ -79,7 +81,7 @@ def scale_by_param_block_norm(min_scale: float = 1e-3) -> base.GradientTransform
     validate.check_non_negative("min_scale", min_scale)
 
     def update_fn(updates, state, params=None):
-        _require_params(params)
+        _require_params(params, updates)
         floor = f32(min_scale)
         updates = jax.tree.map(lambda u, p: (u * numerics.safe_norm(p, floor)).astype(u.dtype), updates, params)
         return updates, state
@@ -101,7 +103,7 @@ def scale_by_param_block_rms(min_scale: float = 1e-3) -> base.GradientTransforma
     validate.check_non_negative("min_scale", min_scale)
 
     def update_fn(updates, state, params=None):
-        _require_params(params)
+        _require_params(params, updates)
         floor = f32(min_scale)
         updates = jax.tree.map(
             lambda u, p: (u * numerics.safe_root_mean_squares(p, floor)).astype(u.dtype), updates, params
@@ -150,7 +152,7 @@ def scale_by_distance_over_gradients(
         )
 
     def update_fn(updates, state, params=None):
-        _require_params(params)
+        _require_params(params, updates)
         eps_, scale_ = f32(eps), f32(global_scale)
         max_dist = jax.tree.map(
             lambda d, p, p0: jnp.maximum(d, jnp.linalg.norm(p - p0)).astype(d.dtype),
