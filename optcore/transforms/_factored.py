@@ -42,6 +42,36 @@ def _factored_dims(shape, factored: bool, min_dim_size_to_factor: int) -> Option
     return int(order[-2]), int(order[-1])
 
 
+def _check_against_state(updates, state: FactoredState, factored: bool, min_dim_size_to_factor: int) -> None:
+    """The path of the first gradient leaf whose shape differs from the one its statistics were built for.
+
+    Without the params, the expected shape of a factored leaf is only known
+    through its row and column statistics, which drop one axis each.
+    """
+    validate.check_tree_match(updates, state.v, shapes=False)
+    leaves = jax.tree_util.tree_flatten_with_path(updates)[0]
+    treedef = jax.tree.structure(updates)
+    for (path, g), row, col, v in zip(
+        leaves, treedef.flatten_up_to(state.v_row), treedef.flatten_up_to(state.v_col), treedef.flatten_up_to(state.v)
+    ):
+        where = jax.tree_util.keystr(path)
+        dims = _factored_dims(g.shape, factored, min_dim_size_to_factor)
+        if dims is None:
+            if v.shape != g.shape:
+                raise ValueError(f"{where}: state has shape {tuple(v.shape)}, gradient has shape {tuple(g.shape)}.")
+            continue
+        # A transposed factored leaf has the same statistics' shapes: only
+        # apply_updates (against the params) can tell it apart.
+        d0, d1 = dims
+        reduced = lambda axis: tuple(n for i, n in enumerate(g.shape) if i != axis)  # noqa: E731
+        for field, have, want in (("v_row", row.shape, reduced(d1)), ("v_col", col.shape, reduced(d0))):
+            if tuple(have) != want:
+                raise ValueError(
+                    f"{where}: state {field} has shape {tuple(have)}, but a gradient of shape {tuple(g.shape)} "
+                    f"needs {field} of shape {want} (the gradient does not match the params the state was built from)."
+                )
+
+
 def scale_by_factored_rms(
     factored: bool = True,
     decay_rate: float = 0.8,
@@ -102,6 +132,10 @@ def scale_by_factored_rms(
         return FactoredState(count=jnp.zeros([], jnp.int32), v_row=unflatten(0), v_col=unflatten(1), v=unflatten(2))
 
     def update_fn(updates, state, params=None):
+        if params is not None:
+            validate.check_tree_match(updates, params, against="params")
+        else:
+            _check_against_state(updates, state, factored, min_dim_size_to_factor)
         del params  # the shapes come from the updates
         decay_t = jnp.asarray(decay_rate_fn(state.count - step_offset, decay_rate), jnp.float32)
         eps_ = f32(epsilon)
