@@ -10,7 +10,7 @@ from typing import Any, Callable, NamedTuple, Union
 
 import jax
 
-from optcore import base
+from optcore import base, validate
 
 
 class MaskedNode(NamedTuple):
@@ -155,6 +155,9 @@ def masked(
         return MaskedState(inner_state=inner.init(mask_tree(params, resolve(params))))
 
     def update_fn(updates, state, params=None, **extra_args):
+        if params is not None:
+            # Masked-out leaves may be integers (counters, ids): only structure and shapes are checked here.
+            validate.check_tree_match(updates, params, against="params", floating=False)
         mask_values = resolve(updates)
         masked_params = None if params is None else mask_tree(params, mask_values)
         extra_args = mask_extra_args(extra_args, mask_values, jax.tree.structure(updates))
