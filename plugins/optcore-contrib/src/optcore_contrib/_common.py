@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 import optcore
-from optcore import base
+from optcore import base, validate
 
 
 def dtype_or_none(dtype: Optional[Any]):
@@ -36,9 +36,16 @@ def tree_sum(tree: Any) -> jax.Array:
     return sum(parts) if parts else jnp.array(0.0)
 
 
-def require_params(params: Any, name: str) -> None:
+def require_params(params: Any, name: str, updates: Any = None) -> None:
+    """``params`` must be given and, when ``updates`` are, match them leaf for leaf.
+
+    The check (structure, shapes and floating dtypes, naming the first
+    mismatching path) runs at trace time, before any tree map over both.
+    """
     if params is None:
         raise ValueError(f"{name}: {base.NO_PARAMS_MSG}")
+    if updates is not None:
+        validate.check_tree_match(updates, params, against="params")
 
 
 def with_decay_and_lr(

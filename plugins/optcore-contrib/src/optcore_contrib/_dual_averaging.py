@@ -80,7 +80,7 @@ def scale_by_madgrad(
         )
 
     def update_fn(updates, state, params=None):
-        _common.require_params(params, "scale_by_madgrad")
+        _common.require_params(params, "scale_by_madgrad", updates)
         lr = _common.value_at(learning_rate, state.count)
         # As in the reference implementation, eps also keeps the step weight positive.
         lamb = (lr + eps) * jnp.sqrt(state.count + 1.0)
@@ -202,7 +202,7 @@ def momo(
 
     def update_fn(updates, state, params=None, value=None, **extra_args):
         del extra_args
-        _common.require_params(params, "momo")
+        _common.require_params(params, "momo", updates)
         if value is None:
             raise ValueError("momo needs the loss: call update(..., value=loss).")
         lr = _common.value_at(learning_rate, state.count)
@@ -284,7 +284,7 @@ def momo_adam(
 
     def update_fn(updates, state, params=None, value=None, **extra_args):
         del extra_args
-        _common.require_params(params, "momo_adam")
+        _common.require_params(params, "momo_adam", updates)
         if value is None:
             raise ValueError("momo_adam needs the loss: call update(..., value=loss).")
         lr = _common.value_at(learning_rate, state.count)

@@ -278,6 +278,7 @@ def scale_by_simplified_ademamix(
 
     def update_fn(updates, state, params=None):
         del params
+        validate.check_tree_match(updates, state.m)
         alpha_now = _common.value_at(alpha, state.t)
         m = jax.tree.map(lambda old, g: b1 * old + g, state.m, updates)
         n = tree_utils.tree_update_moment_per_elem_norm(updates, state.n, b2, 2)

@@ -100,7 +100,7 @@ def scale_by_cocob(alpha: float = 100.0, eps: float = 1e-8) -> base.GradientTran
         )
 
     def update_fn(updates, state, params=None):
-        _common.require_params(params, "scale_by_cocob")
+        _common.require_params(params, "scale_by_cocob", updates)
         scale = jax.tree.map(lambda l, g: jnp.maximum(l, jnp.abs(g)), state.scale, updates)
         subgradients = jax.tree.map(lambda s, g: s + jnp.abs(g), state.subgradients, updates)
         reward = jax.tree.map(
@@ -184,7 +184,7 @@ def _scale_by_dog(init_step, eps) -> base.GradientTransformation:
         )
 
     def update_fn(updates, state, params=None):
-        _common.require_params(params, "dog")
+        _common.require_params(params, "dog", updates)
         distance = tree_utils.tree_norm(jax.tree.map(lambda p, p0: p - p0, params, state.init_params))
         max_dist = jnp.maximum(state.max_dist, distance)
         sum_sq = state.sum_sq_norm_grads + tree_utils.tree_norm(updates, squared=True)
@@ -251,7 +251,7 @@ def _scale_by_dowg(init_estim_sq_dist, eps) -> base.GradientTransformation:
         )
 
     def update_fn(updates, state, params=None):
-        _common.require_params(params, "dowg")
+        _common.require_params(params, "dowg", updates)
         sq_dist = tree_utils.tree_norm(
             jax.tree.map(lambda p, p0: p - p0, params, state.init_params), squared=True
         )
@@ -355,7 +355,7 @@ def dadapt_adamw(
         )
 
     def update_fn(updates, state, params=None):
-        _common.require_params(params, "dadapt_adamw")
+        _common.require_params(params, "dadapt_adamw", updates)
         lr = _common.value_at(learning_rate, state.count)
         step = state.count + 1
         bias_correction = ((1 - beta2**step) ** 0.5) / (1 - beta1**step)
@@ -446,7 +446,7 @@ def prodigy(
         )
 
     def update_fn(updates, state, params=None):
-        _common.require_params(params, "prodigy")
+        _common.require_params(params, "prodigy", updates)
         lr = _common.value_at(learning_rate, state.count)
         step = state.count + 1
         bias_correction = ((1 - beta2**step) ** 0.5) / (1 - beta1**step)

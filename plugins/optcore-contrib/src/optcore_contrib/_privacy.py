@@ -17,6 +17,38 @@ class DifferentiallyPrivateAggregateState(NamedTuple):
     rng_key: jax.Array
 
 
+def _check_per_example(updates, params) -> None:
+    """Per-example gradients: one batch axis shared by every leaf, then (with params) each param's shape.
+
+    Raises ``ValueError`` naming the first mismatching path at trace time
+    (``TypeError`` for a non-floating leaf).
+    """
+    validate.check_floating(updates)
+    if params is not None:
+        validate.check_tree_match(updates, params, against="params", shapes=False)
+    batch = None
+    for path, g in jax.tree_util.tree_flatten_with_path(updates)[0]:
+        where = jax.tree_util.keystr(path)
+        if g.ndim == 0:
+            raise ValueError(f"{where}: per-example gradients need a leading batch axis, got a scalar.")
+        if batch is None:
+            batch = (where, g.shape[0])
+        elif g.shape[0] != batch[1]:
+            raise ValueError(
+                f"{where}: batch axis has {g.shape[0]} examples, but {batch[0]} has {batch[1]} "
+                "(every leaf of per-example gradients needs the same leading batch axis)."
+            )
+    if params is None:
+        return
+    flat_params = jax.tree_util.tree_flatten_with_path(params)[0]
+    for (path, g), (_, p) in zip(jax.tree_util.tree_flatten_with_path(updates)[0], flat_params):
+        if tuple(g.shape[1:]) != tuple(jnp.shape(p)):
+            raise ValueError(
+                f"{jax.tree_util.keystr(path)}: params has shape {tuple(jnp.shape(p))}, gradient has shape "
+                f"{tuple(g.shape)} (per-example gradients: a batch axis, then the param's shape)."
+            )
+
+
 def differentially_private_aggregate(
     l2_norm_clip: float,
     noise_multiplier: float,
@@ -57,6 +89,7 @@ def differentially_private_aggregate(
         return DifferentiallyPrivateAggregateState(rng_key=key)
 
     def update_fn(updates, state, params=None):
+        _check_per_example(updates, params)
         del params
         leaves, treedef = jax.tree.flatten(updates)
         batch_size = leaves[0].shape[0]

@@ -108,7 +108,7 @@ def schedule_free(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
-        _common.require_params(params, "schedule_free")
+        _common.require_params(params, "schedule_free", updates)
         lr = _common.value_at(learning_rate, state.step_count)
         max_lr = jnp.maximum(state.max_lr, lr)
         weight = max_lr**weight_lr_power
