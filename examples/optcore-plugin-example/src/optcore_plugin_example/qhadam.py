@@ -41,6 +41,8 @@ def scale_by_qhadam(
 
     def update_fn(updates, state, params=None):
         del params
+        # A gradient that does not match the state fails here naming the path, not in a tree map.
+        optcore.validate.check_tree_match(updates, state.mu)
         count = optcore.safe_increment(state.count)
         mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
         nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, updates)
