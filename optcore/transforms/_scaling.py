@@ -129,6 +129,7 @@ def scale_by_sign() -> base.GradientTransformation:
 
     def update_fn(updates, state, params=None):
         del params
+        validate.check_floating(updates)
         return jax.tree.map(jnp.sign, updates), state
 
     return base.GradientTransformation(base.init_empty_state, update_fn)
