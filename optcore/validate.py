@@ -75,6 +75,15 @@ def _is_floating(dtype) -> bool:
         return False
 
 
+def _dtype_name(dtype) -> str:
+    """A readable dtype name (``float0`` prints as a NumPy record type otherwise)."""
+    import jax
+
+    if dtype == jax.dtypes.float0:
+        return "float0"
+    return getattr(dtype, "name", str(dtype))
+
+
 def check_floating(tree: Any, *, what: str = "gradient", who: str = "this optimizer") -> None:
     """Raises ``TypeError`` naming the first leaf of ``tree`` whose dtype is not floating.
 
@@ -92,7 +101,7 @@ def check_floating(tree: Any, *, what: str = "gradient", who: str = "this optimi
             dtype = np.result_type(leaf)
         if not _is_floating(dtype):
             raise TypeError(
-                f"{_path_str(path)}: {what} has dtype {dtype}, but {who} needs floating-point {what}s "
+                f"{_path_str(path)}: {what} has dtype {_dtype_name(dtype)}, but {who} needs floating-point {what}s "
                 f"(cast integer or boolean leaves to a float dtype, or leave them out with optcore.masked)."
             )
 
@@ -159,7 +168,7 @@ def check_tree_match(
                 if not _is_floating(dtype):
                     built = " (built from non-floating params)" if name == against == "state" else ""
                     raise TypeError(
-                        f"{path}: {name} has dtype {dtype}{built}, but this optimizer needs floating-point "
+                        f"{path}: {name} has dtype {_dtype_name(dtype)}{built}, but this optimizer needs floating-point "
                         f"params and gradients (cast integer or boolean leaves to a float dtype, or leave "
                         f"them out with optcore.masked)."
                     )

@@ -2,7 +2,9 @@
 
 Gradients whose tree or shapes differ from the params the state was built
 from fail in ``update`` (or, for stateless optimizers, in ``apply_updates``)
-with the first mismatching path, for every registered optimizer; bad
+with the first mismatching path, for every registered optimizer; integer and
+boolean params or gradients fail with a ``TypeError`` naming the path and
+dtype; a schedule returning a non-scalar fails naming the argument; bad
 hyperparameters, masks, labels and configs fail at construction.
 """
 
@@ -18,25 +20,10 @@ import registry_cases as rc
 
 CASES = rc.optimizer_cases()
 
-# Optimizers whose update maps over gradient and state without going through a
-# checked chokepoint (the moment updates, trace, apply_updates) before failing:
-# they raise, but a JAX tree/shape error that does not name the path. A known
-# gap, not a guarantee: the mark goes as their updates gain the check.
-NO_PATH_MESSAGE = set("""
-    adadelta adafactor adagrad adan cocob dadapt_adamw fromage galore lars lbfgs lion madgrad momo momo_adam
-    muon novograd optimistic_gradient_descent prodigy qhadam rprop schedule_free_sgd simplified_ademamix sm3
-""".split())
 
 
 def _cases():
-    out = []
-    for param in rc.case_params(CASES):
-        case = param.values[0]
-        marks = list(param.marks)
-        if case.name in NO_PATH_MESSAGE:
-            marks.append(pytest.mark.xfail(reason=f"{case.name}'s update fails before a checked chokepoint", strict=False))
-        out.append(pytest.param(case, id=case.name, marks=marks))
-    return out
+    return rc.case_params(CASES)
 
 
 def _traced_step(case, params, grads):
@@ -65,6 +52,101 @@ def test_missing_gradient_entry_names_the_path(case):
     grads = {"layer1": jax.tree.map(jnp.zeros_like, params["layer1"])}  # no 'scale'
     with pytest.raises(ValueError, match=r"\['scale'\]"):
         _traced_step(case, params, grads)
+
+
+@pytest.mark.parametrize("case", _cases())
+def test_integer_gradient_names_the_path_and_dtype(case):
+    params = rc.small_params(case.name)
+    grads = jax.tree.map(jnp.zeros_like, params)
+    grads["layer1"]["w"] = jnp.zeros((2, 3), jnp.int32)
+    with pytest.raises(TypeError, match=r"\['layer1'\]\['w'\]: gradient has dtype int32"):
+        _traced_step(case, params, grads)
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_], ids=["int32", "bool"])
+@pytest.mark.parametrize("case", _cases())
+def test_non_float_params_name_the_path_and_dtype(case, dtype):
+    params = rc.small_params(case.name)
+    params["layer1"]["w"] = params["layer1"]["w"].astype(dtype)
+    grads = jax.tree.map(jnp.zeros_like, params)  # what a user would pass: jax.grad refuses integer inputs
+    with pytest.raises(TypeError, match=rf"\['layer1'\]\['w'\]: \w+ has dtype {jnp.dtype(dtype).name}"):
+        _traced_step(case, params, grads)
+
+
+def test_float0_gradient_of_an_integer_leaf_is_refused():
+    params = {"w": jnp.ones(3), "step": jnp.array(3)}
+    grads = jax.grad(lambda p: jnp.sum(p["w"] ** 2), allow_int=True)(params)
+    opt = optcore.adam(1e-3)
+    with pytest.raises(TypeError, match=r"\['step'\]: \w+ has dtype (int32|float0)"):
+        opt.update(grads, opt.init(params), params)
+
+
+def test_integer_leaves_masked_out_are_fine():
+    """Integer leaves that an optimizer never sees (set_to_zero by label) keep working and keep their dtype."""
+    params = {"w": jnp.ones(3), "step": jnp.array(3, jnp.int32)}
+    opt = optcore.multi_transform({"train": optcore.adam(0.1), "freeze": optcore.set_to_zero()},
+                                  {"w": "train", "step": "freeze"})
+    grads = {"w": jnp.full(3, 2.0), "step": jnp.array(0, jnp.int32)}
+    updates, _ = jax.jit(opt.update)(grads, opt.init(params), params)
+    new_params = optcore.apply_updates(params, updates)
+    assert new_params["step"].dtype == jnp.int32 and int(new_params["step"]) == 3
+    np.testing.assert_allclose(np.asarray(new_params["w"]), 0.9, rtol=1e-6)  # Adam's first step: -lr * sign(g)
+
+
+def _vector_schedule(count):
+    return jnp.full((3,), 0.1) * (count + 1)
+
+
+@pytest.mark.parametrize(
+    "build, argument",
+    [
+        (lambda: optcore.scale_by_learning_rate(_vector_schedule), "learning_rate"),
+        (lambda: optcore.sgd(_vector_schedule), "learning_rate"),
+        (lambda: optcore.sgd(_vector_schedule, momentum=0.9), "learning_rate"),
+        (lambda: optcore.adam(_vector_schedule), "learning_rate"),
+        (lambda: optcore.scale_by_schedule(lambda count: jnp.ones((1,))), "step_size_fn"),
+    ],
+    ids=["scale_by_learning_rate", "sgd", "sgd_momentum", "adam", "scale_by_schedule"],
+)
+def test_schedule_returning_a_vector_names_the_argument_at_first_trace(build, argument):
+    opt = build()
+    params = {"w": jnp.ones(3)}
+    with pytest.raises(ValueError, match=rf"^{argument}: the schedule must return a scalar, but it returned shape"):
+        jax.jit(opt.update)(params, opt.init(params), params)
+
+
+def test_scalar_array_schedule_is_accepted():
+    opt = optcore.sgd(lambda count: jnp.asarray(0.5) / (count + 1))
+    params = {"w": jnp.ones(3)}
+    updates, state = opt.update(params, opt.init(params), params)
+    updates, _ = opt.update(params, state, params)
+    np.testing.assert_allclose(np.asarray(updates["w"]), -0.25)
+
+
+def test_vector_learning_rate_fails_at_construction():
+    with pytest.raises(ValueError, match="learning_rate must be a scalar or a schedule, got shape \\(2,\\)"):
+        optcore.sgd(jnp.array([0.1, 0.2]))
+
+
+def test_adafactor_without_params_names_the_path():
+    """Without params, the factored statistics' shapes still reveal a gradient of another shape."""
+    tx = optcore.scale_by_factored_rms(min_dim_size_to_factor=2)
+    params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
+    state = tx.init(params)
+    with pytest.raises(ValueError, match=r"\['w'\]: state v_col has shape \(4,\), but a gradient of shape \(5, 3\)"):
+        tx.update({"w": jnp.ones((5, 3)), "b": jnp.ones(3)}, state)
+    with pytest.raises(ValueError, match=r"\['b'\]: state has shape \(3,\), gradient has shape \(2,\)"):
+        tx.update({"w": jnp.ones((4, 3)), "b": jnp.ones(2)}, state)
+
+
+def test_per_example_gradients_need_one_batch_axis():
+    dpsgd = optcore.get("dpsgd", learning_rate=0.1, l2_norm_clip=1.0, noise_multiplier=0.1, seed=0)
+    params = {"a": jnp.ones((2, 3)), "b": jnp.ones(())}
+    state = dpsgd.init(params)
+    with pytest.raises(ValueError, match=r"\['b'\]: batch axis has 5 examples, but \['a'\] has 4"):
+        dpsgd.update({"a": jnp.ones((4, 2, 3)), "b": jnp.ones(5)}, state, params)
+    updates, _ = dpsgd.update({"a": jnp.ones((4, 2, 3)), "b": jnp.ones(4)}, state, params)
+    assert jax.tree.map(jnp.shape, updates) == {"a": (2, 3), "b": ()}
 
 
 def test_moment_update_message_is_exact():
