@@ -34,6 +34,8 @@ def _print_report(report: dict) -> None:
     for row in report["plugins"]:
         where = f"{row['distribution']} {row['version']}" if row["distribution"] else "in-process"
         line = f"{row['name']:<20} {where:<32} {row['status']}"
+        if row.get("load_seconds") is not None:
+            line += f" in {row['load_seconds']:.2f} s"
         if row["reason"]:
             line += f": {row['reason']}"
         print(line)

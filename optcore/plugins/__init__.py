@@ -14,9 +14,23 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 from optcore.hookspecs import hookimpl
 from optcore.plugins._catalog import FIRST_PARTY
-from optcore.plugins._errors import NameCollisionError, PluginNotInstalledError, UnknownNameError
-from optcore.plugins._manager import DISABLE_AUTOLOAD_ENV, ENTRY_POINT_GROUP, HOST, PluginStatus, PluginWarning
-from optcore.plugins._registry import KINDS, Registered
+from optcore.plugins._errors import (
+    NameCollisionError,
+    PluginError,
+    PluginNotInstalledError,
+    PluginTypeError,
+    PluginValueError,
+    UnknownNameError,
+)
+from optcore.plugins._manager import (
+    DISABLE_AUTOLOAD_ENV,
+    ENTRY_POINT_GROUP,
+    HOST,
+    RUNTIME_PLUGIN,
+    PluginStatus,
+    PluginWarning,
+)
+from optcore.plugins._registry import KINDS, Entry, Registered
 
 
 def _loaded_registry():
@@ -37,12 +51,35 @@ def get(name: str, /, **hyperparams: Any) -> Any:
         not installed (the message gives the install command).
       NameCollisionError: several plugins register ``name``.
       TypeError: a keyword argument that the factory does not take.
+      PluginError: a plugin's factory raised while building ``name`` (the
+        message names the plugin and its distribution; the original error is
+        chained as ``__cause__``). ``PluginValueError``/``PluginTypeError``
+        when it was a ``ValueError``/``TypeError``.
     """
     entry = HOST.resolve(name)
     if not hyperparams:
         return entry.obj
     _check_arguments(f"optcore.get({name!r}, ...)", entry.obj, (), hyperparams)
-    return entry.obj(**hyperparams)
+    return _call(entry, (), hyperparams)
+
+
+def _call(entry: Entry, args: tuple, kwargs: Mapping[str, Any]) -> Any:
+    """Calls a registered factory; a plugin's failure is reported with its provider."""
+    provider = entry.provider
+    if provider.plugin in ("optcore", RUNTIME_PLUGIN):
+        return entry.obj(*args, **kwargs)  # the core's (and the caller's own) errors are reported as they are
+    try:
+        return entry.obj(*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 - any failure of plugin code
+        where = f"{provider.distribution} {provider.version}" if provider.distribution else "no distribution"
+        message = (
+            f"building {entry.name!r} ({entry.kind}) from plugin {provider.plugin!r} ({where}) failed: "
+            f"{type(err).__name__}: {err}"
+        )
+        error_type = PluginValueError if isinstance(err, ValueError) else (
+            PluginTypeError if isinstance(err, TypeError) else PluginError
+        )
+        raise error_type(message, name=entry.name, plugin=provider.plugin, distribution=provider.distribution) from err
 
 
 def _check_arguments(where: str, factory: Callable, args: tuple, kwargs: Mapping[str, Any]) -> None:
@@ -158,9 +195,9 @@ def _build(config: Any, where: str) -> Any:
         raise TypeError(f"{where}['args'] must be a list, got {type(args).__name__}.")
     args = [_build_value(a, f"{where}['args'][{i}]") for i, a in enumerate(args)]
     kwargs = {k: _build_value(v, f"{where}[{k!r}]") for k, v in config.items() if k not in ("name", "args")}
-    factory = get(name)
-    _check_arguments(f"{where} ({name!r})", factory, tuple(args), kwargs)
-    return factory(*args, **kwargs)
+    entry = HOST.resolve(name)
+    _check_arguments(f"{where} ({name!r})", entry.obj, tuple(args), kwargs)
+    return _call(entry, tuple(args), kwargs)
 
 
 def _build_value(value: Any, where: str) -> Any:
@@ -177,8 +214,11 @@ __all__ = [
     "FIRST_PARTY",
     "KINDS",
     "NameCollisionError",
+    "PluginError",
     "PluginNotInstalledError",
     "PluginStatus",
+    "PluginTypeError",
+    "PluginValueError",
     "PluginWarning",
     "Registered",
     "UnknownNameError",

@@ -24,3 +24,28 @@ class NameCollisionError(LookupError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class PluginError(Exception):
+    """A plugin's factory raised while building one of its names.
+
+    The message names the entry, the plugin and its distribution; the
+    original exception is ``__cause__``. A ``ValueError`` or ``TypeError``
+    (a rejected hyperparameter, say) is re-raised as :class:`PluginValueError`
+    or :class:`PluginTypeError`, which are also ``ValueError``/``TypeError``,
+    so ``except ValueError`` keeps working.
+    """
+
+    def __init__(self, message: str, *, name: str, plugin: str, distribution: "str | None"):
+        super().__init__(message)
+        self.name = name
+        self.plugin = plugin
+        self.distribution = distribution
+
+
+class PluginValueError(PluginError, ValueError):
+    """A :class:`PluginError` whose cause is a ``ValueError``."""
+
+
+class PluginTypeError(PluginError, TypeError):
+    """A :class:`PluginError` whose cause is a ``TypeError``."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import threading
+import time
 import warnings
 from typing import Any, NamedTuple, Optional
 
@@ -32,6 +33,7 @@ class PluginStatus(NamedTuple):
     version: Optional[str]
     status: str  # "loaded", "broken" or "skipped"
     reason: Optional[str]
+    load_seconds: Optional[float] = None  # import plus optcore_register (None: nothing was run)
 
 
 class PluginWarning(UserWarning):
@@ -52,6 +54,7 @@ class _Host:
         self.statuses: dict[str, PluginStatus] = {}
         self.deferred: dict[str, importlib.metadata.EntryPoint] = {}  # first-party, found not imported
         self.loaded = False
+        self.loading = False  # set while plugins load: a lookup made by a plugin's import must not recurse
         self._runtime_entries: list[Entry] = getattr(self, "_runtime_entries", [])
         self.registry.add(self._runtime_entries)
 
@@ -68,20 +71,27 @@ class _Host:
         if self.loaded:
             return
         with self.lock:
-            if self.loaded:
+            # Another thread waits on the lock; this thread re-entering (a plugin
+            # that calls optcore.get while it is imported) sees what is loaded so
+            # far (the core's names come first) instead of loading everything again.
+            if self.loaded or self.loading:
                 return
-            from optcore.plugins import _default  # the core's own names, via the same hooks
+            self.loading = True
+            try:
+                from optcore.plugins import _default  # the core's own names, via the same hooks
 
-            self.add_plugin(_default, name="optcore", distribution="optcore", version=__version__)
-            if not os.environ.get(DISABLE_AUTOLOAD_ENV):
-                for ep in _entry_points():
-                    dist = getattr(ep, "dist", None)
-                    distribution = dist.metadata["Name"] if dist is not None else None
-                    if _catalog.by_distribution(distribution) is not None:
-                        self.deferred.setdefault(distribution, ep)
-                    else:
-                        self._load_entry_point(ep)
-            self.loaded = True
+                self.add_plugin(_default, name="optcore", distribution="optcore", version=__version__)
+                if not os.environ.get(DISABLE_AUTOLOAD_ENV):
+                    for ep in _entry_points():
+                        dist = getattr(ep, "dist", None)
+                        distribution = dist.metadata["Name"] if dist is not None else None
+                        if _catalog.by_distribution(distribution) is not None:
+                            self.deferred.setdefault(distribution, ep)
+                        else:
+                            self._load_entry_point(ep)
+                self.loaded = True
+            finally:
+                self.loading = False
 
     def load_deferred(self, distribution: str) -> None:
         with self.lock:
@@ -119,23 +129,35 @@ class _Host:
                 reason = f"requires optcore {requirement}, but optcore {__version__} is installed"
                 self._skip(name, distribution, version, reason)
                 return
+        started = time.perf_counter()
         try:
             plugin = ep.load()
         except Exception as err:  # noqa: BLE001 - any failure of third-party code
-            self._broken(name, distribution, version, f"import failed: {type(err).__name__}: {err}")
+            self._broken(name, distribution, version, f"import failed: {type(err).__name__}: {err}", started)
             return
-        self.add_plugin(plugin, name=name, distribution=distribution, version=version)
+        self.add_plugin(plugin, name=name, distribution=distribution, version=version, started=started)
 
-    def add_plugin(self, plugin: Any, *, name: str, distribution: Optional[str] = None, version: Optional[str] = None) -> None:
+    def add_plugin(
+        self,
+        plugin: Any,
+        *,
+        name: str,
+        distribution: Optional[str] = None,
+        version: Optional[str] = None,
+        started: Optional[float] = None,
+    ) -> None:
         """Registers ``plugin`` with pluggy and runs its ``optcore_register`` hook.
 
         Entries are staged and only committed if the hook returns normally, so
-        a plugin that fails halfway leaves nothing behind.
+        a plugin that fails halfway leaves nothing behind. The status records
+        the seconds since ``started`` (the import), so that a slow plugin can
+        be told apart in ``optcore list``.
         """
+        started = time.perf_counter() if started is None else started
         try:
             self.pm.register(plugin, name=name)
         except Exception as err:  # noqa: BLE001 - e.g. a hook that matches no spec
-            self._broken(name, distribution, version, f"invalid plugin: {type(err).__name__}: {err}")
+            self._broken(name, distribution, version, f"invalid plugin: {type(err).__name__}: {err}", started)
             return
         provider = Provider(plugin=name, distribution=distribution, version=version)
         staged: list[Entry] = []
@@ -151,14 +173,15 @@ class _Host:
                 impl.function(register=register)
             except Exception as err:  # noqa: BLE001
                 self.pm.unregister(name=name)
-                self._broken(name, distribution, version, f"optcore_register failed: {type(err).__name__}: {err}")
+                self._broken(name, distribution, version, f"optcore_register failed: {type(err).__name__}: {err}", started)
                 return
         self.registry.add(staged)
-        self.statuses[name] = PluginStatus(name, distribution, version, "loaded", None)
+        self.statuses[name] = PluginStatus(name, distribution, version, "loaded", None, _since(started))
 
-    def _broken(self, name, distribution, version, reason) -> None:
+    def _broken(self, name, distribution, version, reason, started=None) -> None:
         warnings.warn(f"optcore plugin {name!r} ({distribution}) is broken and was skipped: {reason}", PluginWarning, stacklevel=4)
-        self.statuses[name] = PluginStatus(name, distribution, version, "broken", reason)
+        seconds = None if started is None else _since(started)
+        self.statuses[name] = PluginStatus(name, distribution, version, "broken", reason, seconds)
 
     def _skip(self, name, distribution, version, reason) -> None:
         warnings.warn(f"optcore plugin {name!r} ({distribution} {version}) was skipped: {reason}", PluginWarning, stacklevel=4)
@@ -172,6 +195,10 @@ class _Host:
         with self.lock:
             self._runtime_entries.append(entry)
             self.registry.add([entry])
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 4)
 
 
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
