@@ -77,13 +77,17 @@ def clip_by_global_norm(max_norm: float) -> base.GradientTransformation:
     def update_fn(updates, state, params=None):
         del params
         g_norm = tree_utils.tree_norm(updates)
-        # One scalar decision for all leaves; the division is guarded so the
-        # unselected branch never divides by a zero norm.
+        # One scalar factor for all leaves, 1 when the norm is within bounds
+        # (the updates then pass unchanged). A multiplication by a scalar is
+        # fused into every consumer of the clipped updates (Adam's mu and nu
+        # loops), whereas a per-leaf division is not duplicated there and got
+        # written out as a clipped copy of every small leaf.
         trigger = g_norm < max_norm
-        safe_norm = jnp.where(trigger, 1.0, g_norm)
+        scale = jnp.where(trigger, 1.0, max_norm / jnp.where(trigger, 1.0, g_norm))
 
         def clip_leaf(t):
-            return jnp.where(trigger, t, (t / safe_norm.astype(t.dtype)) * max_norm).astype(t.dtype)
+            # Exact when ``scale`` is 1: the product then rounds to ``t`` itself.
+            return t * scale.astype(t.dtype)
 
         return jax.tree.map(clip_leaf, updates), state
 
