@@ -36,6 +36,32 @@ def tree_sum(tree: Any) -> jax.Array:
     return sum(parts) if parts else jnp.array(0.0)
 
 
+def widen(tree: Any) -> Any:
+    """Floating leaves in at least float32 (other leaves unchanged).
+
+    For updates whose constants (an ``eps`` of 1e-8, a step size of 1e-6)
+    underflow in float16/bfloat16: the arithmetic runs in float32 and the
+    results are cast back with :func:`cast_like`.
+    """
+
+    def leaf(x):
+        x = jnp.asarray(x)
+        return x.astype(jnp.promote_types(x.dtype, jnp.float32)) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    return jax.tree.map(leaf, tree)
+
+
+def cast_like(tree: Any, like: Any) -> Any:
+    """Each leaf of ``tree`` in the dtype of the matching leaf of ``like``."""
+    return jax.tree.map(lambda x, ref: jnp.asarray(x).astype(jnp.asarray(ref).dtype), tree, like)
+
+
+def safe_ratio(numerator: jax.Array, denominator: jax.Array, fallback: Any) -> jax.Array:
+    """``numerator / denominator``, or ``fallback`` where the denominator is 0 (no 0/0 NaN)."""
+    positive = denominator != 0
+    return jnp.where(positive, numerator / jnp.where(positive, denominator, 1.0), fallback)
+
+
 def require_params(params: Any, name: str, updates: Any = None) -> None:
     """``params`` must be given and, when ``updates`` are, match them leaf for leaf.
 

@@ -129,10 +129,22 @@ def madgrad(
 
 
 def _polyak_step(lr, bias_correction, h, lb, d_norm_sq, d_dot_x, weight_decay):
-    """The truncated step size :math:`\tau` of a momentum model with weight decay."""
-    shrink = 1.0 + lr * weight_decay
-    numerator = shrink * (h - d_dot_x - bias_correction * lb) + d_dot_x if weight_decay else h - bias_correction * lb
-    tau = jnp.minimum(lr / bias_correction, jnp.maximum(numerator, 0.0) / d_norm_sq)
+    r"""The truncated step size :math:`\tau` of a momentum model with weight decay.
+
+    :math:`\rho(h - \langle d, x\rangle - c f_*) + \langle d, x\rangle` is
+    computed as :math:`(h - c f_*) + \alpha\lambda (h - \langle d, x\rangle - c f_*)`:
+    the same value, exactly :math:`h - c f_*` when :math:`\lambda = 0` without a
+    Python branch on :math:`\lambda` (so it may be traced, as under
+    ``inject_hyperparams``) and without cancelling a large :math:`\langle d, x\rangle`.
+    """
+    decay = lr * weight_decay
+    shrink = 1.0 + decay
+    gap = h - bias_correction * lb
+    numerator = gap + jnp.where(decay == 0, 0.0, decay * (gap - d_dot_x))
+    # d = 0 (a zero gradient, or a second moment overflowed to inf in momo_adam)
+    # moves nothing whatever tau is: take the cap rather than 0/0.
+    cap = lr / bias_correction
+    tau = jnp.minimum(cap, _common.safe_ratio(jnp.maximum(numerator, 0.0), d_norm_sq, cap))
     return tau, shrink
 
 

@@ -356,6 +356,9 @@ def dadapt_adamw(
 
     def update_fn(updates, state, params=None):
         _common.require_params(params, "dadapt_adamw", updates)
+        # float32 arithmetic: eps = 1e-8 and d_0 = 1e-6 vanish in float16/bfloat16.
+        original_state, original_params = state, params
+        updates, state, params = _common.widen((updates, state, params))
         lr = _common.value_at(learning_rate, state.count)
         step = state.count + 1
         bias_correction = ((1 - beta2**step) ** 0.5) / (1 - beta1**step)
@@ -371,12 +374,13 @@ def dadapt_adamw(
         )
         grad_sum_l1 = _common.tree_sum(jax.tree.map(jnp.abs, grad_sum))
         numerator_weighted = sqrt_beta2 * state.numerator_weighted + (1 - sqrt_beta2) * dlr * numerator_acum
-        d_estimate = numerator_weighted / ((1 - sqrt_beta2) * grad_sum_l1)
+        # All gradients so far underflowed to 0 (e.g. 1e-30): no evidence, d stays.
+        d_estimate = _common.safe_ratio(numerator_weighted, (1 - sqrt_beta2) * grad_sum_l1, state.estim_lr)
         estim_lr = jnp.maximum(state.estim_lr, d_estimate)
         new_updates = jax.tree.map(
             lambda m, v, p: -weight_decay * dlr * p - m / (jnp.sqrt(v) + eps), exp_avg, exp_avg_sq, params
         )
-        return new_updates, DAdaptAdamWState(
+        new_state = DAdaptAdamWState(
             exp_avg=exp_avg,
             exp_avg_sq=exp_avg_sq,
             grad_sum=grad_sum,
@@ -384,6 +388,7 @@ def dadapt_adamw(
             numerator_weighted=numerator_weighted,
             count=numerics.safe_increment(state.count),
         )
+        return _common.cast_like(new_updates, original_params), _common.cast_like(new_state, original_state)
 
     return base.GradientTransformationExtraArgs(init_fn, _common.ignore_extra_args(update_fn))
 
@@ -447,6 +452,9 @@ def prodigy(
 
     def update_fn(updates, state, params=None):
         _common.require_params(params, "prodigy", updates)
+        # float32 arithmetic: eps = 1e-8 and d_0 = 1e-6 vanish in float16/bfloat16.
+        original_state, original_params = state, params
+        updates, state, params = _common.widen((updates, state, params))
         lr = _common.value_at(learning_rate, state.count)
         step = state.count + 1
         bias_correction = ((1 - beta2**step) ** 0.5) / (1 - beta1**step)
@@ -463,7 +471,8 @@ def prodigy(
         grad_sum = jax.tree.map(lambda s, g: beta3_value * s + sum_weight * g, state.grad_sum, updates)
         numerator_weighted = beta3_value * state.numerator_weighted + d_ratio * dlr * numerator_acum
         denominator = _common.tree_sum(jax.tree.map(jnp.abs, grad_sum))
-        d_estimate = estim_lr_coef * numerator_weighted / denominator
+        # All gradients so far underflowed to 0 (e.g. 1e-30): no evidence, d stays.
+        d_estimate = _common.safe_ratio(estim_lr_coef * numerator_weighted, denominator, d)
         estim_lr = jnp.maximum(d, d_estimate)
         new_updates = jax.tree.map(
             lambda m, v, p: -weight_decay * dlr * p - dlr * m / (jnp.sqrt(v) + estim_lr * eps),
@@ -471,7 +480,7 @@ def prodigy(
             exp_avg_sq,
             params,
         )
-        return new_updates, ProdigyState(
+        new_state = ProdigyState(
             exp_avg=exp_avg,
             exp_avg_sq=exp_avg_sq,
             grad_sum=grad_sum,
@@ -480,5 +489,6 @@ def prodigy(
             numerator_weighted=numerator_weighted,
             count=numerics.safe_increment(state.count),
         )
+        return _common.cast_like(new_updates, original_params), _common.cast_like(new_state, original_state)
 
     return base.GradientTransformationExtraArgs(init_fn, _common.ignore_extra_args(update_fn))
