@@ -52,12 +52,7 @@ def _run(step, params, state, steps):
 
 
 # Known failures in other modules, kept visible (strict: they fail the suite once fixed, so the mark goes).
-KNOWN_BUGS = {
-    ("momo", WRAPPED): "optcore-contrib momo tests `if weight_decay` in Python, so inject_hyperparams "
-    "cannot trace it (Optax 0.2.8's momo can)",
-    ("momo_adam", WRAPPED): "optcore-contrib momo_adam tests `if weight_decay` in Python, so inject_hyperparams "
-    "cannot trace it (Optax 0.2.8's momo_adam can)",
-}
+KNOWN_BUGS: dict = {}
 
 
 def _variants():

@@ -50,10 +50,7 @@ def trees(allow_scalar=True):
 
 
 # Known faults in other modules (strict xfails: the mark goes once fixed).
-KNOWN_BUGS = {
-    "dadapt_adamw": "optcore-contrib dadapt_adamw returns float32 updates for bfloat16/float16 params",
-    "prodigy": "optcore-contrib prodigy returns float32 updates for bfloat16/float16 params",
-}
+KNOWN_BUGS: dict = {}
 
 
 def _cases():
