@@ -138,6 +138,10 @@ def scale_by_sign() -> base.GradientTransformation:
 _LION_MODES = ("hard", "smooth", "refined")
 
 
+# Leaves smaller than this (in entries) keep XLA's copy of the momentum.
+_MIN_ORDERED_SIZE = 1 << 16
+
+
 def _order_sign_before_momentum(signs: Any, momentum: Any) -> tuple[Any, Any]:
     """Lion's signs (as bfloat16) and its new momentum, made to depend on them; values unchanged.
 
@@ -150,21 +154,23 @@ def _order_sign_before_momentum(signs: Any, momentum: Any) -> tuple[Any, Any]:
     (exact: they are -1, 0, 1 or NaN) and the new momentum selects on them in
     a branch that never fires (no sign exceeds 1): XLA then writes the signs
     once, reads them in both loops, and overwrites the momentum in place after
-    its last read. Real floating leaves only (a complex sign is not exact in
-    bfloat16); ``None`` leaves stay ``None``.
+    its last read. Only for real floating leaves of at least
+    ``_MIN_ORDERED_SIZE`` entries (a complex sign is not exact in bfloat16; for
+    a small leaf the copy is a cheap kernel, and the extra loop would only add
+    compile time); other leaves are returned as they are.
     """
 
-    def narrow(s):
-        return s.astype(jnp.bfloat16) if jnp.issubdtype(s.dtype, jnp.floating) else s
+    def ordered(s):
+        return jnp.issubdtype(s.dtype, jnp.floating) and s.size >= _MIN_ORDERED_SIZE
 
-    narrow_signs = jax.tree.map(narrow, signs)
+    narrow_signs = jax.tree.map(lambda s: s.astype(jnp.bfloat16) if ordered(s) else s, signs)
 
-    def after_signs(s, m):
-        if s.dtype != jnp.bfloat16:
+    def after_signs(s, narrow, m):
+        if not ordered(s):
             return m
-        return jnp.where(s > 1, s.astype(m.dtype), m)
+        return jax.lax.select(narrow > 1, narrow.astype(m.dtype), m)
 
-    return narrow_signs, jax.tree.map(after_signs, narrow_signs, momentum)
+    return narrow_signs, jax.tree.map(after_signs, signs, narrow_signs, momentum)
 
 
 def scale_by_lion(
