@@ -329,13 +329,18 @@ def scale_by_sm3(b1: float = 0.9, b2: float = 1.0, eps: float = 1e-8) -> base.Gr
                 for i, v in enumerate(vectors)
             ]
 
-        is_vector_list = lambda x: isinstance(x, list)  # noqa: E731
-        accum = jax.tree.map(accumulate, updates, state.mu, is_leaf=is_vector_list)
+        # Each leaf's vectors are found by the updates' structure, not by an
+        # is_leaf test on lists: params that are themselves lists must not be
+        # mistaken for a leaf's vectors.
+        treedef = jax.tree.structure(updates)
+        grads, vectors = jax.tree.leaves(updates), treedef.flatten_up_to(state.mu)
+        accums = [accumulate(g, v) for g, v in zip(grads, vectors)]
+        accum = jax.tree.unflatten(treedef, accums)
         preconditioned = jax.tree.map(
             lambda g, a: g * jnp.where(a > 0, jax.lax.rsqrt(a + eps_), jnp.zeros_like(a + eps_)), updates, accum
         )
         nu = tree_utils.tree_update_moment(preconditioned, state.nu, b1_, 1)
-        mu = jax.tree.map(slice_maxima, updates, accum, state.mu, is_leaf=is_vector_list)
+        mu = jax.tree.unflatten(treedef, [slice_maxima(g, a, v) for g, a, v in zip(grads, accums, vectors)])
         nu = cast_like(nu, state.nu)
         return cast_like(nu, updates), ScaleBySM3State(mu=mu, nu=nu)
 
