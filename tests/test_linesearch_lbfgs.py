@@ -44,6 +44,21 @@ def test_lbfgs_minimises_rosenbrock():
     np.testing.assert_allclose(x, np.ones(4), atol=1e-3)
 
 
+def test_lbfgs_fits_a_logistic_regression_to_first_order_optimality():
+    """Full-batch L-BFGS on a (ridge-regularised, so strictly convex) logistic regression: the gradient vanishes."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(64, 3)).astype(np.float32)
+    labels = (features @ np.array([1.5, -2.0, 0.5]) + 0.3 * rng.normal(size=64) > 0).astype(np.float32)
+
+    def loss(w):
+        logits = jnp.asarray(features) @ w
+        return jnp.mean(jnp.logaddexp(0.0, logits) - jnp.asarray(labels) * logits) + 1e-2 * jnp.sum(w**2)
+
+    w, _, values = _run(optcore.lbfgs(), loss, jnp.zeros(3), 30)
+    assert float(values[-1]) < float(values[0])
+    assert float(jnp.linalg.norm(jax.grad(loss)(w))) < 1e-4
+
+
 def test_lbfgs_with_tree_params_and_memory_wrap():
     f = lambda p: quad(jnp.concatenate([p["a"], p["b"]]))  # noqa: E731
     opt = optcore.lbfgs(memory_size=2)
