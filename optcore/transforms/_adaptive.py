@@ -56,6 +56,19 @@ def _zero_count() -> jax.Array:
     return jnp.zeros([], jnp.int32)
 
 
+def _init_moments(state_cls, mu_dtype=None, nu_dtype=None):
+    """``init`` of a ``(count, mu, nu)`` state: a zero count and zero moments shaped like the params."""
+
+    def init_fn(params):
+        return state_cls(
+            count=_zero_count(),
+            mu=tree_utils.tree_zeros_like(params, dtype=mu_dtype),
+            nu=tree_utils.tree_zeros_like(params, dtype=nu_dtype),
+        )
+
+    return init_fn
+
+
 def _debiased_first_moment(mu, updates, b1, count, nesterov: bool):
     r""":math:`\hat m_t`, with Nesterov's look-ahead when ``nesterov``."""
     if not nesterov:
@@ -129,10 +142,7 @@ def scale_by_adam(
     mu_dtype = dtype_or_none(mu_dtype)
     nu_dtype = dtype_or_none(nu_dtype)
 
-    def init_fn(params):
-        mu = tree_utils.tree_zeros_like(params, dtype=mu_dtype)
-        nu = tree_utils.tree_zeros_like(params, dtype=nu_dtype)
-        return ScaleByAdamState(count=_zero_count(), mu=mu, nu=nu)
+    init_fn = _init_moments(ScaleByAdamState, mu_dtype, nu_dtype)
 
     def update_fn(updates, state, params=None):
         del params
@@ -238,12 +248,7 @@ def scale_by_adamax(
     validate.check_decay("b2", b2)
     validate.check_non_negative("eps", eps)
 
-    def init_fn(params):
-        return ScaleByAdamState(
-            count=_zero_count(),
-            mu=tree_utils.tree_zeros_like(params),
-            nu=tree_utils.tree_zeros_like(params),
-        )
+    init_fn = _init_moments(ScaleByAdamState)
 
     def update_fn(updates, state, params=None):
         del params
@@ -288,12 +293,7 @@ def scale_by_belief(
     _check_adam_args(b1, b2, eps, eps_root)
     nu_dtype = dtype_or_none(nu_dtype)
 
-    def init_fn(params):
-        return ScaleByBeliefState(
-            count=_zero_count(),
-            mu=tree_utils.tree_zeros_like(params),
-            nu=tree_utils.tree_zeros_like(params, dtype=nu_dtype),
-        )
+    init_fn = _init_moments(ScaleByBeliefState, nu_dtype=nu_dtype)
 
     def update_fn(updates, state, params=None):
         del params
@@ -411,12 +411,7 @@ def scale_by_radam(
     _check_adam_args(b1, b2, eps, eps_root)
     nu_dtype = dtype_or_none(nu_dtype)
 
-    def init_fn(params):
-        return ScaleByAdamState(
-            count=_zero_count(),
-            mu=tree_utils.tree_zeros_like(params),
-            nu=tree_utils.tree_zeros_like(params, dtype=nu_dtype),
-        )
+    init_fn = _init_moments(ScaleByAdamState, nu_dtype=nu_dtype)
 
     def update_fn(updates, state, params=None):
         del params
