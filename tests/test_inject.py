@@ -66,6 +66,29 @@ def test_adam_wrapped_and_unwrapped_are_bit_identical_eagerly():
     _assert_bit_identical(plain, injected)
 
 
+# Every float hyperparameter given, with values that are not round in binary, so
+# a compiler that rewrote ``x / c`` into ``x * (1 / c)`` for a constant ``c``
+# (but not for an injected one) would change the bits.
+_ALL_HYPERPARAMETERS = {
+    "adam": dict(learning_rate=0.037, b1=0.83, b2=0.97, eps=1e-3, eps_root=1e-9),
+    "adamw": dict(learning_rate=0.037, b1=0.83, b2=0.97, eps=1e-3, eps_root=1e-9, weight_decay=0.013),
+    "nadam": dict(learning_rate=0.037, b1=0.83, b2=0.97, eps=1e-3),
+    "sgd": dict(learning_rate=0.3, momentum=0.7),
+    "rmsprop": dict(learning_rate=0.03, decay=0.77, eps=0.01, momentum=0.3),
+    "lion": dict(learning_rate=0.003, b1=0.87, b2=0.93, weight_decay=0.011),
+    "adabelief": dict(learning_rate=0.037, b1=0.83, b2=0.97, eps=1e-3, eps_root=1e-9),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ALL_HYPERPARAMETERS))
+def test_every_hyperparameter_injected_gives_the_same_bits_under_jit(name):
+    factory, kwargs = getattr(optcore, name), _ALL_HYPERPARAMETERS[name]
+    plain, _ = jax.jit(lambda p: run_scanned(factory(**kwargs), p, 50))(PARAMS)
+    injected, state = jax.jit(lambda p: run_scanned(optcore.inject_hyperparams(factory)(**kwargs), p, 50))(PARAMS)
+    assert set(kwargs) <= set(state.hyperparams)
+    _assert_bit_identical(plain, injected)
+
+
 def test_changing_an_injected_value_never_recompiles():
     opt = optcore.inject_hyperparams(optcore.adam)(learning_rate=0.1)
     traces = []
