@@ -83,3 +83,18 @@ def test_clip_by_global_norm_adds_no_clipped_copy_per_leaf():
     unchanged, _ = optcore.clip_by_global_norm(max_norm).update(small, optcore.EmptyState())
     for got, want in zip(jax.tree.leaves(unchanged), jax.tree.leaves(small)):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@cpu_only
+@pytest.mark.skipif(jax.device_count() != 1, reason="small leaves are grouped only on one device")
+def test_global_norm_reduces_small_leaves_in_one_kernel():
+    # 40 small vectors and one large matrix: the norm costs two reductions, not 41.
+    rng = np.random.default_rng(2)
+    tree = {f"v{i:02d}": jnp.asarray(rng.normal(size=5 + i), jnp.float32) for i in range(40)}
+    tree["matrix"] = jnp.asarray(rng.normal(size=(200, 100)), jnp.float32)
+    text = _entry(jax.jit(optcore.tree_utils.tree_norm).lower(tree).compile().as_text())
+    reductions = re.findall(r"= f32\[\] (?:fusion|reduce)\(", text)
+    assert len(reductions) <= 3, reductions  # small group, matrix, and at most one combining fusion
+
+    flat = np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(tree)])
+    np.testing.assert_allclose(optcore.tree_utils.tree_norm(tree), np.linalg.norm(flat), rtol=1e-6)

@@ -256,3 +256,29 @@ def test_map_params_touches_only_params_like_state():
     marked = tu.tree_map_params(opt, lambda x, p: x + p, state, PARAMS, transform_non_params=lambda v: -1)
     np.testing.assert_array_equal(marked.inner_state[0].mu["w"], np.ones((2, 3)))
     assert marked.count == -1 and marked.hyperparams["b1"] == -1
+
+
+@pytest.mark.parametrize("group_size", [None, 4])
+def test_tree_norm_of_many_small_leaves_of_mixed_dtypes_matches_numpy(group_size, monkeypatch):
+    # Small leaves are reduced together per dtype (one kernel per group, issue 8):
+    # float32, bfloat16 and complex64 leaves, an empty leaf and one large leaf;
+    # with group_size=4 the small float32 leaves are split over several groups.
+    if group_size is not None:
+        from optcore.tree_utils import _tree_math
+
+        monkeypatch.setattr(_tree_math, "_GROUP_SIZE", group_size)
+    rng = np.random.default_rng(3)
+    tree = {
+        "f32": [jnp.asarray(rng.normal(size=n), jnp.float32) for n in (1, 3, 64)],
+        "bf16": [jnp.asarray(rng.normal(size=n), jnp.bfloat16) for n in (2, 9)],
+        "c64": jnp.asarray(rng.normal(size=4) + 1j * rng.normal(size=4), jnp.complex64),
+        "empty": jnp.zeros((0,), jnp.float32),
+        "large": jnp.asarray(rng.normal(size=(130, 140)), jnp.float32),
+    }
+    flat = np.concatenate([np.asarray(x.astype(jnp.complex64) if x.dtype == jnp.bfloat16 else x).ravel()
+                           for x in jax.tree.leaves(tree)])
+    modulus = np.abs(flat.astype(np.complex128))
+    for ord, want in ((None, np.sqrt(np.sum(modulus**2))), (1, np.sum(modulus)), ("inf", np.max(modulus))):
+        got = jax.jit(lambda t: tu.tree_norm(t, ord=ord))(tree)
+        np.testing.assert_allclose(float(got), want, rtol=1e-5, err_msg=f"ord={ord}")
+    np.testing.assert_allclose(float(tu.tree_norm(tree, squared=True)), np.sum(modulus**2), rtol=1e-5)

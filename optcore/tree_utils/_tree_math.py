@@ -197,6 +197,56 @@ def tree_size(tree: Any) -> int:
     return sum(int(jnp.size(x)) for x in jax.tree.leaves(tree))
 
 
+# Leaves of at most this many elements (64 KiB of float32) are reduced together
+# (see _reduce_leaves): copying them once costs less than a kernel each. A group
+# holds at most _GROUP_SIZE elements, which bounds the temporary copy.
+_SMALL_LEAF_SIZE = 1 << 14
+_GROUP_SIZE = 1 << 20
+
+
+def _small_leaf_groups(leaves: list) -> tuple[list, list]:
+    """Splits ``leaves`` into large ones and groups of small ones of one dtype each."""
+    if jax.device_count() > 1:
+        return leaves, []
+    large, groups, filling = [], [], {}  # filling: dtype -> (open group, its size)
+    for leaf in leaves:
+        if leaf.size > _SMALL_LEAF_SIZE:
+            large.append(leaf)
+            continue
+        group, size = filling.get(leaf.dtype, (None, 0))
+        if group is None or size + leaf.size > _GROUP_SIZE:
+            group, size = [], 0
+            groups.append(group)
+        group.append(leaf.ravel())
+        filling[leaf.dtype] = (group, size + leaf.size)
+    return large, groups
+
+
+def _reduce_leaves(leaves: list, elementwise: Any, reduce: Any) -> list:
+    """``reduce(elementwise(x))`` of each large leaf, and of each group of small leaves at once.
+
+    Small leaves (a model's biases and norm scales) of one dtype are raveled
+    and concatenated, so a group costs one reduction. Every reduction is a
+    kernel of its own on XLA:CPU, and on a many-leaf tree those kernels, not
+    the bytes, set the run and compile time of a global norm: on 1000 leaves
+    (980 small) this took a fused ``clip_by_global_norm`` + ``adamw`` step from
+    25 to 22 ms and its compile time from 9.8 to 6.5 s on a 2-core CPU, against
+    43 ms and 11 s for Optax (issue 8). Only the summation order changes.
+
+    With more than one device nothing is concatenated: leaves may be sharded
+    (unknown while tracing under automatic sharding), and the partitioner
+    would gather them to concatenate; each leaf is then reduced where it lives.
+    """
+    large, groups = _small_leaf_groups([jnp.asarray(leaf) for leaf in leaves])
+    reductions = [reduce(elementwise(leaf)) for leaf in large]
+    for group in groups:
+        # One concatenation (a plain copy of the small leaves), then one fused
+        # elementwise + reduction. The barrier keeps XLA from splitting the
+        # reduction of a concatenation back into one reduction per leaf.
+        reductions.append(reduce(elementwise(jax.lax.optimization_barrier(jnp.concatenate(group)))))
+    return reductions
+
+
 def tree_norm(tree: Any, ord: Any = None, squared: bool = False) -> jax.Array:  # pylint: disable=redefined-builtin
     r"""The norm of all leaves taken together as one vector.
 
@@ -212,13 +262,14 @@ def tree_norm(tree: Any, ord: Any = None, squared: bool = False) -> jax.Array:  
     """
     leaves = jax.tree.leaves(tree)
     if ord in (None, 2, "fro"):
-        squared_norm = sum(jnp.sum(numerics.abs_sq(x)) for x in leaves) if leaves else jnp.array(0.0)
+        squared_norm = sum(_reduce_leaves(leaves, numerics.abs_sq, jnp.sum)) if leaves else jnp.array(0.0)
         # The square is summed directly (no sqrt then square) for accuracy.
         return squared_norm if squared else jnp.sqrt(squared_norm)
     if ord == 1:
-        norm = sum(jnp.sum(jnp.abs(x)) for x in leaves) if leaves else jnp.array(0.0)
+        norm = sum(_reduce_leaves(leaves, jnp.abs, jnp.sum)) if leaves else jnp.array(0.0)
     elif ord in ("inf", jnp.inf, float("inf")):
-        norm = jnp.max(jnp.stack([jnp.max(jnp.abs(x), initial=0) for x in leaves])) if leaves else jnp.array(0.0)
+        maxima = _reduce_leaves(leaves, jnp.abs, functools.partial(jnp.max, initial=0))
+        norm = jnp.max(jnp.stack(maxima)) if leaves else jnp.array(0.0)
     else:
         raise ValueError(f"Unsupported norm order {ord!r}: use None, 2, 1 or 'inf'.")
     return norm**2 if squared else norm
