@@ -255,3 +255,27 @@ def test_wrappers_are_registered_as_wrappers():
     kinds = {row.name: row.kind for row in optcore.available()}
     for name in ("MultiSteps", "apply_if_finite", "partition", "lookahead", "monitor", "named_chain", "freeze"):
         assert kinds.get(name) == "wrapper", name
+
+
+@pytest.mark.parametrize("bad_leaf", ["v00", "v17", "v29", "matrix"])
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+def test_non_finite_entry_among_many_small_leaves_is_found(bad_leaf, bad_value):
+    # Small leaves are checked as one concatenated group (issue 8): a single bad
+    # entry in any of them, or in the large leaf, must still be seen and counted.
+    grads = {f"v{i:02d}": jnp.full((3 + i,), 0.5, jnp.float32) for i in range(30)}
+    grads["matrix"] = jnp.full((150, 120), 0.5, jnp.float32)
+    bad = dict(grads)
+    bad[bad_leaf] = grads[bad_leaf].reshape(-1).at[1].set(bad_value).reshape(grads[bad_leaf].shape)
+
+    opt = optcore.apply_if_finite(optcore.sgd(0.1), max_consecutive_errors=2)
+    state = opt.init(grads)
+    _, good_state = jax.jit(opt.update)(grads, state)
+    _, bad_state = jax.jit(opt.update)(bad, state)
+    assert bool(good_state.last_finite) and int(good_state.notfinite_count) == 0
+    assert not bool(bad_state.last_finite) and int(bad_state.notfinite_count) == 1
+
+    skip, info = jax.jit(optcore.skip_not_finite)(bad, jnp.zeros([], jnp.int32), None)
+    assert bool(skip) and int(info["num_not_finite"]) == 1
+    both_bad = dict(bad, v05=grads["v05"].at[0].set(np.nan)) if bad_leaf != "v05" else bad
+    _, info = jax.jit(optcore.skip_not_finite)(both_bad, jnp.zeros([], jnp.int32), None)
+    assert int(info["num_not_finite"]) == 2

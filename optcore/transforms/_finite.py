@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from optcore import base, numerics, validate
 from optcore.transforms._multisteps import neutral_updates
+from optcore.tree_utils._tree_math import reduce_leaves
 
 
 class ApplyIfFiniteState(NamedTuple):
@@ -68,7 +69,8 @@ def apply_if_finite(
 
     def update_fn(updates, state, params=None, **extra_args):
         leaves = jax.tree.leaves(updates)
-        isfinite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
+        # Small leaves are checked together, one kernel per group (issue 8).
+        isfinite = jnp.all(jnp.stack(reduce_leaves(leaves, jnp.isfinite, jnp.all))) if leaves else jnp.array(True)
         notfinite_count = jnp.where(isfinite, 0, numerics.safe_increment(state.notfinite_count)).astype(jnp.int32)
         total_notfinite = jnp.where(
             isfinite, state.total_notfinite, numerics.safe_increment(state.total_notfinite)

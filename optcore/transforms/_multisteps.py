@@ -7,12 +7,14 @@ batch ``k`` times larger with the memory of one micro-batch.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple, Optional, Protocol, Union
 
 import jax
 import jax.numpy as jnp
 
 from optcore import base, numerics, validate
+from optcore.tree_utils._tree_math import reduce_leaves
 
 
 class MultiStepsState(NamedTuple):
@@ -58,7 +60,8 @@ def skip_not_finite(
       ``(should_skip, {"should_skip": ..., "num_not_finite": int32 count})``.
     """
     del gradient_step, params
-    counts = [jnp.sum(~jnp.isfinite(x), dtype=jnp.int32) for x in jax.tree.leaves(updates)]
+    count_not_finite = functools.partial(jnp.sum, dtype=jnp.int32)
+    counts = reduce_leaves(jax.tree.leaves(updates), lambda x: ~jnp.isfinite(x), count_not_finite)
     num_not_finite = sum(counts) if counts else jnp.zeros([], jnp.int32)
     should_skip = num_not_finite > 0
     return should_skip, dict(should_skip=should_skip, num_not_finite=num_not_finite)

@@ -198,7 +198,7 @@ def tree_size(tree: Any) -> int:
 
 
 # Leaves of at most this many elements (64 KiB of float32) are reduced together
-# (see _reduce_leaves): copying them once costs less than a kernel each. A group
+# (see reduce_leaves): copying them once costs less than a kernel each. A group
 # holds at most _GROUP_SIZE elements, which bounds the temporary copy.
 _SMALL_LEAF_SIZE = 1 << 14
 _GROUP_SIZE = 1 << 20
@@ -222,8 +222,11 @@ def _small_leaf_groups(leaves: list) -> tuple[list, list]:
     return large, groups
 
 
-def _reduce_leaves(leaves: list, elementwise: Any, reduce: Any) -> list:
+def reduce_leaves(leaves: list, elementwise: Any, reduce: Any) -> list:
     """``reduce(elementwise(x))`` of each large leaf, and of each group of small leaves at once.
+
+    Internal (not exported): shared by the norms here and the finiteness checks
+    of ``apply_if_finite`` and ``skip_not_finite``.
 
     Small leaves (a model's biases and norm scales) of one dtype are raveled
     and concatenated, so a group costs one reduction. Every reduction is a
@@ -262,13 +265,13 @@ def tree_norm(tree: Any, ord: Any = None, squared: bool = False) -> jax.Array:  
     """
     leaves = jax.tree.leaves(tree)
     if ord in (None, 2, "fro"):
-        squared_norm = sum(_reduce_leaves(leaves, numerics.abs_sq, jnp.sum)) if leaves else jnp.array(0.0)
+        squared_norm = sum(reduce_leaves(leaves, numerics.abs_sq, jnp.sum)) if leaves else jnp.array(0.0)
         # The square is summed directly (no sqrt then square) for accuracy.
         return squared_norm if squared else jnp.sqrt(squared_norm)
     if ord == 1:
-        norm = sum(_reduce_leaves(leaves, jnp.abs, jnp.sum)) if leaves else jnp.array(0.0)
+        norm = sum(reduce_leaves(leaves, jnp.abs, jnp.sum)) if leaves else jnp.array(0.0)
     elif ord in ("inf", jnp.inf, float("inf")):
-        maxima = _reduce_leaves(leaves, jnp.abs, functools.partial(jnp.max, initial=0))
+        maxima = reduce_leaves(leaves, jnp.abs, functools.partial(jnp.max, initial=0))
         norm = jnp.max(jnp.stack(maxima)) if leaves else jnp.array(0.0)
     else:
         raise ValueError(f"Unsupported norm order {ord!r}: use None, 2, 1 or 'inf'.")
