@@ -16,6 +16,17 @@ def dtype_or_none(dtype: Optional[Any]):
     return None if dtype is None else jnp.dtype(dtype)
 
 
+def f32(value: Any) -> jax.Array:
+    """``value`` as a float32 array (a traced value stays traced).
+
+    Every float hyperparameter enters the arithmetic of an ``update`` through
+    this, so a Python float and the float32 array that
+    ``optcore.inject_hyperparams`` passes in go through the same float32
+    operations (``1 - b1`` included) and give bit-identical results.
+    """
+    return jnp.asarray(value, dtype=jnp.float32)
+
+
 def value_at(hyperparam: Any, count: jax.Array) -> Any:
     """The value of a hyperparameter that may be a schedule of the step count."""
     return hyperparam(count) if callable(hyperparam) else hyperparam

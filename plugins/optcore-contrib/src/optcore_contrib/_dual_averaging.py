@@ -81,21 +81,28 @@ def scale_by_madgrad(
 
     def update_fn(updates, state, params=None):
         _common.require_params(params, "scale_by_madgrad", updates)
-        lr = _common.value_at(learning_rate, state.count)
+        # Float32 hyperparameters (the schedule evaluated first): the same bits
+        # with and without inject_hyperparams.
+        lr = _common.f32(_common.value_at(learning_rate, state.count))
+        momentum_, eps_ = _common.f32(momentum), _common.f32(eps)
         # As in the reference implementation, eps also keeps the step weight positive.
-        lamb = (lr + eps) * jnp.sqrt(state.count + 1.0)
+        lamb = (lr + eps_) * jnp.sqrt(state.count + 1.0)
         s = jax.tree.map(lambda acc, g: acc + lamb * g, state.s, updates)
         grad_sum_sq = jax.tree.map(lambda acc, g: acc + lamb * g * g, state.grad_sum_sq, updates)
-        c = 1.0 - momentum
+        c = 1 - momentum_
 
         def new_param(p, p0, acc, sq):
-            z = p0 - acc / (jnp.cbrt(sq) + eps)
+            z = p0 - acc / (jnp.cbrt(sq) + eps_)
             return (1 - c) * p + c * z
 
         new_params = jax.tree.map(new_param, params, state.x0, s, grad_sum_sq)
         new_updates = jax.tree.map(lambda new, p: (new - p).astype(p.dtype), new_params, params)
+        # The sums keep the dtypes they were initialised with (the params').
         return new_updates, MadgradState(
-            count=numerics.safe_increment(state.count), grad_sum_sq=grad_sum_sq, s=s, x0=state.x0
+            count=numerics.safe_increment(state.count),
+            grad_sum_sq=_common.cast_like(grad_sum_sq, state.grad_sum_sq),
+            s=_common.cast_like(s, state.s),
+            x0=state.x0,
         )
 
     return base.GradientTransformation(init_fn, update_fn)
@@ -217,22 +224,25 @@ def momo(
         _common.require_params(params, "momo", updates)
         if value is None:
             raise ValueError("momo needs the loss: call update(..., value=loss).")
-        lr = _common.value_at(learning_rate, state.count)
-        b = jnp.where(state.count == 0, 0.0, beta)
+        # Float32 hyperparameters (the schedule evaluated first): the same bits
+        # with and without inject_hyperparams.
+        lr = _common.f32(_common.value_at(learning_rate, state.count))
+        lower_bound_, weight_decay_ = _common.f32(lower_bound), _common.f32(weight_decay)
+        b = jnp.where(state.count == 0, _common.f32(0.0), _common.f32(beta))
         exp_avg = jax.tree.map(lambda d, g: b * d + (1 - b) * g, state.exp_avg, updates)
         barf = b * state.barf + (1 - b) * value
         gamma = b * state.gamma + (1 - b) * _common.tree_vdot(updates, params)
         d_dot_x = _common.tree_vdot(exp_avg, params)
         d_norm_sq = tree_utils.tree_norm(exp_avg, squared=True)
         h = barf + d_dot_x - gamma
-        lb = _lower_bound_in_use(adapt_lower_bound, lower_bound, state.lb, h, 1.0)
-        tau, shrink = _polyak_step(lr, 1.0, h, lb, d_norm_sq, d_dot_x, weight_decay)
+        lb = _lower_bound_in_use(adapt_lower_bound, lower_bound_, state.lb, h, 1.0)
+        tau, shrink = _polyak_step(lr, 1.0, h, lb, d_norm_sq, d_dot_x, weight_decay_)
         new_updates = jax.tree.map(
             lambda p, d: (p / shrink - tau * d - p).astype(p.dtype), params, exp_avg
         )
-        new_lb = _next_lower_bound(adapt_lower_bound, lower_bound, state.lb, h, tau, d_norm_sq, 1.0)
+        new_lb = _next_lower_bound(adapt_lower_bound, lower_bound_, state.lb, h, tau, d_norm_sq, 1.0)
         return new_updates, MomoState(
-            exp_avg=exp_avg,
+            exp_avg=_common.cast_like(exp_avg, state.exp_avg),
             barf=jnp.asarray(barf, state.barf.dtype),
             gamma=jnp.asarray(gamma, state.gamma.dtype),
             lb=jnp.asarray(new_lb, state.lb.dtype),
@@ -299,30 +309,35 @@ def momo_adam(
         _common.require_params(params, "momo_adam", updates)
         if value is None:
             raise ValueError("momo_adam needs the loss: call update(..., value=loss).")
-        lr = _common.value_at(learning_rate, state.count)
+        # Float32 hyperparameters (the schedule evaluated first): the same bits
+        # with and without inject_hyperparams.
+        lr = _common.f32(_common.value_at(learning_rate, state.count))
+        b1_, b2_, eps_ = _common.f32(b1), _common.f32(b2), _common.f32(eps)
+        lower_bound_, weight_decay_ = _common.f32(lower_bound), _common.f32(weight_decay)
         step = state.count + 1
-        exp_avg = jax.tree.map(lambda d, g: b1 * d + (1 - b1) * g, state.exp_avg, updates)
-        exp_avg_sq = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.exp_avg_sq, updates)
-        barf = b1 * state.barf + (1 - b1) * value
-        gamma = b1 * state.gamma + (1 - b1) * _common.tree_vdot(updates, params)
-        bias_correction1 = 1 - b1**step
-        bias_correction2 = 1 - b2**step
-        preconditioner = jax.tree.map(lambda v: jnp.sqrt(v / bias_correction2) + eps, exp_avg_sq)
+        exp_avg = jax.tree.map(lambda d, g: b1_ * d + (1 - b1_) * g, state.exp_avg, updates)
+        exp_avg_sq = jax.tree.map(lambda v, g: b2_ * v + (1 - b2_) * g * g, state.exp_avg_sq, updates)
+        barf = b1_ * state.barf + (1 - b1_) * value
+        gamma = b1_ * state.gamma + (1 - b1_) * _common.tree_vdot(updates, params)
+        bias_correction1 = 1 - b1_**step
+        bias_correction2 = 1 - b2_**step
+        preconditioner = jax.tree.map(lambda v: jnp.sqrt(v / bias_correction2) + eps_, exp_avg_sq)
         direction = jax.tree.map(lambda d, denom: d / denom, exp_avg, preconditioner)
         d_norm_sq = _common.tree_vdot(exp_avg, direction)
         d_dot_x = _common.tree_vdot(exp_avg, params)
         h = barf + d_dot_x - gamma
-        lb = _lower_bound_in_use(adapt_lower_bound, lower_bound, state.lb, h, bias_correction1)
-        tau, shrink = _polyak_step(lr, bias_correction1, h, lb, d_norm_sq, d_dot_x, weight_decay)
+        lb = _lower_bound_in_use(adapt_lower_bound, lower_bound_, state.lb, h, bias_correction1)
+        tau, shrink = _polyak_step(lr, bias_correction1, h, lb, d_norm_sq, d_dot_x, weight_decay_)
         new_updates = jax.tree.map(
             lambda p, dd: (p / shrink - tau * dd - p).astype(p.dtype), params, direction
         )
         new_lb = _next_lower_bound(
-            adapt_lower_bound, lower_bound, state.lb, h, tau, d_norm_sq, bias_correction1
+            adapt_lower_bound, lower_bound_, state.lb, h, tau, d_norm_sq, bias_correction1
         )
+        # The moments keep the dtypes they were initialised with (the params').
         return new_updates, MomoAdamState(
-            exp_avg=exp_avg,
-            exp_avg_sq=exp_avg_sq,
+            exp_avg=_common.cast_like(exp_avg, state.exp_avg),
+            exp_avg_sq=_common.cast_like(exp_avg_sq, state.exp_avg_sq),
             barf=jnp.asarray(barf, state.barf.dtype),
             gamma=jnp.asarray(gamma, state.gamma.dtype),
             lb=jnp.asarray(new_lb, state.lb.dtype),

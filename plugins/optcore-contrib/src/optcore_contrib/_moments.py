@@ -78,20 +78,26 @@ def scale_by_acprop(
 
     def update_fn(updates, state, params=None):
         del params
-        mu = tree_utils.tree_update_moment(updates, state.mu, b1, 1)
+        # Float32 hyperparameters: the same bits with and without inject_hyperparams.
+        b1_, b2_, eps_, eps_root_ = (_common.f32(x) for x in (b1, b2, eps, eps_root))
+        mu = tree_utils.tree_update_moment(updates, state.mu, b1_, 1)
         # The prediction error is measured against the EMA *before* this gradient.
         prediction_error = jax.tree.map(lambda g, m: g - m, updates, state.mu)
-        nu = tree_utils.tree_update_moment_per_elem_norm(prediction_error, state.nu, b2, 2)
-        nu = jax.tree.map(lambda v: v + eps_root, nu)
+        nu = tree_utils.tree_update_moment_per_elem_norm(prediction_error, state.nu, b2_, 2)
+        nu = jax.tree.map(lambda v: v + eps_root_, nu)
         first_step = state.count == 0
         # Asynchronous update: normalise by the belief of the previous step; on
         # the first step there is none, and the gradient passes unscaled.
-        previous_nu_hat = tree_utils.tree_bias_correction(state.nu, b2, jnp.maximum(state.count, 1))
+        previous_nu_hat = tree_utils.tree_bias_correction(state.nu, b2_, jnp.maximum(state.count, 1))
         new_updates = jax.tree.map(
-            lambda g, v: jnp.where(first_step, g, g / (jnp.sqrt(v) + eps)), updates, previous_nu_hat
+            lambda g, v: jnp.where(first_step, g, g / (jnp.sqrt(v) + eps_)).astype(g.dtype),
+            updates,
+            previous_nu_hat,
         )
         count = numerics.safe_increment(state.count)
-        return new_updates, ScaleByBeliefState(count=count, mu=mu, nu=nu)
+        return new_updates, ScaleByBeliefState(
+            count=count, mu=_common.cast_like(mu, state.mu), nu=_common.cast_like(nu, state.nu)
+        )
 
     return base.GradientTransformation(init_fn, update_fn)
 
@@ -178,27 +184,32 @@ def scale_by_ademamix(
 
     def update_fn(updates, state, params=None):
         del params
-        b3_now = _common.value_at(b3, state.count_m2)
-        alpha_now = _common.value_at(alpha, state.count_m2)
-        m1 = tree_utils.tree_update_moment(updates, state.m1, b1, 1)
+        # Float32 hyperparameters (schedules evaluated first): the same bits with
+        # and without inject_hyperparams.
+        b1_, b2_, eps_, eps_root_ = (_common.f32(x) for x in (b1, b2, eps, eps_root))
+        b3_now = _common.f32(_common.value_at(b3, state.count_m2))
+        alpha_now = _common.f32(_common.value_at(alpha, state.count_m2))
+        m1 = tree_utils.tree_update_moment(updates, state.m1, b1_, 1)
         m2 = tree_utils.tree_update_moment(updates, state.m2, b3_now, 1)
-        nu = tree_utils.tree_update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        nu = tree_utils.tree_update_moment_per_elem_norm(updates, state.nu, b2_, 2)
         count = numerics.safe_increment(state.count)
         count_m2 = numerics.safe_increment(state.count_m2)
-        m1_hat = tree_utils.tree_bias_correction(m1, b1, count)
-        nu_hat = tree_utils.tree_bias_correction(nu, b2, count)
+        m1_hat = tree_utils.tree_bias_correction(m1, b1_, count)
+        nu_hat = tree_utils.tree_bias_correction(nu, b2_, count)
         new_updates = jax.tree.map(
-            lambda fast, slow, v: (fast + alpha_now * slow) / (jnp.sqrt(v + eps_root) + eps),
+            lambda g, fast, slow, v: ((fast + alpha_now * slow) / (jnp.sqrt(v + eps_root_) + eps_)).astype(g.dtype),
+            updates,
             m1_hat,
             m2,
             nu_hat,
         )
+        # The moments keep the dtypes they were initialised with (mu_dtype, or the params').
         return new_updates, ScaleByAdemamixState(
             count=count,
             count_m2=count_m2,
-            m1=tree_utils.tree_cast(m1, mu_dtype),
-            m2=tree_utils.tree_cast(m2, mu_dtype),
-            nu=nu,
+            m1=_common.cast_like(m1, state.m1),
+            m2=_common.cast_like(m2, state.m2),
+            nu=_common.cast_like(nu, state.nu),
         )
 
     return base.GradientTransformation(init_fn, update_fn)
@@ -279,15 +290,23 @@ def scale_by_simplified_ademamix(
     def update_fn(updates, state, params=None):
         del params
         validate.check_tree_match(updates, state.m)
-        alpha_now = _common.value_at(alpha, state.t)
-        m = jax.tree.map(lambda old, g: b1 * old + g, state.m, updates)
-        n = tree_utils.tree_update_moment_per_elem_norm(updates, state.n, b2, 2)
+        # Float32 hyperparameters (schedules evaluated first): the same bits with
+        # and without inject_hyperparams.
+        b1_, b2_, eps_, eps_root_ = (_common.f32(x) for x in (b1, b2, eps, eps_root))
+        alpha_now = _common.f32(_common.value_at(alpha, state.t))
+        m = jax.tree.map(lambda old, g: b1_ * old + g, state.m, updates)
+        n = tree_utils.tree_update_moment_per_elem_norm(updates, state.n, b2_, 2)
         t = numerics.safe_increment(state.t)
-        n_hat = tree_utils.tree_bias_correction(n, b2, t)
+        n_hat = tree_utils.tree_bias_correction(n, b2_, t)
         new_updates = jax.tree.map(
-            lambda g, mom, v: (alpha_now * g + mom) / (jnp.sqrt(v + eps_root) + eps), updates, m, n_hat
+            lambda g, mom, v: ((alpha_now * g + mom) / (jnp.sqrt(v + eps_root_) + eps_)).astype(g.dtype),
+            updates,
+            m,
+            n_hat,
         )
-        return new_updates, ScaleBySimplifiedAdEMAMixState(t=t, m=m, n=n)
+        return new_updates, ScaleBySimplifiedAdEMAMixState(
+            t=t, m=_common.cast_like(m, state.m), n=_common.cast_like(n, state.n)
+        )
 
     return base.GradientTransformation(init_fn, update_fn)
 

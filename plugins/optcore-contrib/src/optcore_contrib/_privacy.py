@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import optcore
 from optcore import base, validate
 
+from optcore_contrib import _common
+
 
 class DifferentiallyPrivateAggregateState(NamedTuple):
     """State of :func:`differentially_private_aggregate`: the PRNG key of the noise."""
@@ -82,7 +84,6 @@ def differentially_private_aggregate(
         if seed is None:
             raise ValueError("differentially_private_aggregate needs a key (or a seed).")
         key = jax.random.key(seed)
-    noise_std = l2_norm_clip * noise_multiplier
 
     def init_fn(params):
         del params
@@ -91,15 +92,25 @@ def differentially_private_aggregate(
     def update_fn(updates, state, params=None):
         _check_per_example(updates, params)
         del params
+        # Float32 hyperparameters, the noise std computed from them in float32:
+        # the same bits with and without inject_hyperparams. The barrier (on one
+        # scalar) keeps XLA from folding the std into the normal sampler's
+        # constants: with it folded, the programs for a constant and an injected
+        # std contracted different multiply-adds into FMAs on CPU (1 ulp apart).
+        clip, multiplier = _common.f32(l2_norm_clip), _common.f32(noise_multiplier)
+        noise_std = jax.lax.optimization_barrier(clip * multiplier)
         leaves, treedef = jax.tree.flatten(updates)
         batch_size = leaves[0].shape[0]
         per_example_sq = sum(jnp.sum(jnp.square(g).reshape(batch_size, -1), axis=1) for g in leaves)
         norms = jnp.sqrt(per_example_sq)
-        factors = jnp.minimum(1.0, l2_norm_clip / jnp.where(norms > 0, norms, 1.0))
+        # min(1, clip / norm), written as clip / max(norm, clip) (the same value):
+        # a constant clip of 1 would otherwise let XLA turn 1 / sqrt into rsqrt,
+        # whose bits differ from those of an injected clip.
+        factors = clip / jnp.maximum(jnp.where(norms > 0, norms, 1.0), clip)
         clipped = [jnp.einsum("i,i...->...", factors.astype(g.dtype), g) for g in leaves]
         new_key, *noise_keys = jax.random.split(state.rng_key, len(leaves) + 1)
         noised = [
-            (g + noise_std * jax.random.normal(k, g.shape, g.dtype)) / batch_size
+            ((g + noise_std * jax.random.normal(k, g.shape, g.dtype)) / batch_size).astype(g.dtype)
             for g, k in zip(clipped, noise_keys)
         ]
         return jax.tree.unflatten(treedef, noised), DifferentiallyPrivateAggregateState(rng_key=new_key)

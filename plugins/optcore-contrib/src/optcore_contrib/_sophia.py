@@ -84,23 +84,26 @@ def _scale_by_sophia(
         _common.require_params(params, "sophia")
         if obj_fn is None:
             raise ValueError("sophia needs the objective: update(..., obj_fn=f) with f(params) a scalar.")
-        mu = tree_utils.tree_update_moment(updates, state.mu, b1, 1)
+        # Float32 hyperparameters: the same bits with and without inject_hyperparams.
+        b1_, b2_, eps_, gamma_, clip_ = (_common.f32(x) for x in (b1, b2, eps, gamma, clip_threshold))
+        mu = tree_utils.tree_update_moment(updates, state.mu, b1_, 1)
 
         def refresh(operand):
             nu, hessian_state = operand
             diagonal, hessian_state = hessian_diagonal_fn.update(
                 updates, hessian_state, params, obj_fn=obj_fn, **extra_args
             )
-            nu = tree_utils.tree_update_moment(diagonal, nu, b2, 1)
+            # The EMA keeps its dtype, so both branches of the cond agree.
+            nu = _common.cast_like(tree_utils.tree_update_moment(diagonal, nu, b2_, 1), nu)
             return nu, hessian_state
 
-        def precondition(m, h):
-            ratio = m / jnp.maximum(gamma * h, eps)
-            return jnp.clip(ratio, -clip_threshold, clip_threshold)
+        def precondition(g, m, h):
+            ratio = m / jnp.maximum(gamma_ * h, eps_)
+            return jnp.clip(ratio, -clip_, clip_).astype(g.dtype)
 
         # The step uses the Hessian EMA as it stood before this step's refresh.
-        mu_hat = tree_utils.tree_bias_correction(mu, b1, numerics.safe_increment(state.count))
-        new_updates = jax.tree.map(precondition, mu_hat, state.nu)
+        mu_hat = tree_utils.tree_bias_correction(mu, b1_, numerics.safe_increment(state.count))
+        new_updates = jax.tree.map(precondition, updates, mu_hat, state.nu)
         nu, hessian_state = jax.lax.cond(
             state.count % update_interval == 0,
             refresh,
@@ -108,7 +111,7 @@ def _scale_by_sophia(
             (state.nu, state.hessian_fn_state),
         )
         if verbose and print_win_rate_every_n_steps > 0:
-            clipped = sum(jnp.sum(jnp.abs(u) >= clip_threshold) for u in jax.tree.leaves(new_updates))
+            clipped = sum(jnp.sum(jnp.abs(u) >= clip_) for u in jax.tree.leaves(new_updates))
             total = sum(u.size for u in jax.tree.leaves(new_updates))
             jax.lax.cond(
                 state.count % print_win_rate_every_n_steps == 0,
@@ -117,7 +120,7 @@ def _scale_by_sophia(
             )
         return new_updates, SophiaState(
             count=numerics.safe_increment(state.count),
-            mu=tree_utils.tree_cast(mu, mu_dtype),
+            mu=_common.cast_like(mu, state.mu),  # mu_dtype, or the params'
             nu=nu,
             hessian_fn_state=hessian_state,
         )
