@@ -59,3 +59,39 @@ def test_found_by_name_through_its_entry_point():
 def test_bad_hyperparameter():
     with pytest.raises(ValueError, match="nu1"):
         qhadam(0.1, nu1=1.5)
+
+
+def scan_steps(opt, steps=40):
+    """``steps`` steps on a quadratic in one jitted scan; the params after each step."""
+    loss = lambda p: jnp.sum((p - 0.5) ** 2)  # noqa: E731
+
+    def body(carry, _):
+        params, state = carry
+        updates, state = opt.update(jax.grad(loss)(params), state, params)
+        params = optcore.apply_updates(params, updates)
+        return (params, state), params
+
+    def loop():
+        params = jnp.linspace(-1.0, 1.5, 5, dtype=jnp.float32)
+        return jax.lax.scan(body, (params, opt.init(params)), None, length=steps)[1]
+
+    return np.asarray(jax.jit(loop)())
+
+
+def test_injected_hyperparams_give_the_same_bits():
+    # Not round in binary: hyperparameter arithmetic in Python double precision
+    # (e.g. 1 - b1) would round differently from the injected float32 arrays.
+    kwargs = dict(learning_rate=0.013, b1=0.83, b2=0.991, nu1=0.73, nu2=0.937, eps=1.3e-8)
+    plain = scan_steps(qhadam(**kwargs))
+    injected = scan_steps(optcore.inject_hyperparams(qhadam)(**kwargs))
+    assert np.all(np.isfinite(plain))
+    np.testing.assert_array_equal(plain, injected)
+
+
+def test_bf16_updates_and_state_keep_their_dtypes():
+    opt = qhadam(0.013, b1=0.83, b2=0.991, nu1=0.73, nu2=0.937)
+    params = jnp.ones(3, jnp.bfloat16)
+    state = opt.init(params)
+    updates, new_state = opt.update(jnp.full(3, 0.3, jnp.bfloat16), state, params)
+    assert updates.dtype == jnp.bfloat16
+    assert [x.dtype for x in jax.tree.leaves(new_state)] == [x.dtype for x in jax.tree.leaves(state)]

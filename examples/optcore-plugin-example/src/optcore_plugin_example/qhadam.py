@@ -10,6 +10,11 @@ import jax.numpy as jnp
 import optcore
 
 
+def _f32(value) -> jax.Array:
+    """A hyperparameter as a float32 array: the same bits with and without ``optcore.inject_hyperparams``."""
+    return jnp.asarray(value, dtype=jnp.float32)
+
+
 class ScaleByQHAdamState(NamedTuple):
     count: jax.Array
     mu: optcore.Updates
@@ -43,18 +48,27 @@ def scale_by_qhadam(
         del params
         # A gradient that does not match the state fails here naming the path, not in a tree map.
         optcore.validate.check_tree_match(updates, state.mu)
+        # Every hyperparameter as a float32 array before any arithmetic with it
+        # (``1 - b1`` included): a Python float and an injected array then give
+        # the same bits.
+        b1_, b2_, nu1_, nu2_, eps_ = (_f32(x) for x in (b1, b2, nu1, nu2, eps))
         count = optcore.safe_increment(state.count)
-        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
-        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, updates)
-        c1 = 1 - b1 ** count.astype(jnp.float32)
-        c2 = 1 - b2 ** count.astype(jnp.float32)
+        mu = jax.tree.map(lambda m, g: b1_ * m + (1 - b1_) * g, state.mu, updates)
+        nu = jax.tree.map(lambda v, g: b2_ * v + (1 - b2_) * g * g, state.nu, updates)
+        c1 = 1 - b1_ ** count.astype(jnp.float32)
+        c2 = 1 - b2_ ** count.astype(jnp.float32)
 
         def direction(g, m, v):
-            numerator = (1 - nu1) * g + nu1 * m / c1
-            denominator = jnp.sqrt((1 - nu2) * g * g + nu2 * v / c2) + eps
+            numerator = (1 - nu1_) * g + nu1_ * m / c1
+            denominator = jnp.sqrt((1 - nu2_) * g * g + nu2_ * v / c2) + eps_
             return (numerator / denominator).astype(g.dtype)
 
-        return jax.tree.map(direction, updates, mu, nu), ScaleByQHAdamState(count, mu, nu)
+        new_updates = jax.tree.map(direction, updates, mu, nu)
+        # The moments keep their dtypes (the params'), e.g. bfloat16.
+        keep = lambda new, old: new.astype(old.dtype)  # noqa: E731
+        mu = jax.tree.map(keep, mu, state.mu)
+        nu = jax.tree.map(keep, nu, state.nu)
+        return new_updates, ScaleByQHAdamState(count, mu, nu)
 
     return optcore.GradientTransformation(init_fn, update_fn)
 
