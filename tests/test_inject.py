@@ -13,6 +13,8 @@ import optcore
 from optcore import schedules as sch
 from optcore import tree_utils as tu
 
+import registry_cases
+
 PARAMS = {"w": jnp.array([[0.5, -1.0, 0.2], [2.0, 0.1, -0.3]]), "b": jnp.array([0.3, -0.2, 0.0])}
 
 
@@ -307,3 +309,36 @@ def test_callable_mask_stays_static_under_jit():
     np.testing.assert_allclose(got["w"], want["w"], rtol=1e-6)
     np.testing.assert_allclose(got["b"], want["b"], rtol=1e-6)
     assert not np.allclose(got["w"], got["b"][0])  # decay applied to w only
+
+
+def _bf16_cases():
+    return [c for c in registry_cases.optimizer_cases() if c.skip is None]
+
+
+@pytest.mark.parametrize("case", _bf16_cases(), ids=lambda c: c.name)
+def test_injected_optimizer_keeps_bfloat16_updates_and_state(case):
+    # float32 hyperparameters must not promote a bf16 model's updates or state:
+    # a state whose dtype changes breaks lax.scan carries and donated buffers.
+    params = registry_cases.small_params(case.name, dtype=jnp.bfloat16)
+    structural = [k for k, v in case.kwargs.items() if isinstance(v, int) and not isinstance(v, bool)]
+    signature = inspect.signature(case.factory).parameters
+    structural += [n for n, p in signature.items() if isinstance(p.default, int) and not isinstance(p.default, bool)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = case.build()
+        injected = optcore.inject_hyperparams(case.factory, static_args=structural)(**case.kwargs)
+    grads = registry_cases.objective_grad(params)
+
+    def one_step(opt):
+        state = opt.init(params)
+        updates, new_state = jax.jit(lambda g, s, p: registry_cases.update(opt, case.name, g, s, p))(grads, state, params)
+        return state, updates, new_state
+
+    try:
+        inner_before, injected_updates, injected_state = one_step(injected)
+    except jax.errors.ConcretizationTypeError:
+        pytest.skip(f"{case.name} branches in Python on a hyperparameter value")
+    _, plain_updates, plain_state = one_step(plain)
+    dtypes = lambda tree: [x.dtype for x in jax.tree.leaves(tree)]  # noqa: E731
+    assert dtypes(injected_updates) == dtypes(plain_updates)
+    assert dtypes(injected_state.inner_state) == dtypes(inner_before.inner_state) == dtypes(plain_state)

@@ -79,6 +79,24 @@ def _as_hyperparam(value: Any, float_dtype: jnp.dtype) -> jax.Array:
     return value
 
 
+def _keep_float_dtypes(tree: Any, like: Any) -> Any:
+    """``tree`` with each floating leaf cast to the dtype of the matching leaf of ``like``."""
+
+    def keep(x, reference):
+        if x is None or reference is None or not hasattr(x, "dtype") or not hasattr(reference, "dtype"):
+            return x
+        both_float = jnp.issubdtype(x.dtype, jnp.inexact) and jnp.issubdtype(reference.dtype, jnp.inexact)
+        return x.astype(reference.dtype) if both_float and x.dtype != reference.dtype else x
+
+    if jax.tree.structure(tree, is_leaf=_is_none) != jax.tree.structure(like, is_leaf=_is_none):
+        return tree  # a structure the inner changed on purpose: leave it to the inner's own checks
+    return jax.tree.map(keep, tree, like, is_leaf=_is_none)
+
+
+def _is_none(x: Any) -> bool:
+    return x is None
+
+
 def inject_hyperparams(
     inner_factory: Callable[..., base.GradientTransformation],
     static_args: Union[str, Iterable[str]] = (),
@@ -191,8 +209,14 @@ def inject_hyperparams(
                 schedule_state = state.hyperparams_states[name]
                 hyperparams[name] = _as_hyperparam(schedule(schedule_state, **extra_args), dtype)
                 schedule_states[name] = schedule.update(schedule_state, **extra_args)
-            updates, inner_state = build(hyperparams).update(updates, state.inner_state, params, **extra_args)
-            return updates, InjectStatefulHyperparamsState(
+            new_updates, inner_state = build(hyperparams).update(updates, state.inner_state, params, **extra_args)
+            # float32 hyperparameters promote bf16/f16 arithmetic where the
+            # unwrapped optimizer's Python floats would not: the updates and the
+            # inner state keep the dtypes they came in with, so a bf16 state
+            # stays bf16 (a scan carry or donated buffer needs that).
+            new_updates = _keep_float_dtypes(new_updates, updates)
+            inner_state = _keep_float_dtypes(inner_state, state.inner_state)
+            return new_updates, InjectStatefulHyperparamsState(
                 count=numerics.safe_increment(state.count),
                 hyperparams=hyperparams,
                 hyperparams_states=schedule_states,
