@@ -57,6 +57,27 @@ def _is_numeric(value: Any) -> bool:
     )
 
 
+# An int given for one of these is a PRNG seed, never a value to schedule.
+_SEED_NAMES = frozenset({"key", "seed", "rng", "rng_key"})
+
+
+def _is_structural_int(name: str, value: Any, default: Any) -> bool:
+    """A Python int given for an argument whose default is a Python int.
+
+    Such arguments (Adafactor's ``min_dim_size_to_factor``, L-BFGS's
+    ``memory_size``, GaLore's ``rank``, a seed) decide shapes, loops and
+    branches at trace time, so they cannot be traced values (Optax issue 412).
+    So is an int seed (``key=0``). A float hyperparameter given as an int
+    (``learning_rate=1``) has a float or no default and stays injected; a
+    ``jnp`` integer array is always injected.
+    """
+
+    def is_plain_int(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    return is_plain_int(value) and (is_plain_int(default) or name in _SEED_NAMES)
+
+
 def _float_dtype(tree: Any) -> jnp.dtype:
     """float32, or a wider float if the tree holds one (float64 params under x64).
 
@@ -122,6 +143,12 @@ def inject_hyperparams(
     and arrays are stored as arrays. Unlike Optax, a callable *default* (such
     as a clipping rule) stays static rather than being taken for a schedule.
 
+    Python ints given for arguments whose default is an int (sizes, step
+    counts, seeds: Adafactor's ``min_dim_size_to_factor``, L-BFGS's
+    ``memory_size``) are static too, so ``inject_hyperparams(adafactor)(0.01)``
+    jits without ``static_args`` (Optax issue 412; Optax injects them). Pass a
+    ``jnp`` integer array to inject one anyway.
+
     Arguments named ``mask`` or ``*_mask`` (``weight_decay_mask``, ...) are
     always static: a mask function takes the params, not the step count
     (Optax would call it with the step count and silently mask nothing).
@@ -173,6 +200,8 @@ def inject_hyperparams(
                 schedules[name] = WrappedSchedule(value)
             elif callable(value):
                 continue  # a default function (a clipping rule, say) is part of the method, not a schedule
+            elif _is_structural_int(name, value, signature.parameters[name].default):
+                continue  # a size, a count of steps or a seed: shapes and loops depend on it
             elif _is_numeric(value):
                 numeric[name] = value
 
