@@ -101,21 +101,17 @@ def _as_hyperparam(value: Any, float_dtype: jnp.dtype) -> jax.Array:
 
 
 def _keep_float_dtypes(tree: Any, like: Any) -> Any:
-    """``tree`` with each floating leaf cast to the dtype of the matching leaf of ``like``."""
+    """``tree`` with each floating leaf cast to the dtype of the matching floating leaf of ``like``.
+
+    Not :func:`~optcore.tree_utils.tree_cast_like`: integer counters and PRNG
+    keys (which cannot be ``astype``-d) are left alone.
+    """
 
     def keep(x, reference):
-        if x is None or reference is None or not hasattr(x, "dtype") or not hasattr(reference, "dtype"):
-            return x
-        both_float = jnp.issubdtype(x.dtype, jnp.inexact) and jnp.issubdtype(reference.dtype, jnp.inexact)
-        return x.astype(reference.dtype) if both_float and x.dtype != reference.dtype else x
+        floats = all(hasattr(v, "dtype") and jnp.issubdtype(v.dtype, jnp.inexact) for v in (x, reference))
+        return x.astype(reference.dtype) if floats else x
 
-    if jax.tree.structure(tree, is_leaf=_is_none) != jax.tree.structure(like, is_leaf=_is_none):
-        return tree  # a structure the inner changed on purpose: leave it to the inner's own checks
-    return jax.tree.map(keep, tree, like, is_leaf=_is_none)
-
-
-def _is_none(x: Any) -> bool:
-    return x is None
+    return jax.tree.map(keep, tree, like)
 
 
 def inject_hyperparams(
