@@ -8,7 +8,7 @@ from typing import Hashable
 from optcore import base
 
 
-def chain(*args: base.GradientTransformation) -> base.GradientTransformationExtraArgs:
+def chain(*args: base.GradientTransformationLike) -> base.GradientTransformationExtraArgs:
     """Applies transformations in sequence: ``u -> t_n(...t_2(t_1(u)))``.
 
     The state is the tuple of the members' states. Extra keyword arguments
@@ -16,17 +16,16 @@ def chain(*args: base.GradientTransformation) -> base.GradientTransformationExtr
     them ignore them.
 
     Args:
-      *args: the transformations, applied first to last.
+      *args: the transformations, applied first to last: any objects with
+        callable ``init`` and ``update`` (optcore's, Optax's, a user's class).
+        Each receives the extra arguments its ``update`` takes (see
+        :func:`optcore.with_extra_args_support`).
 
     Returns:
       A :class:`GradientTransformationExtraArgs`.
     """
     for i, tx in enumerate(args):
-        if not isinstance(tx, base.GradientTransformation):
-            raise TypeError(
-                f"chain() argument {i} is {type(tx).__name__}, not a GradientTransformation; "
-                "did you forget to call an optimizer factory (e.g. `adam(1e-3)` rather than `adam`)?"
-            )
+        base.check_gradient_transformation(tx, f"chain() argument {i}")
     transforms = tuple(base.with_extra_args_support(tx) for tx in args)
 
     def init_fn(params):
@@ -49,7 +48,7 @@ def chain(*args: base.GradientTransformation) -> base.GradientTransformationExtr
 
 
 def named_chain(
-    *args: tuple[Hashable, base.GradientTransformation],
+    *args: tuple[Hashable, base.GradientTransformationLike],
 ) -> base.GradientTransformationExtraArgs:
     """Applies named transformations in sequence, keeping each state under its name.
 
@@ -60,15 +59,17 @@ def named_chain(
 
     Args:
       *args: ``(name, transformation)`` pairs, applied first to last. Names
-        must be distinct.
+        must be distinct; a transformation is any object with callable
+        ``init`` and ``update``.
 
     Returns:
       A :class:`GradientTransformationExtraArgs`.
     """
     names = []
     for i, pair in enumerate(args):
-        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[1], base.GradientTransformation)):
-            raise TypeError(f"named_chain() argument {i} must be a (name, GradientTransformation) pair, got {pair!r}.")
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise TypeError(f"named_chain() argument {i} must be a (name, transformation) pair, got {pair!r}.")
+        base.check_gradient_transformation(pair[1], f"named_chain() argument {i} ({pair[0]!r})")
         names.append(pair[0])
     if len(set(names)) != len(names):
         raise ValueError(f"named_chain() names must be distinct, got {names}.")

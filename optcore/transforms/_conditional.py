@@ -56,7 +56,7 @@ def _conditional_update(inner, should_transform_fn, forward_extra_args, otherwis
 
 
 def conditionally_mask(
-    inner: base.GradientTransformation,
+    inner: base.GradientTransformationLike,
     should_transform_fn: ConditionFn,
     forward_extra_args: bool = False,
 ) -> base.GradientTransformationExtraArgs:
@@ -77,6 +77,7 @@ def conditionally_mask(
     Returns:
       A transformation with state ``ConditionallyMaskState(step, inner_state)``.
     """
+    base.check_gradient_transformation(inner, "conditionally_mask inner")
     inner = base.with_extra_args_support(inner)
     run = _conditional_update(
         inner, should_transform_fn, forward_extra_args, lambda updates, out: neutral_updates(out)
@@ -93,7 +94,7 @@ def conditionally_mask(
 
 
 def conditionally_transform(
-    inner: base.GradientTransformation,
+    inner: base.GradientTransformationLike,
     should_transform_fn: ConditionFn,
     forward_extra_args: bool = False,
 ) -> base.GradientTransformationExtraArgs:
@@ -110,6 +111,7 @@ def conditionally_transform(
     Returns:
       A transformation with state ``ConditionallyTransformState(inner_state, step)``.
     """
+    base.check_gradient_transformation(inner, "conditionally_transform inner")
     inner = base.with_extra_args_support(inner)
 
     def passthrough(updates, out):

@@ -29,7 +29,7 @@ class ApplyIfFiniteState(NamedTuple):
 
 
 def apply_if_finite(
-    inner: base.GradientTransformation, max_consecutive_errors: int
+    inner: base.GradientTransformationLike, max_consecutive_errors: int
 ) -> base.GradientTransformationExtraArgs:
     r"""Applies ``inner`` only when every entry of the incoming updates is finite.
 
@@ -57,6 +57,7 @@ def apply_if_finite(
       A transformation with state :class:`ApplyIfFiniteState`.
     """
     validate.check_non_negative("max_consecutive_errors", max_consecutive_errors)
+    base.check_gradient_transformation(inner, "apply_if_finite inner")
     inner = base.with_extra_args_support(inner)
 
     def init_fn(params):

@@ -25,7 +25,7 @@ def _unravel_like(vector, like):
     return jax.tree.unflatten(treedef, pieces)
 
 
-def flatten(inner: base.GradientTransformation) -> base.GradientTransformationExtraArgs:
+def flatten(inner: base.GradientTransformationLike) -> base.GradientTransformationExtraArgs:
     """Applies ``inner`` to the updates raveled into one 1-D vector.
 
     Trades memory (a concatenated copy) for fewer, larger operations. The
@@ -35,6 +35,7 @@ def flatten(inner: base.GradientTransformation) -> base.GradientTransformationEx
     Args:
       inner: the transformation to apply to the flat vector.
     """
+    base.check_gradient_transformation(inner, "flatten inner")
     inner = base.with_extra_args_support(inner)
 
     def flat_or_none(tree):

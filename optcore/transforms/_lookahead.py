@@ -34,7 +34,7 @@ class LookaheadState(NamedTuple):
 
 
 def lookahead(
-    fast_optimizer: base.GradientTransformation,
+    fast_optimizer: base.GradientTransformationLike,
     sync_period: int,
     slow_step_size: float,
     reset_state: bool = False,
@@ -66,10 +66,12 @@ def lookahead(
     """
     validate.check_range("sync_period", sync_period, low=1)
     validate.check_non_negative("slow_step_size", slow_step_size)
+    base.check_gradient_transformation(fast_optimizer, "lookahead fast_optimizer")
     fast_optimizer = base.with_extra_args_support(fast_optimizer)
 
     def check_params(params):
-        if not isinstance(params, LookaheadParams):
+        # By shape, not class: Optax's LookaheadParams (a NamedTuple with the same fields) works too.
+        if not (hasattr(params, "fast") and hasattr(params, "slow") and hasattr(params, "_replace")):
             raise ValueError(
                 "lookahead needs params of type LookaheadParams(fast, slow); wrap them with "
                 f"LookaheadParams.init_synced(params). Got {type(params).__name__}."
@@ -83,7 +85,7 @@ def lookahead(
         if params is None:
             raise ValueError(base.NO_PARAMS_MSG)
         check_params(params)
-        if isinstance(updates, LookaheadParams):
+        if type(updates) is type(params):
             updates = updates.fast
         fast_updates, fast_state = fast_optimizer.update(updates, state.fast_state, params.fast, **extra_args)
         sync = state.steps_since_sync == sync_period - 1
@@ -103,6 +105,8 @@ def lookahead(
             initial = fast_optimizer.init(params.fast)
             fast_state = jax.tree.map(lambda cur, ini: jnp.where(sync, ini, cur), fast_state, initial)
         steps = (state.steps_since_sync + 1) % sync_period
-        return LookaheadParams(fast=fast_updates, slow=slow_updates), LookaheadState(fast_state, steps.astype(jnp.int32))
+        # The updates have the params' own class, so apply_updates sees one tree structure.
+        new_state = LookaheadState(fast_state, steps.astype(jnp.int32))
+        return params._replace(fast=fast_updates, slow=slow_updates), new_state
 
     return base.GradientTransformationExtraArgs(init_fn, update_fn)

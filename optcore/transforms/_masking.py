@@ -107,7 +107,7 @@ def mask_tree(tree: Any, mask: Any) -> Any:
 
 
 def masked(
-    inner: base.GradientTransformation,
+    inner: base.GradientTransformationLike,
     mask: Union[Any, Callable[[base.Params], Any]],
     *,
     mask_compatible_extra_args: bool = False,
@@ -134,6 +134,7 @@ def masked(
       A transformation whose state is ``MaskedState(inner_state)`` where the
       masked-out leaves are :class:`MaskedNode` placeholders.
     """
+    base.check_gradient_transformation(inner, "masked inner")
     inner = base.with_extra_args_support(inner)
 
     def resolve(tree):

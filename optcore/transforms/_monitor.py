@@ -127,7 +127,9 @@ def measure_with_ema(
     return base.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def monitor(measures: Mapping[str, Union[base.GradientTransformation, Measure]]) -> base.GradientTransformationExtraArgs:
+def monitor(
+    measures: Mapping[str, Union[base.GradientTransformationLike, Measure]],
+) -> base.GradientTransformationExtraArgs:
     r"""Records several measurements of the updates; updates pass through unchanged.
 
     .. math::
@@ -151,7 +153,8 @@ def monitor(measures: Mapping[str, Union[base.GradientTransformation, Measure]])
         raise TypeError(f"monitor measures must be a mapping name -> measure, got {type(measures).__name__}.")
     stateful = {}
     for name, m in measures.items():
-        if isinstance(m, base.GradientTransformation):
+        # Any object with init/update is a stateful measure (optcore's, Optax's, a user's).
+        if base.is_gradient_transformation(m):
             stateful[name] = base.with_extra_args_support(m)
         elif not callable(m):
             raise TypeError(f"monitor measure {name!r} must be a function or a transformation, got {type(m).__name__}.")

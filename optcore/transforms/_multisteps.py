@@ -144,14 +144,13 @@ class MultiSteps:
 
     def __init__(
         self,
-        opt: base.GradientTransformation,
+        opt: base.GradientTransformationLike,
         every_k_schedule: Union[int, Callable[[jax.Array], jax.Array]],
         use_grad_mean: bool = True,
         should_skip_update_fn: Optional[ShouldSkipUpdateFunction] = None,
         accumulator_dtype: Any = jnp.float32,
     ):
-        if not isinstance(opt, base.GradientTransformation):
-            raise TypeError(f"MultiSteps opt must be a GradientTransformation, got {type(opt).__name__}.")
+        base.check_gradient_transformation(opt, "MultiSteps opt")
         if not callable(every_k_schedule):
             validate.check_range("every_k_schedule", every_k_schedule, low=1)
         self._opt = base.with_extra_args_support(opt)

@@ -25,7 +25,7 @@ MultiTransformState = PartitionState
 
 
 def partition(
-    transforms: Mapping[Hashable, base.GradientTransformation],
+    transforms: Mapping[Hashable, base.GradientTransformationLike],
     param_labels: Union[Any, Callable[[base.Params], Any]],
     *,
     mask_compatible_extra_args: bool = False,
@@ -44,7 +44,8 @@ def partition(
     updated (with no leaves), which keeps the state layout fixed.
 
     Args:
-      transforms: a mapping from label to transformation.
+      transforms: a mapping from label to transformation (any object with
+        callable ``init`` and ``update``).
       param_labels: a tree of labels with the structure of the params (or a
         prefix of it; any container, including a callable pytree such as an
         Equinox module), or a function ``params -> labels``.
@@ -61,8 +62,7 @@ def partition(
     if not isinstance(transforms, Mapping):
         raise TypeError(f"transforms must be a mapping from label to transformation, got {type(transforms).__name__}.")
     for label, tx in transforms.items():
-        if not isinstance(tx, base.GradientTransformation):
-            raise TypeError(f"transforms[{label!r}] is {type(tx).__name__}, not a GradientTransformation.")
+        base.check_gradient_transformation(tx, f"transforms[{label!r}]")
     transforms = {label: base.with_extra_args_support(tx) for label, tx in transforms.items()}
 
     def labels_for(tree):
@@ -118,7 +118,7 @@ def freeze(mask: Union[Any, Callable[[base.Params], Any]]) -> base.GradientTrans
 
 
 def selective_transform(
-    optimizer: base.GradientTransformation,
+    optimizer: base.GradientTransformationLike,
     *,
     freeze_mask: Union[Any, Callable[[base.Params], Any]],
 ) -> base.GradientTransformationExtraArgs:

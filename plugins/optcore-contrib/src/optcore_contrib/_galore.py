@@ -154,7 +154,7 @@ def scale_by_galore(
     rank: int = 128,
     update_proj_gap: int = 200,
     scale: float = 1.0,
-    base_optimizer: Optional[base.GradientTransformation] = None,
+    base_optimizer: Optional[base.GradientTransformationLike] = None,
     weight_dimension_numbers: Any = None,
 ) -> base.GradientTransformation:
     r"""Runs ``base_optimizer`` on gradients projected to a low-rank subspace (GaLore).
@@ -198,6 +198,7 @@ def scale_by_galore(
     validate.check_range("update_proj_gap", update_proj_gap, low=1)
     if base_optimizer is None:
         base_optimizer = optcore.scale_by_adam()
+    optcore.check_gradient_transformation(base_optimizer, "galore base_optimizer")
 
     def init_fn(params):
         layouts = _layouts(weight_dimension_numbers, params, rank)
@@ -250,7 +251,7 @@ def galore(
     rank: int = 128,
     update_proj_gap: int = 200,
     scale: float = 1.0,
-    base_optimizer: Optional[base.GradientTransformation] = None,
+    base_optimizer: Optional[base.GradientTransformationLike] = None,
     weight_decay: float = 0.0,
     mask: Optional[Any] = None,
     weight_dimension_numbers: Any = None,

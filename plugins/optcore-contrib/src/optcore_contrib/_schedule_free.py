@@ -58,7 +58,7 @@ def _find_schedule_free_state(state):
 
 
 def schedule_free(
-    base_optimizer: base.GradientTransformation,
+    base_optimizer: base.GradientTransformationLike,
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.9,
     weight_lr_power: float = 2.0,
@@ -91,6 +91,7 @@ def schedule_free(
     """
     validate.check_decay("b1", b1)
     state_dtype = _common.dtype_or_none(state_dtype)
+    optcore.check_gradient_transformation(base_optimizer, "schedule_free base_optimizer")
     base_optimizer = optcore.with_extra_args_support(base_optimizer)
 
     def init_fn(params):

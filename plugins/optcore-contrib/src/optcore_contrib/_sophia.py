@@ -70,6 +70,7 @@ def _scale_by_sophia(
     verbose, print_win_rate_every_n_steps,
 ) -> base.GradientTransformationExtraArgs:
     mu_dtype = _common.dtype_or_none(mu_dtype)
+    optcore.check_gradient_transformation(hessian_diagonal_fn, "sophia hessian_diagonal_fn")
     hessian_diagonal_fn = optcore.with_extra_args_support(hessian_diagonal_fn)
 
     def init_fn(params):

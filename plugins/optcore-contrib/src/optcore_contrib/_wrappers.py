@@ -43,8 +43,8 @@ def _select(condition, on_true, on_false):
 
 
 def sam(
-    optimizer: base.GradientTransformation,
-    adv_optimizer: base.GradientTransformation,
+    optimizer: base.GradientTransformationLike,
+    adv_optimizer: base.GradientTransformationLike,
     sync_period: int = 2,
     reset_state: bool = True,
     opaque_mode: bool = False,
@@ -76,6 +76,8 @@ def sam(
       batch_axis_name: in opaque mode, the ``pmap`` axis to average gradients over.
     """
     validate.check_range("sync_period", sync_period, low=1)
+    optcore.check_gradient_transformation(optimizer, "sam optimizer")
+    optcore.check_gradient_transformation(adv_optimizer, "sam adv_optimizer")
     optimizer = optcore.with_extra_args_support(optimizer)
     adv_optimizer = optcore.with_extra_args_support(adv_optimizer)
 
@@ -165,7 +167,7 @@ def _merge(tree):
     return jax.tree.map(merge, tree, is_leaf=lambda x: isinstance(x, SplitRealAndImaginaryArrays))
 
 
-def split_real_and_imaginary(inner: base.GradientTransformation) -> base.GradientTransformationExtraArgs:
+def split_real_and_imaginary(inner: base.GradientTransformationLike) -> base.GradientTransformationExtraArgs:
     r"""Applies ``inner`` to the real and imaginary parts of complex leaves separately.
 
     .. math::
@@ -178,6 +180,7 @@ def split_real_and_imaginary(inner: base.GradientTransformation) -> base.Gradien
     Args:
       inner: the transformation to apply to the split parameters.
     """
+    optcore.check_gradient_transformation(inner, "split_real_and_imaginary inner")
     inner = optcore.with_extra_args_support(inner)
 
     def init_fn(params):
@@ -204,7 +207,7 @@ class MechanicState(NamedTuple):
 
 
 def mechanize(
-    base_optimizer: base.GradientTransformation,
+    base_optimizer: base.GradientTransformationLike,
     weight_decay: float = 1e-2,
     eps: float = 1e-8,
     s_init: float = 1e-6,
@@ -237,6 +240,7 @@ def mechanize(
     validate.check_non_negative("eps", eps)
     validate.check_range("s_init", s_init, low=0.0, low_inclusive=False)
     validate.check_range("num_betas", num_betas, low=1)
+    optcore.check_gradient_transformation(base_optimizer, "mechanize base_optimizer")
     base_optimizer = optcore.with_extra_args_support(base_optimizer)
 
     def init_fn(params):
