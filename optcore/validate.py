@@ -54,6 +54,39 @@ def check_non_negative(name: str, value: Any) -> None:
     check_range(name, value, low=0.0)
 
 
+def check_not_nan(name: str, value: Any) -> None:
+    """Raises ``ValueError`` if a concrete ``value`` is NaN; any sign is accepted.
+
+    For hyperparameters whose sign is meaningful, as in Optax: a negative
+    learning rate ascends (``sgd(-0.1)``), a negative weight decay pushes the
+    params away from zero. Only NaN, which poisons every step, is always wrong.
+    """
+    check_range(name, value)
+
+
+def as_scalar(name: str, value: Any) -> Any:
+    """``value`` with a size-1 array (``jnp.array([1e-3])``) reshaped to a scalar.
+
+    Optax accepts a size-1 array where a scalar hyperparameter is expected and
+    broadcasts it, so a scalar param becomes shape ``(1,)``. Here it acts as
+    the scalar it holds: the params keep their shapes. ``None``, schedules
+    (callables) and scalars are returned unchanged; the dtype is kept.
+
+    Raises:
+      ValueError: if ``value`` is an array of more than one element.
+    """
+    if value is None or callable(value):
+        return value
+    shape = np.shape(value)
+    if shape == ():
+        return value
+    if int(np.prod(shape)) != 1:
+        raise ValueError(f"{name} must be a scalar or a schedule, got shape {tuple(shape)}.")
+    if not hasattr(value, "reshape"):  # a list or tuple such as [1e-3]
+        value = np.asarray(value)
+    return value.reshape(())
+
+
 def check_decay(name: str, value: Any) -> None:
     """A decay rate (``b1``, ``b2``, ``decay``) must lie in ``[0, 1]``."""
     check_range(name, value, low=0.0, high=1.0, high_inclusive=True)

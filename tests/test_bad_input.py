@@ -171,7 +171,7 @@ def test_apply_updates_refuses_to_broadcast():
         (lambda: optcore.adam(1e-3, b2=-0.1), "b2"),
         (lambda: optcore.adam(1e-3, eps=-1.0), "eps"),
         (lambda: optcore.sgd(1e-3, momentum=2.0), "decay"),
-        (lambda: optcore.add_decayed_weights(-1.0), "weight_decay"),
+        (lambda: optcore.add_decayed_weights(float("nan")), "weight_decay"),
         (lambda: optcore.apply_if_finite(optcore.sgd(0.1), max_consecutive_errors=-1), "max_consecutive_errors"),
     ],
 )

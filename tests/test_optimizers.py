@@ -384,11 +384,12 @@ def test_bfloat16_params_stay_bfloat16(name):
 
 
 BAD = [
-    (optcore.adam, (-0.1,), {}, "learning_rate"),
+    # A negative learning rate or weight decay is valid (ascent, as in Optax); NaN is always wrong.
+    (optcore.adam, (float("nan"),), {}, "learning_rate"),
     (optcore.adam, (0.1,), {"b1": 1.0}, "b1"),
     (optcore.adam, (0.1,), {"b2": -0.1}, "b2"),
     (optcore.adam, (0.1,), {"eps": -1e-8}, "eps"),
-    (optcore.adamw, (0.1,), {"weight_decay": -1.0}, "weight_decay"),
+    (optcore.adamw, (0.1,), {"weight_decay": float("nan")}, "weight_decay"),
     (optcore.nadam, (0.1,), {"b1": 1.5}, "b1"),
     (optcore.amsgrad, (0.1,), {"eps_root": -1.0}, "eps_root"),
     (optcore.radam, (0.1,), {"b2": 1.0}, "b2"),
@@ -398,18 +399,18 @@ BAD = [
     (optcore.rmsprop, (0.1,), {"decay": 2.0}, "decay"),
     (optcore.adagrad, (0.1,), {"eps": -1.0}, "eps"),
     (optcore.adadelta, (0.1,), {"rho": -0.1}, "rho"),
-    (optcore.sgd, (-1.0,), {}, "learning_rate"),
+    (optcore.sgd, (float("nan"),), {}, "learning_rate"),
     (optcore.sgd, (0.1,), {"momentum": 1.5}, "decay"),
     (optcore.rprop, (0.1,), {"eta_plus": 0.5}, "eta_plus"),
     (optcore.sm3, (0.1,), {"momentum": -0.1}, "b1"),
     (optcore.adan, (0.1,), {"b3": 1.0}, "b3"),
     (optcore.novograd, (0.1,), {"b2": 1.5}, "b2"),
-    (optcore.fromage, (-0.1,), {}, "learning_rate"),
+    (optcore.fromage, (float("nan"),), {}, "learning_rate"),
     (optcore.lamb, (0.1,), {"eps": -1.0}, "eps"),
     (optcore.lars, (0.1,), {"trust_coefficient": -1.0}, "trust_coefficient"),
     (optcore.polyak_sgd, (), {"variant": "nope"}, "variant"),
     (optcore.adafactor, (), {"eps": -1.0}, "epsilon"),
-    (optcore.optimistic_gradient_descent, (0.1,), {"beta": -1.0}, "beta"),
+    (optcore.optimistic_gradient_descent, (0.1,), {"beta": float("nan")}, "beta"),
 ]
 
 

@@ -115,7 +115,7 @@ def test_bad_transform_hyperparameters():
         (lambda: optcore.scale_by_adan(b3=-0.1), "b3"),
         (lambda: optcore.normalize_by_update_norm(eps=-1.0), "eps"),
         (lambda: optcore.scale_by_trust_ratio(min_norm=-1.0), "min_norm"),
-        (lambda: optcore.scale_by_rprop(-0.1), "learning_rate"),
+        (lambda: optcore.scale_by_rprop(float("nan")), "learning_rate"),
     ]:
         with pytest.raises(ValueError, match=name):
             make()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Optional
 
-from optcore import base
+from optcore import base, validate
 from optcore.transforms import chain, scale, scale_by_adam, scale_by_learning_rate, scale_by_optimistic_gradient
 
 
@@ -113,8 +113,10 @@ def optimistic_adam(
     )
     if callable(learning_rate) or callable(optimism):
         raise TypeError("optimistic_adam takes scalar learning_rate and optimism; use optimistic_adam_v2 for schedules.")
+    learning_rate = validate.as_scalar("learning_rate", learning_rate)
     if optimism is None:
         optimism = learning_rate
+    optimism = validate.as_scalar("optimism", optimism)
     return chain(
         scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov),
         scale_by_optimistic_gradient(alpha=learning_rate, beta=optimism),

@@ -124,7 +124,8 @@ def fromage(learning_rate: float, min_norm: float = 1e-6) -> base.GradientTransf
     """
     if callable(learning_rate):
         raise TypeError("fromage needs a scalar learning_rate: its shrink factor 1/sqrt(1+lr^2) is fixed.")
-    validate.check_non_negative("learning_rate", learning_rate)
+    learning_rate = validate.as_scalar("learning_rate", learning_rate)
+    validate.check_not_nan("learning_rate", learning_rate)
     multiplier = 1 / jnp.sqrt(1 + jnp.asarray(learning_rate, jnp.float32) ** 2)
     return chain(
         scale_by_trust_ratio(min_norm),

@@ -382,7 +382,7 @@ def scale_by_novograd(
     validate.check_decay("b2", b2)
     validate.check_non_negative("eps", eps)
     validate.check_non_negative("eps_root", eps_root)
-    validate.check_non_negative("weight_decay", weight_decay)
+    validate.check_not_nan("weight_decay", weight_decay)
     mu_dtype = dtype_or_none(mu_dtype)
 
     def init_fn(params):

@@ -51,7 +51,7 @@ def add_decayed_weights(
       mask: a tree of booleans (or a function of the params returning one)
         selecting the params to decay; ``None`` decays all.
     """
-    validate.check_non_negative("weight_decay", weight_decay)
+    validate.check_not_nan("weight_decay", weight_decay)
 
     def update_fn(updates, state, params=None):
         if params is None:

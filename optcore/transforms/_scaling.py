@@ -101,8 +101,12 @@ def scale_by_learning_rate(
 ) -> base.GradientTransformation:
     r"""Scales by a learning rate, negated for descent: :math:`u \leftarrow -\eta u`.
 
+    Any sign is accepted, as in Optax: a negative learning rate ascends. A
+    size-1 array acts as the scalar it holds (the updates keep the params'
+    shapes).
+
     Args:
-      learning_rate: a scalar or a schedule of the step count.
+      learning_rate: a scalar (or size-1 array) or a schedule of the step count.
       flip_sign: multiply by ``-learning_rate`` (the default) rather than ``learning_rate``.
     """
     if learning_rate is None:
@@ -111,9 +115,8 @@ def scale_by_learning_rate(
     if callable(learning_rate):
         tx = _scale_by_checked_schedule(lambda count: sign * learning_rate(count), "learning_rate")
     else:
-        if jnp.shape(learning_rate) != ():
-            raise ValueError(f"learning_rate must be a scalar or a schedule, got shape {tuple(jnp.shape(learning_rate))}.")
-        validate.check_non_negative("learning_rate", learning_rate)
+        learning_rate = validate.as_scalar("learning_rate", learning_rate)
+        validate.check_not_nan("learning_rate", learning_rate)
         tx = scale(sign * learning_rate)
 
     def update_fn(updates, state, params=None):
@@ -269,7 +272,8 @@ def scale_by_rprop(
       min_step_size: :math:`\eta_{min}`.
       max_step_size: :math:`\eta_{max}`.
     """
-    validate.check_non_negative("learning_rate", learning_rate)
+    learning_rate = validate.as_scalar("learning_rate", learning_rate)
+    validate.check_not_nan("learning_rate", learning_rate)
     validate.check_decay("eta_minus", eta_minus)
     validate.check_range("eta_plus", eta_plus, low=1.0)
     validate.check_non_negative("min_step_size", min_step_size)
@@ -327,7 +331,8 @@ def scale_by_optimistic_gradient(alpha: float = 1.0, beta: float = 1.0) -> base.
     for name, value in (("alpha", alpha), ("beta", beta)):
         if callable(value):
             raise TypeError(f"{name} must be a number or an array, not a schedule.")
-        validate.check_non_negative(name, value)
+        # Any sign, as in Optax: optimistic_adam passes its (possibly negative) learning rate here.
+        validate.check_not_nan(name, value)
 
     def init_fn(params):
         return ScaleByOptimisticGradientState(
@@ -380,7 +385,7 @@ def scale_by_polyak(
       eps: :math:`\epsilon`, added to the squared norm.
       variant: ``"sps"`` or ``"sps+"``.
     """
-    validate.check_non_negative("max_learning_rate", max_learning_rate)
+    validate.check_not_nan("max_learning_rate", max_learning_rate)
     validate.check_non_negative("eps", eps)
     if variant not in _POLYAK_VARIANTS:
         raise ValueError(f"variant must be one of {_POLYAK_VARIANTS}, got {variant!r}.")

@@ -158,7 +158,7 @@ def test_galore_reduces_a_matrix_quadratic_under_jit_and_keeps_bf16():
         (lambda: cc.scale_by_galore(rank=0), ValueError, "rank"),
         (lambda: cc.scale_by_galore(rank=2.5), TypeError, "rank"),
         (lambda: cc.scale_by_galore(update_proj_gap=0), ValueError, "update_proj_gap"),
-        (lambda: cc.galore(0.1, weight_decay=-1.0), ValueError, "weight_decay"),
+        (lambda: cc.galore(0.1, weight_decay=float("nan")), ValueError, "weight_decay"),
         (lambda: cc.galore(0.1, weight_dimension_numbers=cc.GaLoreDimensionNumbers(0, 0)).init(jnp.ones((2, 2))), ValueError, "overlap"),
         (lambda: cc.galore(0.1, weight_dimension_numbers=cc.GaLoreDimensionNumbers(0, 1)).init(jnp.ones((2, 2, 2))), ValueError, "every axis"),
     ],

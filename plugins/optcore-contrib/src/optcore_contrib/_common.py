@@ -32,6 +32,15 @@ def value_at(hyperparam: Any, count: jax.Array) -> Any:
     return hyperparam(count) if callable(hyperparam) else hyperparam
 
 
+def learning_rate_at(learning_rate: Any, count: jax.Array) -> Any:
+    """The learning rate at ``count``; a size-1 array (``jnp.array([1e-3])``) acts as a scalar.
+
+    Optax broadcasts such a learning rate into the updates (a scalar param
+    becomes shape ``(1,)``); here the params keep their shapes.
+    """
+    return validate.as_scalar("learning_rate", value_at(learning_rate, count))
+
+
 def zero_count() -> jax.Array:
     return jnp.zeros([], jnp.int32)
 

@@ -67,7 +67,7 @@ def scale_by_madgrad(
       momentum: in [0, 1); 0 returns the dual-averaging iterate :math:`z`.
       eps: added to the cube root of the sum of squares, and to the learning rate.
     """
-    _common.check_callable_or("learning_rate", learning_rate, validate.check_non_negative)
+    _common.check_callable_or("learning_rate", learning_rate, validate.check_not_nan)
     validate.check_range("momentum", momentum, low=0.0, high=1.0)
     validate.check_non_negative("eps", eps)
 
@@ -83,7 +83,7 @@ def scale_by_madgrad(
         _common.require_params(params, "scale_by_madgrad", updates)
         # Float32 hyperparameters (the schedule evaluated first): the same bits
         # with and without inject_hyperparams.
-        lr = _common.f32(_common.value_at(learning_rate, state.count))
+        lr = _common.f32(_common.learning_rate_at(learning_rate, state.count))
         momentum_, eps_ = _common.f32(momentum), _common.f32(eps)
         # As in the reference implementation, eps also keeps the step weight positive.
         lamb = (lr + eps_) * jnp.sqrt(state.count + 1.0)
@@ -206,9 +206,9 @@ def momo(
       weight_decay: :math:`\lambda`.
       adapt_lower_bound: estimate the lower bound on the fly.
     """
-    _common.check_callable_or("learning_rate", learning_rate, validate.check_non_negative)
+    _common.check_callable_or("learning_rate", learning_rate, validate.check_not_nan)
     validate.check_decay("beta", beta)
-    validate.check_non_negative("weight_decay", weight_decay)
+    validate.check_not_nan("weight_decay", weight_decay)
 
     def init_fn(params):
         return MomoState(
@@ -226,7 +226,7 @@ def momo(
             raise ValueError("momo needs the loss: call update(..., value=loss).")
         # Float32 hyperparameters (the schedule evaluated first): the same bits
         # with and without inject_hyperparams.
-        lr = _common.f32(_common.value_at(learning_rate, state.count))
+        lr = _common.f32(_common.learning_rate_at(learning_rate, state.count))
         lower_bound_, weight_decay_ = _common.f32(lower_bound), _common.f32(weight_decay)
         b = jnp.where(state.count == 0, _common.f32(0.0), _common.f32(beta))
         exp_avg = jax.tree.map(lambda d, g: b * d + (1 - b) * g, state.exp_avg, updates)
@@ -288,11 +288,11 @@ def momo_adam(
       weight_decay: :math:`\lambda`, AdamW-style.
       adapt_lower_bound: estimate the lower bound on the fly.
     """
-    _common.check_callable_or("learning_rate", learning_rate, validate.check_non_negative)
+    _common.check_callable_or("learning_rate", learning_rate, validate.check_not_nan)
     validate.check_decay("b1", b1)
     validate.check_decay("b2", b2)
     validate.check_non_negative("eps", eps)
-    validate.check_non_negative("weight_decay", weight_decay)
+    validate.check_not_nan("weight_decay", weight_decay)
 
     def init_fn(params):
         return MomoAdamState(
@@ -311,7 +311,7 @@ def momo_adam(
             raise ValueError("momo_adam needs the loss: call update(..., value=loss).")
         # Float32 hyperparameters (the schedule evaluated first): the same bits
         # with and without inject_hyperparams.
-        lr = _common.f32(_common.value_at(learning_rate, state.count))
+        lr = _common.f32(_common.learning_rate_at(learning_rate, state.count))
         b1_, b2_, eps_ = _common.f32(b1), _common.f32(b2), _common.f32(eps)
         lower_bound_, weight_decay_ = _common.f32(lower_bound), _common.f32(weight_decay)
         step = state.count + 1

@@ -279,7 +279,7 @@ def galore(
       mask: which params to decay (a tree of bools or a function of the params).
       weight_dimension_numbers: which params are matrices (see :func:`scale_by_galore`).
     """
-    validate.check_non_negative("weight_decay", weight_decay)
+    validate.check_not_nan("weight_decay", weight_decay)
     return _common.with_decay_and_lr(
         scale_by_galore(rank, update_proj_gap, scale, base_optimizer, weight_dimension_numbers),
         learning_rate,

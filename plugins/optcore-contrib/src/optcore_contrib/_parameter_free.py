@@ -306,7 +306,7 @@ def _check_adaptive(betas, eps, estim_lr0, weight_decay):
     validate.check_decay("betas[1]", betas[1])
     validate.check_non_negative("eps", eps)
     validate.check_range("estim_lr0", estim_lr0, low=0.0, low_inclusive=False)
-    validate.check_non_negative("weight_decay", weight_decay)
+    validate.check_not_nan("weight_decay", weight_decay)
 
 
 def dadapt_adamw(
@@ -359,7 +359,7 @@ def dadapt_adamw(
         # float32 arithmetic: eps = 1e-8 and d_0 = 1e-6 vanish in float16/bfloat16.
         original_state, original_params = state, params
         updates, state, params = _common.widen((updates, state, params))
-        lr = _common.value_at(learning_rate, state.count)
+        lr = _common.learning_rate_at(learning_rate, state.count)
         step = state.count + 1
         bias_correction = ((1 - beta2**step) ** 0.5) / (1 - beta1**step)
         dlr = state.estim_lr * lr * bias_correction
@@ -455,7 +455,7 @@ def prodigy(
         # float32 arithmetic: eps = 1e-8 and d_0 = 1e-6 vanish in float16/bfloat16.
         original_state, original_params = state, params
         updates, state, params = _common.widen((updates, state, params))
-        lr = _common.value_at(learning_rate, state.count)
+        lr = _common.learning_rate_at(learning_rate, state.count)
         step = state.count + 1
         bias_correction = ((1 - beta2**step) ** 0.5) / (1 - beta1**step)
         d = state.estim_lr

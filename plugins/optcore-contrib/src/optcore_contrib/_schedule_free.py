@@ -110,7 +110,7 @@ def schedule_free(
 
     def update_fn(updates, state, params=None, **extra_args):
         _common.require_params(params, "schedule_free", updates)
-        lr = _common.value_at(learning_rate, state.step_count)
+        lr = _common.learning_rate_at(learning_rate, state.step_count)
         max_lr = jnp.maximum(state.max_lr, lr)
         weight = max_lr**weight_lr_power
         weight_sum = state.weight_sum + weight
@@ -142,6 +142,7 @@ def schedule_free(
 
 
 def _warmed_up(learning_rate, warmup_steps):
+    learning_rate = validate.as_scalar("learning_rate", learning_rate)
     if warmup_steps is None:
         return learning_rate
     validate.check_range("warmup_steps", warmup_steps, low=1)

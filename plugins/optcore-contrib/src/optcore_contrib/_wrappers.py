@@ -236,7 +236,7 @@ def mechanize(
       s_init: the initial total scale.
       num_betas: :math:`n`, the number of decays :math:`1-10^{-1}, \dots, 1-10^{-n}`.
     """
-    validate.check_non_negative("weight_decay", weight_decay)
+    validate.check_not_nan("weight_decay", weight_decay)
     validate.check_non_negative("eps", eps)
     validate.check_range("s_init", s_init, low=0.0, low_inclusive=False)
     validate.check_range("num_betas", num_betas, low=1)
