@@ -198,8 +198,18 @@ jax.tree_util.register_pytree_node(
 )
 
 
-def _is_placeholder(x: Any) -> bool:
+def is_params_placeholder(x: Any) -> bool:
+    """True for the stand-in params :func:`tree_map_params` passes to ``init``.
+
+    An ``init`` that checks its params against something fixed at construction
+    (a mask or label tree, ``LookaheadParams``) must accept the placeholder
+    and initialise its inner transformation with it, so that the placeholder
+    marks where the state holds params-shaped parts.
+    """
     return isinstance(x, _ParamsPlaceholder)
+
+
+_is_placeholder = is_params_placeholder
 
 
 def tree_map_params(

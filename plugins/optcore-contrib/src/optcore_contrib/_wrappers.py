@@ -240,7 +240,9 @@ def mechanize(
     base_optimizer = optcore.with_extra_args_support(base_optimizer)
 
     def init_fn(params):
-        dtype = jax.tree.leaves(params)[0].dtype
+        leaves = jax.tree.leaves(params)
+        # float32 without leaves (optcore.tree_map_params probes init with leafless params).
+        dtype = leaves[0].dtype if leaves else jnp.float32
         # One buffer per field (and x0 apart from the params): shared buffers cannot be donated.
         zeros = lambda: jnp.zeros([num_betas], dtype)  # noqa: E731
         return MechanicState(
