@@ -209,9 +209,6 @@ def is_params_placeholder(x: Any) -> bool:
     return isinstance(x, _ParamsPlaceholder)
 
 
-_is_placeholder = is_params_placeholder
-
-
 def tree_map_params(
     initable: Any,
     f: Callable[..., Any],
@@ -243,10 +240,10 @@ def tree_map_params(
     layout = jax.eval_shape(init, _ParamsPlaceholder())
 
     def map_part(layout_part, state_part):
-        if _is_placeholder(layout_part):
+        if is_params_placeholder(layout_part):
             return jax.tree.map(f, state_part, *rest, is_leaf=is_leaf)
         if transform_non_params is not None:
             return transform_non_params(state_part)
         return state_part
 
-    return jax.tree.map(map_part, layout, state, is_leaf=_is_placeholder)
+    return jax.tree.map(map_part, layout, state, is_leaf=is_params_placeholder)
