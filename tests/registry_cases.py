@@ -36,7 +36,7 @@ QUIET_KWARGS = {"noisy_sgd": {"key": 0}}
 PER_EXAMPLE = {"dpsgd"}
 # Optimizers that cannot take scalar (rank-0) params, with the reason; their
 # test params use shape (1,) instead.
-NO_SCALAR_PARAMS = {"sm3": "sm3 keeps one accumulator per axis; Optax 0.2.8's sm3 fails on scalars too"}
+NO_SCALAR_PARAMS: dict = {}
 
 
 class Case(NamedTuple):

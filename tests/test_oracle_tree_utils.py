@@ -145,3 +145,93 @@ def test_map_params_matches_optax():
     )
     for a, b in zip(jax.tree.leaves(plain_ours), jax.tree.leaves(plain_theirs)):
         np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------
+# tree_map_params over every registered optimizer that Optax also has.
+# ---------------------------------------------------------------------------
+
+import inspect  # noqa: E402
+
+import registry_cases as rc  # noqa: E402
+
+
+class _Other:
+    """Marks a leaf that ``transform_non_params`` was applied to."""
+
+    def __init__(self, leaf):
+        self.leaf = leaf
+
+
+def _optax_factory(name):
+    for namespace in (optax, optax.contrib):
+        if hasattr(namespace, name):
+            return getattr(namespace, name)
+    return None
+
+
+def _mapped_leaves(tree_map_params, opt, state):
+    """``(mapped?, value)`` per state leaf after doubling the params-shaped parts."""
+    mapped = tree_map_params(opt, lambda p: 2 * p + 1, state, transform_non_params=_Other)
+    out = []
+    for leaf in jax.tree.leaves(mapped, is_leaf=lambda x: isinstance(x, _Other)):
+        other = isinstance(leaf, _Other)
+        out.append((not other, rc.raw(leaf.leaf if other else leaf)))
+    return out
+
+
+# Where Optax 0.2.8's own tree_map_params raises (optcore's is checked in tests/test_donation.py).
+OPTAX_CANNOT_MAP = {"lbfgs": "Optax 0.2.8's zoom line search init reads the params' leaves: IndexError on its placeholder"}
+
+
+def _oracle_cases():
+    out = []
+    for param in rc.case_params(rc.optimizer_cases()):
+        case = param.values[0]
+        marks = list(param.marks)
+        if _optax_factory(case.name) is None:
+            marks.append(pytest.mark.skip(reason=f"Optax 0.2.8 has no {case.name}"))
+        elif case.name in OPTAX_CANNOT_MAP:
+            marks.append(pytest.mark.skip(reason=OPTAX_CANNOT_MAP[case.name]))
+        out.append(pytest.param(case, id=case.name, marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("case", _oracle_cases())
+def test_map_params_of_every_optimizer_matches_optax(case):
+    theirs_factory = _optax_factory(case.name)
+    accepted = inspect.signature(theirs_factory).parameters
+    kwargs = {k: v for k, v in case.kwargs.items() if k in accepted}
+    ours, theirs = case.build(), theirs_factory(**kwargs)
+    # sm3 (Optax 0.2.8 fails on scalars) and every other optimizer on the same params.
+    params = {"layer1": {"w": jnp.linspace(-1.0, 1.0, 6, dtype=jnp.float32).reshape(2, 3)},
+              "scale": jnp.full((1,), 1.5, jnp.float32)}
+    got = _mapped_leaves(tu.tree_map_params, ours, ours.init(params))
+    want = _mapped_leaves(optax.tree_utils.tree_map_params, theirs, theirs.init(params))
+    assert [m for m, _ in got] == [m for m, _ in want], "a different set of state leaves is params-shaped"
+    for (_, a), (_, b) in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+WRAPPERS = {
+    "masked": lambda lib: lib.masked(lib.adam(0.1), {"w": True, "b": False}),
+    "partition": lambda lib: lib.partition({"on": lib.adam(0.1), "off": lib.sgd(0.1, momentum=0.9)},
+                                           {"w": "on", "b": "off"}),
+    "adamw_mask": lambda lib: lib.adamw(0.1, mask={"w": True, "b": False}),
+    "lookahead": lambda lib: lib.lookahead(lib.adam(0.1), 2, 0.5),
+    "multisteps": lambda lib: lib.MultiSteps(lib.adam(0.1), 2).gradient_transformation(),
+}
+
+
+@pytest.mark.parametrize("name", list(WRAPPERS))
+def test_map_params_through_wrappers_matches_optax(name):
+    params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+    init_params = optcore.LookaheadParams.init_synced(params) if name == "lookahead" else params
+    their_params = optax.LookaheadParams.init_synced(params) if name == "lookahead" else params
+    ours, theirs = WRAPPERS[name](optcore), WRAPPERS[name](optax)
+    got = _mapped_leaves(tu.tree_map_params, ours, ours.init(init_params))
+    want = _mapped_leaves(optax.tree_utils.tree_map_params, theirs, theirs.init(their_params))
+    assert [m for m, _ in got] == [m for m, _ in want]
+    assert any(m for m, _ in got)
+    for (_, a), (_, b) in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -65,6 +65,23 @@ def test_sm3_matrix_first_step_matches_closed_form():
     np.testing.assert_allclose(out, 0.1 * G / np.sqrt(G.astype(np.float64) ** 2 + 1e-8), rtol=1e-5)
 
 
+def test_sm3_scalar_param_keeps_a_rank0_accumulator():
+    """A scalar param has no axes: its accumulator is a full rank-0 AdaGrad sum (Optax 0.2.8 raises here)."""
+    b1, b2, eps = 0.9, 0.5, 1e-8
+    tx = optcore.scale_by_sm3(b1=b1, b2=b2, eps=eps)
+    state = tx.init(jnp.float32(2.0))
+    assert [jnp.shape(v) for v in state.mu] == [()]
+    step = jax.jit(tx.update)
+    accum, nu = 0.0, 0.0
+    for g in [0.5, -1.5, 2.0]:
+        out, state = step(jnp.float32(g), state)
+        # a_t = (1 - b2) g^2 + b2 a_{t-1};  nu_t = b1 nu_{t-1} + (1 - b1) g / sqrt(a_t + eps)
+        accum = (1 - b2) * g**2 + b2 * accum
+        nu = b1 * nu + (1 - b1) * g / np.sqrt(accum + eps)
+        np.testing.assert_allclose(out, nu, rtol=1e-5)
+        assert out.shape == () and state.mu[0].shape == ()
+
+
 def test_polyak_step_size():
     value = 3.0
     out = _one_step(optcore.scale_by_polyak(f_min=1.0, max_learning_rate=10.0), value=jnp.float32(value))

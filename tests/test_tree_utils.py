@@ -258,6 +258,35 @@ def test_map_params_touches_only_params_like_state():
     assert marked.count == -1 and marked.hyperparams["b1"] == -1
 
 
+MASK = {"w": True, "b": False}
+# Transformations whose init checks the params against a tree fixed at construction
+# (a mask, labels, LookaheadParams): tree_map_params probes init with a placeholder.
+CHECKED_INITS = {
+    "masked": (lambda: optcore.masked(optcore.adam(0.1), MASK), lambda p: p),
+    "partition": (lambda: optcore.partition({"on": optcore.adam(0.1), "off": optcore.sgd(0.1, momentum=0.9)},
+                                            {"w": "on", "b": "off"}), lambda p: p),
+    "adamw_mask": (lambda: optcore.adamw(0.1, mask=MASK), lambda p: p),
+    "lookahead": (lambda: optcore.lookahead(optcore.adam(0.1), 2, 0.5), optcore.LookaheadParams.init_synced),
+}
+
+
+@pytest.mark.parametrize("name", list(CHECKED_INITS))
+def test_map_params_through_inits_that_check_their_params(name):
+    build, wrap = CHECKED_INITS[name]
+    opt = build()
+    state = opt.init(wrap(PARAMS))
+    mapped = tu.tree_map_params(opt, lambda x: x + 1.0, state, transform_non_params=lambda v: "other")
+    moments = [s for s in jax.tree.leaves(mapped, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu")]
+    assert moments, "no moment state found"
+    for moment in moments:
+        # Every present leaf of mu (masked-out ones are MaskedNode) went from 0 to 1; counts are not params.
+        assert moment.count == "other"
+        leaves = jax.tree_util.tree_flatten_with_path(moment.mu)[0]
+        assert leaves
+        for path, leaf in leaves:
+            np.testing.assert_array_equal(leaf, np.ones_like(PARAMS[path[0].key]), err_msg=str(path))
+
+
 @pytest.mark.parametrize("group_size", [None, 4])
 def test_tree_norm_of_many_small_leaves_of_mixed_dtypes_matches_numpy(group_size, monkeypatch):
     # Small leaves are reduced together per dtype (one kernel per group, issue 8):

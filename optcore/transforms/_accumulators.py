@@ -289,7 +289,8 @@ def scale_by_sm3(b1: float = 0.9, b2: float = 1.0, eps: float = 1e-8) -> base.Gr
 
     with :math:`c = 1-\beta_2` (:math:`c = 1` when :math:`\beta_2 = 1`, the
     paper's sum); the update is :math:`\nu_t` (zero where :math:`a_t = 0`). A
-    leaf of rank below 2 keeps its full accumulator :math:`a_t`.
+    leaf of rank below 2 keeps its full accumulator :math:`a_t` (a scalar, rank 0,
+    included: Optax 0.2.8 raises on scalars).
 
     Anil et al., `Memory-Efficient Adaptive Optimization
     <https://arxiv.org/abs/1901.11150>`_, 2019.
@@ -305,9 +306,15 @@ def scale_by_sm3(b1: float = 0.9, b2: float = 1.0, eps: float = 1e-8) -> base.Gr
     # Whether b2 is exactly 1 decides the paper's sum; it must be known now.
     b2_is_one = isinstance(b2, (int, float)) and b2 == 1.0
 
+    def accumulators(p):
+        # One vector per axis, as in Optax; a scalar has no axis, so it keeps
+        # its full (rank-0) accumulator, like any leaf of rank below 2.
+        if jnp.ndim(p) == 0:
+            return [jnp.zeros([], p.dtype)]
+        return [jnp.zeros([size], p.dtype) for size in p.shape]
+
     def init_fn(params):
-        mu = jax.tree.map(lambda p: [jnp.zeros([size], p.dtype) for size in p.shape], params)
-        return ScaleBySM3State(mu=mu, nu=tree_utils.tree_zeros_like(params))
+        return ScaleBySM3State(mu=jax.tree.map(accumulators, params), nu=tree_utils.tree_zeros_like(params))
 
     def update_fn(updates, state, params=None):
         del params

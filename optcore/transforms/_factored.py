@@ -117,14 +117,16 @@ def scale_by_factored_rms(
     def init_fn(params):
         def leaf_state(p):
             dims = _factored_dims(p.shape, factored, min_dim_size_to_factor)
-            placeholder = jnp.zeros((1,), p.dtype)
+            # A fresh buffer per unused slot: one array shared by two state leaves
+            # cannot be donated (XLA: "donate the same buffer twice").
+            placeholder = lambda: jnp.zeros((1,), p.dtype)  # noqa: E731
             if dims is None:
-                return placeholder, placeholder, jnp.zeros_like(p)  # keeps the param's sharding
+                return placeholder(), placeholder(), jnp.zeros_like(p)  # keeps the param's sharding
             d0, d1 = dims
             # Zeros derived from the param by the reduction that defines them, so
             # that under jit the factored moments inherit the sharding of the
             # param's remaining axes instead of being replicated.
-            return jnp.zeros_like(jnp.sum(p, axis=d1)), jnp.zeros_like(jnp.sum(p, axis=d0)), placeholder
+            return jnp.zeros_like(jnp.sum(p, axis=d1)), jnp.zeros_like(jnp.sum(p, axis=d0)), placeholder()
 
         leaves, treedef = jax.tree.flatten(params)
         per_leaf = [leaf_state(p) for p in leaves]

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, validate
+from optcore.tree_utils._state_utils import is_params_placeholder
 
 
 class LookaheadParams(NamedTuple):
@@ -78,8 +79,12 @@ def lookahead(
             )
 
     def init_fn(params):
-        check_params(params)
-        return LookaheadState(fast_state=fast_optimizer.init(params.fast), steps_since_sync=jnp.zeros([], jnp.int32))
+        if is_params_placeholder(params):
+            fast = params  # tree_map_params probing the layout: it stands for the fast params
+        else:
+            check_params(params)
+            fast = params.fast
+        return LookaheadState(fast_state=fast_optimizer.init(fast), steps_since_sync=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None, **extra_args):
         if params is None:

@@ -11,6 +11,7 @@ from typing import Any, Callable, NamedTuple, Union
 import jax
 
 from optcore import base, validate
+from optcore.tree_utils._state_utils import is_params_placeholder
 
 
 class MaskedNode(NamedTuple):
@@ -69,6 +70,9 @@ def align_to(mask_tree: Any, tree: Any, what: str = "mask") -> Any:
       ValueError: if a param has no entry in the mask, or the mask has an entry
         that matches no param.
     """
+    if is_params_placeholder(tree):
+        # tree_map_params probing the state layout: there are no params to align to.
+        return mask_tree
     try:
         jax.tree.map(lambda m, t: None, mask_tree, tree)
         return mask_tree
@@ -153,6 +157,9 @@ def masked(
         return out
 
     def init_fn(params):
+        if is_params_placeholder(params):
+            # tree_map_params: the inner state's params-shaped parts are found through the placeholder.
+            return MaskedState(inner_state=inner.init(params))
         return MaskedState(inner_state=inner.init(mask_tree(params, resolve(params))))
 
     def update_fn(updates, state, params=None, **extra_args):

@@ -198,7 +198,14 @@ jax.tree_util.register_pytree_node(
 )
 
 
-def _is_placeholder(x: Any) -> bool:
+def is_params_placeholder(x: Any) -> bool:
+    """True for the stand-in params :func:`tree_map_params` passes to ``init``.
+
+    An ``init`` that checks its params against something fixed at construction
+    (a mask or label tree, ``LookaheadParams``) must accept the placeholder
+    and initialise its inner transformation with it, so that the placeholder
+    marks where the state holds params-shaped parts.
+    """
     return isinstance(x, _ParamsPlaceholder)
 
 
@@ -233,10 +240,10 @@ def tree_map_params(
     layout = jax.eval_shape(init, _ParamsPlaceholder())
 
     def map_part(layout_part, state_part):
-        if _is_placeholder(layout_part):
+        if is_params_placeholder(layout_part):
             return jax.tree.map(f, state_part, *rest, is_leaf=is_leaf)
         if transform_non_params is not None:
             return transform_non_params(state_part)
         return state_part
 
-    return jax.tree.map(map_part, layout, state, is_leaf=_is_placeholder)
+    return jax.tree.map(map_part, layout, state, is_leaf=is_params_placeholder)

@@ -323,3 +323,28 @@ def test_registered_and_reachable_through_optcore():
     entry = next(p for p in FIRST_PARTY if p.distribution == "optcore-contrib")
     assert set(entry.names) == set(registered)
     assert entry.namespaces == ("contrib",)
+
+
+def test_mechanize_state_donates_and_maps_its_params_copy():
+    """mechanize's r, m, v and x0 are buffers of their own (a donated step works), and
+    tree_map_params (whose probe has no leaves to read a dtype from) finds x0 and the base state."""
+    opt = cc.mechanize(optcore.adam(0.05))
+    params = {"w": jnp.asarray(G), "b": jnp.asarray(X0)}
+    state = opt.init(params)
+    addresses = [x.unsafe_buffer_pointer() for x in jax.tree.leaves((params, state))]
+    assert len(set(addresses)) == len(addresses), "a state leaf shares a buffer"
+
+    def step(p, s):
+        updates, s = opt.update(jax.tree.map(lambda x: x - 1.0, p), s, p)
+        return optcore.apply_updates(p, updates), s
+
+    expected = jax.jit(step)(params, state)
+    donated = jax.jit(step, donate_argnums=(0, 1))(params, state)
+    for a, b in zip(jax.tree.leaves(donated), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+    state = opt.init({"w": jnp.asarray(G), "b": jnp.asarray(X0)})
+    mapped = optcore.tree_map_params(opt, lambda x: x + 1.0, state, transform_non_params=lambda v: None)
+    np.testing.assert_array_equal(mapped.x0["w"], G + 1.0)
+    np.testing.assert_array_equal(mapped.base_optimizer_state[0].mu["b"], np.ones(3))
+    assert mapped.r is None and mapped.count is None

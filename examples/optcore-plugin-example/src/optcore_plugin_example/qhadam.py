@@ -41,8 +41,12 @@ def scale_by_qhadam(
     optcore.validate.check_non_negative("eps", eps)
 
     def init_fn(params):
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        return ScaleByQHAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
+        # mu and nu get their own buffers, so a step can donate the state.
+        return ScaleByQHAdamState(
+            count=jnp.zeros([], jnp.int32),
+            mu=jax.tree.map(jnp.zeros_like, params),
+            nu=jax.tree.map(jnp.zeros_like, params),
+        )
 
     def update_fn(updates, state, params=None):
         del params

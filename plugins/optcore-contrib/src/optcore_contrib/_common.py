@@ -41,6 +41,17 @@ def learning_rate_at(learning_rate: Any, count: jax.Array) -> Any:
     return validate.as_scalar("learning_rate", value_at(learning_rate, count))
 
 
+def own_copy(tree: Any) -> Any:
+    """A copy of ``tree`` in new buffers, for a state field that starts at the params.
+
+    A state leaf that *is* a params buffer breaks a step jitted with
+    ``donate_argnums`` over params and state: XLA refuses to donate one buffer
+    twice, and after donating the params the state would read freed memory.
+    The state needs its own copy of these values anyway once the params move.
+    """
+    return jax.tree.map(jnp.copy, tree)
+
+
 def zero_count() -> jax.Array:
     return jnp.zeros([], jnp.int32)
 

@@ -76,7 +76,7 @@ def scale_by_madgrad(
             count=_common.zero_count(),
             grad_sum_sq=tree_utils.tree_zeros_like(params),
             s=tree_utils.tree_zeros_like(params),
-            x0=params,
+            x0=_common.own_copy(params),
         )
 
     def update_fn(updates, state, params=None):

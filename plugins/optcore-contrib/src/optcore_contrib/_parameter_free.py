@@ -92,7 +92,7 @@ def scale_by_cocob(alpha: float = 100.0, eps: float = 1e-8) -> base.GradientTran
 
     def init_fn(params):
         return COCOBState(
-            init_particles=params,
+            init_particles=_common.own_copy(params),
             cumulative_gradients=tree_utils.tree_zeros_like(params),
             scale=jax.tree.map(lambda p: jnp.full_like(p, eps), params),
             subgradients=tree_utils.tree_zeros_like(params),
@@ -178,7 +178,7 @@ def _scale_by_dog(init_step, eps) -> base.GradientTransformation:
             max_dist = jnp.asarray(0.0, jnp.float32)
         return DoGState(
             is_init_step=jnp.asarray(True),
-            init_params=params,
+            init_params=_common.own_copy(params),
             max_dist=jnp.asarray(max_dist, jnp.float32),
             sum_sq_norm_grads=jnp.asarray(0.0, jnp.float32),
         )
@@ -245,7 +245,7 @@ def _scale_by_dowg(init_estim_sq_dist, eps) -> base.GradientTransformation:
 
     def init_fn(params):
         return DoWGState(
-            init_params=params,
+            init_params=_common.own_copy(params),
             weighted_sq_norm_grads=jnp.asarray(0.0, jnp.float32),
             estim_sq_dist=jnp.asarray(initial, jnp.float32),
         )
@@ -444,7 +444,7 @@ def prodigy(
             exp_avg=zeros(),
             exp_avg_sq=zeros(),
             grad_sum=zeros(),
-            params0=params,
+            params0=_common.own_copy(params),
             estim_lr=jnp.asarray(estim_lr0, jnp.float32),
             numerator_weighted=jnp.asarray(0.0, jnp.float32),
             count=_common.zero_count(),

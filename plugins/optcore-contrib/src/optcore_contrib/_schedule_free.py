@@ -95,10 +95,8 @@ def schedule_free(
     base_optimizer = optcore.with_extra_args_support(base_optimizer)
 
     def init_fn(params):
-        if state_dtype is not None:
-            z = tree_utils.tree_cast(params, state_dtype)
-        else:
-            z = params
+        # z starts at the params but in its own buffers (a cast to the same dtype is no copy).
+        z = _common.own_copy(params if state_dtype is None else tree_utils.tree_cast(params, state_dtype))
         return ScheduleFreeState(
             b1=jnp.asarray(b1, jnp.float32),
             weight_sum=jnp.zeros([], jnp.float32),

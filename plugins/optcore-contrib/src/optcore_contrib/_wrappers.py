@@ -244,16 +244,19 @@ def mechanize(
     base_optimizer = optcore.with_extra_args_support(base_optimizer)
 
     def init_fn(params):
-        dtype = jax.tree.leaves(params)[0].dtype
-        zeros = jnp.zeros([num_betas], dtype)
+        leaves = jax.tree.leaves(params)
+        # float32 without leaves (optcore.tree_map_params probes init with leafless params).
+        dtype = leaves[0].dtype if leaves else jnp.float32
+        # One buffer per field (and x0 apart from the params): shared buffers cannot be donated.
+        zeros = lambda: jnp.zeros([num_betas], dtype)  # noqa: E731
         return MechanicState(
             base_optimizer_state=base_optimizer.init(params),
             count=_common.zero_count(),
-            r=zeros,
-            m=zeros,
-            v=zeros,
+            r=zeros(),
+            m=zeros(),
+            v=zeros(),
             s=jnp.full([num_betas], s_init / num_betas, dtype),
-            x0=params,
+            x0=_common.own_copy(params),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
