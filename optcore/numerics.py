@@ -93,7 +93,7 @@ def global_norm(updates) -> jax.Array:
       updates: a pytree of arrays.
     """
     warnings.warn(
-        "optcore.global_norm is deprecated in favor of optcore.tree_utils.tree_norm.",
+        "optcore.global_norm is deprecated in favor of optcore.tree.norm",  # Optax's wording
         DeprecationWarning,
         stacklevel=2,
     )

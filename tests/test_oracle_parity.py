@@ -126,3 +126,33 @@ def test_deprecated_tree_scalar_muls_equal_their_replacement_and_optax():
     ):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), ours, replacement)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), ours, theirs)
+
+
+def _deprecated_calls():
+    import jax.numpy as jnp
+
+    calls = [
+        ("optimistic_adam", lambda m: m.optimistic_adam(0.1)),
+        ("global_norm", lambda m: m.global_norm({"a": jnp.ones(3)})),
+        ("inject_stateful_hyperparams", lambda m: m.inject_stateful_hyperparams(m.sgd)(learning_rate=0.1)),
+    ]
+    try:
+        import optcore_losses  # noqa: F401
+
+        logp, targets = jnp.log(jnp.array([0.2, 0.8])), jnp.array([0.5, 0.5])
+        calls.append(("convex_kl_divergence", lambda m: m.losses.convex_kl_divergence(logp, targets)))
+    except ImportError:
+        pass
+    return calls
+
+
+@pytest.mark.parametrize("name,call", _deprecated_calls(), ids=lambda v: v if isinstance(v, str) else "")
+def test_deprecated_functions_warn_with_optax_wording(name, call):
+    """A filter written for Optax's message (its full text, with optax. -> optcore.) matches ours."""
+    with pytest.warns(DeprecationWarning) as theirs:
+        call(optax)
+    with pytest.warns(DeprecationWarning) as ours:
+        call(optcore)
+    (optax_message,) = [str(w.message) for w in theirs if w.category is DeprecationWarning]
+    (our_message,) = [str(w.message) for w in ours if w.category is DeprecationWarning]
+    assert our_message.startswith(optax_message.replace("optax.", "optcore.")), (our_message, optax_message)
