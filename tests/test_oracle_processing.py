@@ -149,6 +149,33 @@ def test_nnls_matches_optax(iters):
     _close(optcore.nnls(a, b, iters), optax.nnls(a, b, iters), rtol=1e-4, atol=1e-5)
 
 
+def _nnls_problem(kind, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(30, 12))
+    if kind == "ill":  # condition number 1e3
+        u, _, vt = np.linalg.svd(a, full_matrices=False)
+        a = u @ np.diag(np.logspace(0, -3, 12)) @ vt
+    elif kind == "positive":
+        a = np.abs(a)
+    return a, rng.normal(size=(30,))
+
+
+@pytest.mark.parametrize("kind", ["well", "ill", "positive"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nnls_converges_at_least_as_fast_as_optax(kind, seed):
+    """At every iteration count, nnls is no farther from scipy's exact solution than Optax's nnls."""
+    import scipy.optimize
+
+    a, b = _nnls_problem(kind, seed)
+    exact, _ = scipy.optimize.nnls(a, b, maxiter=10_000)
+    a32, b32 = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
+    noise = 1e-6 * (1 + np.linalg.norm(exact))  # float32 rounding once converged
+    for iters in (1, 5, 20, 50, 200):
+        ours = np.linalg.norm(np.asarray(optcore.nnls(a32, b32, iters), np.float64) - exact)
+        theirs = np.linalg.norm(np.asarray(optax.nnls(a32, b32, iters), np.float64) - exact)
+        assert ours <= theirs * (1 + 1e-4) + noise, (iters, ours, theirs)
+
+
 @pytest.mark.parametrize("name", ["safe_norm", "safe_root_mean_squares"])
 def test_safe_functions_match_optax(name):
     for x in [jnp.array([3.0, -4.0]), jnp.zeros(3), jnp.arange(6.0).reshape(2, 3)]:
