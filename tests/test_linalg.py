@@ -123,6 +123,26 @@ def test_safe_increment_saturates():
     assert int(numerics.safe_int32_increment(jnp.array(3, jnp.int32))) == 4
 
 
+@pytest.mark.parametrize("count", [True, jnp.array(False), jnp.array(1 + 2j)], ids=str)
+def test_safe_increment_rejects_counters_without_an_order(count):
+    """bool and complex counters have no largest value to saturate at: a clear ValueError."""
+    with pytest.raises(ValueError, match="Cannot safely increment count with dtype (bool|complex64)"):
+        numerics.safe_increment(count)
+
+
+def test_safe_increment_of_unsigned_counters_saturates():
+    """uint32's maximum does not fit an int32 comparison (Optax 0.2.8 raises OverflowError here)."""
+    top = jnp.array(np.iinfo(np.uint32).max, jnp.uint32)
+    assert numerics.safe_increment(top) == top and numerics.safe_increment(top).dtype == jnp.uint32
+    assert int(numerics.safe_increment(jnp.array(7, jnp.uint32))) == 8
+
+
+def test_safe_increment_of_floats_saturates_at_the_largest_float():
+    assert float(numerics.safe_increment(2.5)) == 3.5
+    top = jnp.array(np.finfo(np.float32).max, jnp.float32)
+    assert numerics.safe_increment(top) == top
+
+
 def test_safe_norm_and_rms_values_and_gradients():
     x = jnp.array([3.0, 4.0])
     np.testing.assert_allclose(numerics.safe_norm(x, 0.1), 5.0)

@@ -211,6 +211,30 @@ def test_projection_matches_optax(name):
     assert sorted(n for n in dir(optax.projections) if n.startswith("projection_")) == sorted(optcore.projections.__all__)
 
 
+PYTHON_FLOAT_PROJECTIONS = {  # the same, with every input a Python float (Optax runs them through jnp)
+    "projection_non_negative": lambda P, x, a: P.projection_non_negative(x),
+    "projection_linf_ball": lambda P, x, a: P.projection_linf_ball(x, 0.5),
+    "projection_simplex": lambda P, x, a: P.projection_simplex(x, 2.0),
+    "projection_l1_sphere": lambda P, x, a: P.projection_l1_sphere(x, 2.0),
+    "projection_l1_ball": lambda P, x, a: P.projection_l1_ball(x, 2.0),
+    "projection_l2_sphere": lambda P, x, a: P.projection_l2_sphere(x, 2.0),
+    "projection_l2_ball": lambda P, x, a: P.projection_l2_ball(x, 2.0),
+    "projection_hyperplane": lambda P, x, a: P.projection_hyperplane(x, a, 0.5),
+    "projection_halfspace": lambda P, x, a: P.projection_halfspace(x, a, 0.5),
+    "projection_vector": lambda P, x, a: P.projection_vector(x, a),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PYTHON_FLOAT_PROJECTIONS))
+@pytest.mark.parametrize("x,a", [(1.7, -0.6), ({"u": 1.5, "v": [-2.0, 0.25]}, {"u": 0.5, "v": [1.0, -1.0]})], ids=["scalar", "tree"])
+def test_projection_of_python_floats_matches_optax(name, x, a):
+    ours = PYTHON_FLOAT_PROJECTIONS[name](optcore.projections, x, a)
+    theirs = PYTHON_FLOAT_PROJECTIONS[name](optax.projections, x, a)
+    _close(ours, theirs)
+    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+    assert [jnp.result_type(leaf) for leaf in jax.tree.leaves(ours)] == [jnp.result_type(leaf) for leaf in jax.tree.leaves(theirs)]
+
+
 # --- line searches and L-BFGS --------------------------------------------------------------------
 
 

@@ -311,3 +311,13 @@ def test_deprecated_scalar_mul_names_warn_and_compute():
     _close(add_scalar_mul(X, -2.0, Y), jax.tree.map(lambda x, y: x - 2.0 * y, X, Y))
     with pytest.raises(AttributeError, match="tree_l3_norm"):
         tu.tree_l3_norm  # noqa: B018
+
+
+def test_bias_correction_takes_python_numbers():
+    """m / (1 - beta^t) with m, beta and t Python numbers (as Optax accepts): 1 / (1 - 0.9^3) = 1/0.271."""
+    np.testing.assert_allclose(tu.tree_bias_correction(1.0, 0.9, 3), 1 / 0.271, rtol=1e-6)
+    out = tu.tree_bias_correction({"a": 2.0, "b": [jnp.ones(2, jnp.bfloat16)]}, 0.5, 1)
+    np.testing.assert_allclose(out["a"], 4.0)
+    assert out["b"][0].dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(out["b"][0], np.float32), [2.0, 2.0])
+    np.testing.assert_allclose(jax.jit(tu.tree_bias_correction)(1.0, 0.9, 3), 1 / 0.271, rtol=1e-6)
