@@ -285,3 +285,20 @@ def test_linesearch_and_lbfgs_match_optax_for_ten_steps(name, fn):
     _close(s1[:-1], s2[:-1], **tol)
     _close(s1[-1][:3], s2[-1][:3], **tol)
     _close(s1[-1].info[1:], s2[-1].info[1:], **tol)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("name,args", [("scale_by_backtracking_linesearch", (15,)), ("scale_by_zoom_linesearch", (15,))])
+@pytest.mark.parametrize("value", [0.25, np.float64(0.25)], ids=["float", "np.float64"])
+def test_line_searches_with_python_float_values_match_optax(name, args, value, jit):
+    """value/grad as Python floats with float32 params (Optax's init needs array params: for Python-float
+    params optcore is compared with Optax given the same numbers as float32 arrays)."""
+    fn = lambda x: (x - 2.0) ** 2  # noqa: E731
+    results = []
+    for lib, params in ((optax, jnp.float32(1.5)), (optcore, jnp.float32(1.5)), (optcore, 1.5)):
+        ls = getattr(lib, name)(*args)
+        go = lambda p, s: ls.update(jnp.float32(1.0), s, p, value=value, grad=-1.0, value_fn=fn)  # noqa: E731
+        updates, state = (jax.jit(go) if jit else go)(params, ls.init(params))
+        results.append((updates, state.learning_rate, state.value))
+    _close(results[1], results[0])
+    _close(results[2], results[0])
