@@ -83,15 +83,24 @@ __all__ = sorted(
 
 
 def __getattr__(name: str):
-    """Falls through to the registry for names that plugins provide."""
+    """Falls through to the registry for names that plugins provide.
+
+    A name its plugin registered with ``deprecated=`` (Optax's deprecated
+    top-level aliases, e.g. ``optcore.dpsgd``) warns with that message.
+    """
     if name.startswith("__"):
         raise AttributeError(f"module 'optcore' has no attribute {name!r}")
     from optcore.plugins._manager import HOST
 
     try:
-        return HOST.resolve(name).obj
+        entry = HOST.resolve(name)
     except UnknownNameError as err:
         raise AttributeError(str(err)) from None
+    if entry.deprecated is not None:
+        import warnings
+
+        warnings.warn(entry.deprecated, DeprecationWarning, stacklevel=2)
+    return entry.obj
 
 
 def __dir__():

@@ -15,7 +15,7 @@ hooks: nothing in the registry is special-cased.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Optional, Protocol
 
 import pluggy
 
@@ -26,8 +26,8 @@ hookimpl = pluggy.HookimplMarker("optcore")
 class RegisterFn(Protocol):
     """The callable handed to :func:`optcore_register`.
 
-    ``register(name, obj, *, kind, override=False)`` adds ``obj`` to the
-    registry under ``name``.
+    ``register(name, obj, *, kind, override=False, deprecated=None)`` adds
+    ``obj`` to the registry under ``name``.
 
     Args:
       name: the lookup name, e.g. ``"adamw"``. Names are unique across kinds.
@@ -41,9 +41,15 @@ class RegisterFn(Protocol):
       override: replace an entry of the same name from another plugin. Without
         it, two plugins registering one name make that name ambiguous: looking
         it up raises an error naming both providers.
+      deprecated: a message; reading the attribute ``optcore.<name>`` then
+        raises a ``DeprecationWarning`` with it (``optcore.get(name)`` and the
+        plugin's namespace do not warn). For names that Optax serves at its top
+        level only as deprecated aliases, e.g. ``optax.dpsgd``.
     """
 
-    def __call__(self, name: str, obj: Any, *, kind: str, override: bool = False) -> None: ...
+    def __call__(
+        self, name: str, obj: Any, *, kind: str, override: bool = False, deprecated: Optional[str] = None
+    ) -> None: ...
 
 
 @hookspec

@@ -26,8 +26,15 @@ def safe_increment(count: jax.Array) -> jax.Array:
     count = jnp.asarray(count)
     if jnp.issubdtype(count.dtype, jnp.integer):
         max_value = jnp.iinfo(count.dtype).max
-    else:
+    elif jnp.issubdtype(count.dtype, jnp.floating):
         max_value = jnp.finfo(count.dtype).max
+    else:  # bool and complex counters have no order to saturate in (Optax raises ValueError too)
+        raise ValueError(
+            f"Cannot safely increment count with dtype {count.dtype}, valid dtypes are subdtypes of "
+            '"jnp.integer" or "jnp.floating".'
+        )
+    # In the counter's dtype: a Python int above int32 (uint32's maximum) cannot be compared as is.
+    max_value = jnp.array(max_value, dtype=count.dtype)
     one = jnp.array(1, dtype=count.dtype)
     return jnp.where(count < max_value, count + one, max_value)
 
@@ -93,7 +100,7 @@ def global_norm(updates) -> jax.Array:
       updates: a pytree of arrays.
     """
     warnings.warn(
-        "optcore.global_norm is deprecated in favor of optcore.tree_utils.tree_norm.",
+        "optcore.global_norm is deprecated in favor of optcore.tree.norm",  # Optax's wording
         DeprecationWarning,
         stacklevel=2,
     )

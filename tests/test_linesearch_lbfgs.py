@@ -174,3 +174,26 @@ def test_value_fn_gets_matching_extra_args():
         updates, state = opt.update(grad, state, w, value=value, grad=grad, value_fn=f, x=x, y=y)
         w = optcore.apply_updates(w, updates)
     np.testing.assert_allclose(w, np.linalg.solve(np.asarray(x), np.asarray(y)), atol=1e-3)
+
+
+def _line_quadratic(x):
+    return (x - 2.0) ** 2  # along d = +1 from x = 1.5: f(1.5 + t) = (t - 0.5)^2, exact minimiser t* = 0.5
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("params", [1.5, {"w": 1.5}, np.float64(1.5)], ids=["float", "dict", "np.float64"])
+def test_line_searches_take_python_float_params_and_values(params, jit):
+    """Python floats for params, update, value and grad (the state is built from them too)."""
+    as_tree = lambda v: {"w": v} if isinstance(params, dict) else v  # noqa: E731
+    fn = (lambda p: _line_quadratic(p["w"])) if isinstance(params, dict) else _line_quadratic
+    for ls in (optcore.scale_by_backtracking_linesearch(15), optcore.scale_by_zoom_linesearch(15)):
+        go = lambda p, s: ls.update(as_tree(1.0), s, p, value=0.25, grad=as_tree(-1.0), value_fn=fn)  # noqa: E731
+        updates, state = (jax.jit(go) if jit else go)(params, ls.init(params))
+        t = float(state.learning_rate)
+        step = float(jax.tree.leaves(updates)[0])
+        assert step == pytest.approx(t)  # the update is t * d with d = 1
+        # Armijo (sufficient decrease, slope g.d = -1, slope_rtol 1e-4): (t - 0.5)^2 <= 0.25 - 1e-4 t
+        assert (t - 0.5) ** 2 <= 0.25 - 1e-4 * t + 1e-6
+        assert float(state.value) == pytest.approx((t - 0.5) ** 2, abs=1e-6)
+        if "Zoom" in type(state).__name__:  # strong Wolfe on a quadratic: the exact minimiser
+            assert t == pytest.approx(0.5, rel=1e-5)

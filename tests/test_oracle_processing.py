@@ -149,6 +149,33 @@ def test_nnls_matches_optax(iters):
     _close(optcore.nnls(a, b, iters), optax.nnls(a, b, iters), rtol=1e-4, atol=1e-5)
 
 
+def _nnls_problem(kind, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(30, 12))
+    if kind == "ill":  # condition number 1e3
+        u, _, vt = np.linalg.svd(a, full_matrices=False)
+        a = u @ np.diag(np.logspace(0, -3, 12)) @ vt
+    elif kind == "positive":
+        a = np.abs(a)
+    return a, rng.normal(size=(30,))
+
+
+@pytest.mark.parametrize("kind", ["well", "ill", "positive"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nnls_converges_at_least_as_fast_as_optax(kind, seed):
+    """At every iteration count, nnls is no farther from scipy's exact solution than Optax's nnls."""
+    import scipy.optimize
+
+    a, b = _nnls_problem(kind, seed)
+    exact, _ = scipy.optimize.nnls(a, b, maxiter=10_000)
+    a32, b32 = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
+    noise = 1e-6 * (1 + np.linalg.norm(exact))  # float32 rounding once converged
+    for iters in (1, 5, 20, 50, 200):
+        ours = np.linalg.norm(np.asarray(optcore.nnls(a32, b32, iters), np.float64) - exact)
+        theirs = np.linalg.norm(np.asarray(optax.nnls(a32, b32, iters), np.float64) - exact)
+        assert ours <= theirs * (1 + 1e-4) + noise, (iters, ours, theirs)
+
+
 @pytest.mark.parametrize("name", ["safe_norm", "safe_root_mean_squares"])
 def test_safe_functions_match_optax(name):
     for x in [jnp.array([3.0, -4.0]), jnp.zeros(3), jnp.arange(6.0).reshape(2, 3)]:
@@ -182,6 +209,30 @@ def test_projection_matches_optax(name):
     x, a = _grads(1), _params()
     _close(PROJECTIONS[name](optcore.projections, x, a), PROJECTIONS[name](optax.projections, x, a))
     assert sorted(n for n in dir(optax.projections) if n.startswith("projection_")) == sorted(optcore.projections.__all__)
+
+
+PYTHON_FLOAT_PROJECTIONS = {  # the same, with every input a Python float (Optax runs them through jnp)
+    "projection_non_negative": lambda P, x, a: P.projection_non_negative(x),
+    "projection_linf_ball": lambda P, x, a: P.projection_linf_ball(x, 0.5),
+    "projection_simplex": lambda P, x, a: P.projection_simplex(x, 2.0),
+    "projection_l1_sphere": lambda P, x, a: P.projection_l1_sphere(x, 2.0),
+    "projection_l1_ball": lambda P, x, a: P.projection_l1_ball(x, 2.0),
+    "projection_l2_sphere": lambda P, x, a: P.projection_l2_sphere(x, 2.0),
+    "projection_l2_ball": lambda P, x, a: P.projection_l2_ball(x, 2.0),
+    "projection_hyperplane": lambda P, x, a: P.projection_hyperplane(x, a, 0.5),
+    "projection_halfspace": lambda P, x, a: P.projection_halfspace(x, a, 0.5),
+    "projection_vector": lambda P, x, a: P.projection_vector(x, a),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PYTHON_FLOAT_PROJECTIONS))
+@pytest.mark.parametrize("x,a", [(1.7, -0.6), ({"u": 1.5, "v": [-2.0, 0.25]}, {"u": 0.5, "v": [1.0, -1.0]})], ids=["scalar", "tree"])
+def test_projection_of_python_floats_matches_optax(name, x, a):
+    ours = PYTHON_FLOAT_PROJECTIONS[name](optcore.projections, x, a)
+    theirs = PYTHON_FLOAT_PROJECTIONS[name](optax.projections, x, a)
+    _close(ours, theirs)
+    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+    assert [jnp.result_type(leaf) for leaf in jax.tree.leaves(ours)] == [jnp.result_type(leaf) for leaf in jax.tree.leaves(theirs)]
 
 
 # --- line searches and L-BFGS --------------------------------------------------------------------
@@ -234,3 +285,20 @@ def test_linesearch_and_lbfgs_match_optax_for_ten_steps(name, fn):
     _close(s1[:-1], s2[:-1], **tol)
     _close(s1[-1][:3], s2[-1][:3], **tol)
     _close(s1[-1].info[1:], s2[-1].info[1:], **tol)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("name,args", [("scale_by_backtracking_linesearch", (15,)), ("scale_by_zoom_linesearch", (15,))])
+@pytest.mark.parametrize("value", [0.25, np.float64(0.25)], ids=["float", "np.float64"])
+def test_line_searches_with_python_float_values_match_optax(name, args, value, jit):
+    """value/grad as Python floats with float32 params (Optax's init needs array params: for Python-float
+    params optcore is compared with Optax given the same numbers as float32 arrays)."""
+    fn = lambda x: (x - 2.0) ** 2  # noqa: E731
+    results = []
+    for lib, params in ((optax, jnp.float32(1.5)), (optcore, jnp.float32(1.5)), (optcore, 1.5)):
+        ls = getattr(lib, name)(*args)
+        go = lambda p, s: ls.update(jnp.float32(1.0), s, p, value=value, grad=-1.0, value_fn=fn)  # noqa: E731
+        updates, state = (jax.jit(go) if jit else go)(params, ls.init(params))
+        results.append((updates, state.learning_rate, state.value))
+    _close(results[1], results[0])
+    _close(results[2], results[0])

@@ -235,3 +235,38 @@ def test_map_params_through_wrappers_matches_optax(name):
     assert any(m for m, _ in got)
     for (_, a), (_, b) in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+@pytest.mark.parametrize(
+    "moment,decay,count",
+    [
+        (1.0, 0.9, 3),  # everything a Python number
+        ({"a": 2.0, "b": [0.5]}, 0.99, 1),
+        (jnp.ones(3), 0.9, jnp.array(4, jnp.int32)),
+        (jnp.ones(3, jnp.bfloat16), 0.999, jnp.array(2, jnp.int32)),
+        (jnp.ones(2), jnp.float32(0.5), 2),
+    ],
+)
+def test_bias_correction_with_python_numbers_matches_optax(moment, decay, count):
+    ours = tu.tree_bias_correction(moment, decay, count)
+    theirs = optax.tree_utils.tree_bias_correction(moment, decay, count)
+    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+        assert jnp.result_type(a) == jnp.result_type(b)
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "count",
+    [True, jnp.array(False), jnp.array(1 + 2j), jnp.array(3, jnp.int8), 2.5, jnp.array(3.0, jnp.bfloat16)],
+    ids=str,
+)
+def test_safe_increment_accepts_and_rejects_what_optax_does(count):
+    try:
+        theirs = optax.safe_increment(count)
+    except ValueError:
+        with pytest.raises(ValueError, match="Cannot safely increment count with dtype"):
+            optcore.safe_increment(count)
+        return
+    ours = optcore.safe_increment(count)
+    assert ours.dtype == theirs.dtype
+    np.testing.assert_array_equal(np.asarray(ours, np.float64), np.asarray(theirs, np.float64))

@@ -350,3 +350,41 @@ def test_from_config_errors_name_the_key(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         optcore.from_config(bad)
+
+
+def test_deprecated_registration_warns_only_on_the_top_level_attribute():
+    """register(..., deprecated=msg): optcore.<name> warns with msg; optcore.get stays silent."""
+    import types
+    import warnings
+
+    from optcore.plugins._manager import HOST
+
+    def fixture_old_sgd(learning_rate):
+        return optcore.sgd(learning_rate)
+
+    @optcore.hookimpl
+    def optcore_register(register):
+        register("fixture_old_sgd", fixture_old_sgd, kind="optimizer", deprecated="optcore.fixture_old_sgd is deprecated: use X.")
+
+    @optcore.hookimpl
+    def bad_register(register):
+        register("fixture_bad_deprecation", fixture_old_sgd, kind="optimizer", deprecated=True)
+
+    HOST.ensure_loaded()
+    HOST.add_plugin(types.SimpleNamespace(optcore_register=optcore_register), name="fixture_deprecating")
+    try:
+        with pytest.warns(DeprecationWarning, match=r"^optcore\.fixture_old_sgd is deprecated: use X\.$"):
+            assert optcore.fixture_old_sgd is fixture_old_sgd
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert optcore.get("fixture_old_sgd") is fixture_old_sgd
+            assert optcore.sgd is not None  # names registered without deprecated= stay silent
+        with pytest.warns(UserWarning, match="deprecated= of 'fixture_bad_deprecation' must be the warning message"):
+            HOST.add_plugin(types.SimpleNamespace(optcore_register=bad_register), name="fixture_bad_deprecating")
+        assert HOST.statuses["fixture_bad_deprecating"].status == "broken"
+    finally:
+        for name in ("fixture_deprecating", "fixture_bad_deprecating"):
+            HOST.registry.remove_provider(name)
+            HOST.statuses.pop(name, None)
+            if HOST.pm.has_plugin(name):
+                HOST.pm.unregister(name=name)

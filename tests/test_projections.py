@@ -94,3 +94,30 @@ def test_projections_are_idempotent_and_jittable():
 def test_bad_bound_structure_raises():
     with pytest.raises(ValueError, match="bound"):
         P.projection_box(_tree(), jnp.zeros(2), 1.0)
+
+
+def test_python_float_inputs_and_radii_give_the_closed_forms():
+    """Python floats as leaves and as radii (Optax accepts them): each result against its closed form."""
+    np.testing.assert_allclose(P.projection_l2_ball({"u": 3.0, "v": 4.0}, 2.5)["u"], 1.5, rtol=1e-6)  # 3 * 2.5/5
+    np.testing.assert_allclose(P.projection_l2_sphere(-3.0, 2.0), -2.0, rtol=1e-6)
+    x, a = {"u": 1.0, "v": 2.0}, {"u": 1.0, "v": 1.0}
+    # <a, x> = 3; onto <a, y> = 1: y = x - (3 - 1)/|a|^2 a = (0, 1).
+    plane = P.projection_hyperplane(x, a, 1.0)
+    np.testing.assert_allclose([plane["u"], plane["v"]], [0.0, 1.0], atol=1e-6)
+    half = P.projection_halfspace(x, a, 5.0)  # already inside: unchanged
+    np.testing.assert_allclose([half["u"], half["v"]], [1.0, 2.0])
+    line = P.projection_vector(x, {"u": 1.0, "v": 0.0})
+    np.testing.assert_allclose([line["u"], line["v"]], [1.0, 0.0])
+    np.testing.assert_allclose(P.projection_linf_ball([0.2, -3.0], 0.5), [0.2, -0.5])
+    for leaf in jax.tree.leaves((plane, half, line)):
+        assert jnp.result_type(leaf) == jnp.float32  # a Python float leaf gives the default float dtype
+
+
+@pytest.mark.parametrize("scale", [0.5, np.float64(0.5), jnp.float32(0.5)])
+def test_radius_dtype_does_not_change_the_leaf_dtype(scale):
+    tree = {"low": jnp.array([0.3, -1.2, 2.0], jnp.bfloat16), "full": jnp.array([0.5, 4.0], jnp.float32)}
+    for name in ("projection_linf_ball", "projection_hypercube", "projection_l2_ball", "projection_l2_sphere",
+                 "projection_l1_ball", "projection_simplex"):
+        out = jax.jit(getattr(P, name))(tree, scale)
+        assert jax.tree.map(lambda x: x.dtype, out) == jax.tree.map(lambda x: x.dtype, tree), name
+    np.testing.assert_allclose(np.asarray(P.projection_linf_ball(tree, scale)["low"], np.float32), [0.3, -0.5, 0.5], rtol=1e-2)

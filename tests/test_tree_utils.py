@@ -1,5 +1,7 @@
 """Tree utilities checked against the same operation written in NumPy."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -311,3 +313,40 @@ def test_tree_norm_of_many_small_leaves_of_mixed_dtypes_matches_numpy(group_size
         got = jax.jit(lambda t: tu.tree_norm(t, ord=ord))(tree)
         np.testing.assert_allclose(float(got), want, rtol=1e-5, err_msg=f"ord={ord}")
     np.testing.assert_allclose(float(tu.tree_norm(tree, squared=True)), np.sum(modulus**2), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name, replacement, reference",
+    [
+        ("tree_l1_norm", "tree_norm(..., ord=1)", lambda x: np.abs(_flat(x)).sum()),
+        ("tree_l2_norm", "tree_norm", lambda x: np.sqrt((_flat(x) ** 2).sum())),
+        ("tree_linf_norm", "tree_norm(..., ord=jnp.inf)", lambda x: np.abs(_flat(x)).max()),
+    ],
+)
+def test_deprecated_norm_names_warn_and_compute_the_norm(name, replacement, reference):
+    with pytest.warns(DeprecationWarning, match=rf"tree_utils\.{name} is deprecated: use optcore\.tree_utils\.{re.escape(replacement)}"):
+        fn = getattr(tu, name)
+    np.testing.assert_allclose(fn(X), reference(X), rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(fn)(X), reference(X), rtol=1e-6)
+    assert name not in dir(tu) and name not in tu.__all__
+
+
+def test_deprecated_scalar_mul_names_warn_and_compute():
+    with pytest.warns(DeprecationWarning, match="use optcore.tree_utils.tree_scale"):
+        scalar_mul = tu.tree_scalar_mul
+    with pytest.warns(DeprecationWarning, match="use optcore.tree_utils.tree_add_scale"):
+        add_scalar_mul = tu.tree_add_scalar_mul
+    _close(scalar_mul(0.5, X), jax.tree.map(lambda x: 0.5 * x, X))
+    _close(add_scalar_mul(X, -2.0, Y), jax.tree.map(lambda x, y: x - 2.0 * y, X, Y))
+    with pytest.raises(AttributeError, match="tree_l3_norm"):
+        tu.tree_l3_norm  # noqa: B018
+
+
+def test_bias_correction_takes_python_numbers():
+    """m / (1 - beta^t) with m, beta and t Python numbers (as Optax accepts): 1 / (1 - 0.9^3) = 1/0.271."""
+    np.testing.assert_allclose(tu.tree_bias_correction(1.0, 0.9, 3), 1 / 0.271, rtol=1e-6)
+    out = tu.tree_bias_correction({"a": 2.0, "b": [jnp.ones(2, jnp.bfloat16)]}, 0.5, 1)
+    np.testing.assert_allclose(out["a"], 4.0)
+    assert out["b"][0].dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(out["b"][0], np.float32), [2.0, 2.0])
+    np.testing.assert_allclose(jax.jit(tu.tree_bias_correction)(1.0, 0.9, 3), 1 / 0.271, rtol=1e-6)

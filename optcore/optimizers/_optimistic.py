@@ -107,7 +107,9 @@ def optimistic_adam(
       nesterov: use Nesterov momentum in Adam.
     """
     warnings.warn(
-        "optimistic_adam is deprecated; use optimistic_adam_v2(learning_rate, alpha=1.0, beta=optimism/learning_rate).",
+        # Optax's wording first, so that filters matching Optax's message keep working.
+        "`optimistic_adam` is deprecated, please use `optimistic_adam_v2` instead. "
+        "The equivalent is optimistic_adam_v2(learning_rate, alpha=1.0, beta=optimism/learning_rate).",
         DeprecationWarning,
         stacklevel=2,
     )

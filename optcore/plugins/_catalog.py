@@ -110,6 +110,7 @@ FIRST_PARTY: tuple[FirstParty, ...] = (
         namespaces=("contrib",),
         names=(
             # BEGIN optcore-contrib names
+            "DifferentiallyPrivateAggregateState",
             "acprop",
             "ademamix",
             "adopt",

@@ -162,9 +162,13 @@ class _Host:
         provider = Provider(plugin=name, distribution=distribution, version=version)
         staged: list[Entry] = []
 
-        def register(entry_name: str, obj: Any, *, kind: str, override: bool = False) -> None:
+        def register(
+            entry_name: str, obj: Any, *, kind: str, override: bool = False, deprecated: Optional[str] = None
+        ) -> None:
             validate_entry(entry_name, obj, kind)
-            staged.append(Entry(entry_name, kind, obj, provider, bool(override)))
+            if deprecated is not None and not isinstance(deprecated, str):
+                raise TypeError(f"deprecated= of {entry_name!r} must be the warning message (a str), got {deprecated!r}.")
+            staged.append(Entry(entry_name, kind, obj, provider, bool(override), deprecated))
 
         for impl in self.pm.hook.optcore_register.get_hookimpls():
             if impl.plugin_name != name:

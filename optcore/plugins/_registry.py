@@ -37,6 +37,10 @@ class Entry(NamedTuple):
     obj: Any
     provider: Provider
     override: bool
+    # The DeprecationWarning of the attribute ``optcore.<name>`` (None: not deprecated).
+    # Only that attribute warns: ``optcore.get(name)`` and the plugin's namespace stay silent,
+    # as Optax deprecates ``optax.dpsgd`` but not ``optax.contrib.dpsgd``.
+    deprecated: Optional[str] = None
 
 
 class Registered(NamedTuple):

@@ -39,9 +39,15 @@ def _vdot(x: Any, y: Any) -> jax.Array:
     return sum(products) if products else jnp.array(0.0)
 
 
+def _in_dtype_of(value: jax.Array, leaf: Any) -> jax.Array:
+    """``value`` cast to the dtype of ``leaf``, which may be a Python scalar (as Optax accepts):
+    ``jnp.result_type`` gives a Python float the default float dtype, where ``leaf.dtype`` fails."""
+    return jnp.asarray(value).astype(jnp.result_type(leaf))
+
+
 def _add_scaled(x: Any, scalar: jax.Array, y: Any) -> Any:
     """``x + scalar * y`` leafwise, keeping the dtypes of ``x``."""
-    return jax.tree.map(lambda a, b: (a + scalar * b).astype(a.dtype), x, y)
+    return jax.tree.map(lambda a, b: _in_dtype_of(a + scalar * b, a), x, y)
 
 
 def projection_non_negative(tree: base.Params) -> base.Params:
@@ -69,7 +75,7 @@ def projection_box(tree: base.Params, lower: Any, upper: Any) -> base.Params:
     """
     lower = _broadcast_like(lower, tree)
     upper = _broadcast_like(upper, tree)
-    return jax.tree.map(jnp.clip, tree, lower, upper)
+    return jax.tree.map(lambda x, lo, hi: _in_dtype_of(jnp.clip(x, lo, hi), x), tree, lower, upper)
 
 
 def projection_hypercube(tree: base.Params, scale: Any = 1) -> base.Params:
@@ -95,7 +101,7 @@ def projection_linf_ball(tree: base.Params, scale: Any = 1) -> base.Params:
       tree: the pytree to project.
       scale: :math:`s`, the radius of the ball.
     """
-    return jax.tree.map(lambda x: jnp.clip(x, -scale, scale), tree)
+    return jax.tree.map(lambda x: _in_dtype_of(jnp.clip(x, -scale, scale), x), tree)
 
 
 def _simplex_vector(x: jax.Array, scale: Any) -> jax.Array:
@@ -183,7 +189,7 @@ def projection_l2_sphere(tree: base.Params, scale: Any = 1) -> base.Params:
     """
     norm = tree_utils.tree_norm(tree)
     factor = jnp.where(norm > 0, scale / jnp.where(norm > 0, norm, 1.0), 0.0)
-    return jax.tree.map(lambda x: (factor * x).astype(x.dtype), tree)
+    return jax.tree.map(lambda x: _in_dtype_of(factor * x, x), tree)
 
 
 def projection_l2_ball(tree: base.Params, scale: Any = 1) -> base.Params:
@@ -199,7 +205,7 @@ def projection_l2_ball(tree: base.Params, scale: Any = 1) -> base.Params:
     norm = tree_utils.tree_norm(tree)
     inside = norm <= scale
     factor = jnp.where(inside, 1.0, scale / jnp.where(inside, 1.0, norm))
-    return jax.tree.map(lambda x: (factor * x).astype(x.dtype), tree)
+    return jax.tree.map(lambda x: _in_dtype_of(factor * x, x), tree)
 
 
 def projection_hyperplane(x: base.Params, a: base.Params, b: Any) -> base.Params:
@@ -243,4 +249,4 @@ def projection_vector(x: base.Params, a: base.Params) -> base.Params:
       a: the direction (a pytree like ``x``, non-zero).
     """
     scalar = _vdot(a, x) / _vdot(a, a)
-    return jax.tree.map(lambda v: (scalar * v).astype(v.dtype), a)
+    return jax.tree.map(lambda v: _in_dtype_of(scalar * v, v), a)

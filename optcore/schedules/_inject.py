@@ -266,8 +266,8 @@ def inject_stateful_hyperparams(
       hyperparam_dtype: see :func:`inject_hyperparams`.
     """
     warnings.warn(
-        "inject_stateful_hyperparams is deprecated; use inject_hyperparams, which accepts stateful "
-        "schedules as well.",
+        # Optax's wording, so that filters matching Optax's message keep working.
+        "inject_stateful_hyperparams is deprecated, use inject_hyperparams instead",
         DeprecationWarning,
         stacklevel=2,
     )

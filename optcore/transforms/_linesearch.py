@@ -78,11 +78,13 @@ def _vdot(x, y) -> jax.Array:
 
 
 def _step(params, stepsize, direction):
-    return jax.tree.map(lambda p, d: (p + stepsize * d).astype(p.dtype), params, direction)
+    # jnp.result_type, not p.dtype: params may be Python floats (as Optax accepts), which get
+    # the default float dtype; array leaves keep theirs.
+    return jax.tree.map(lambda p, d: (p + stepsize * d).astype(jnp.result_type(p)), params, direction)
 
 
 def _scale(stepsize, tree):
-    return jax.tree.map(lambda d: (stepsize * d).astype(d.dtype), tree)
+    return jax.tree.map(lambda d: (stepsize * d).astype(jnp.result_type(d)), tree)
 
 
 def _kwargs_for(fn: Callable, extra_args: dict) -> dict:

@@ -5,6 +5,9 @@ functions are available under short names in :mod:`optcore.tree`
 (``optcore.tree.add is optcore.tree_utils.tree_add``).
 """
 
+import functools
+import warnings
+
 from optcore.tree_utils._casting import (
     tree_batch_shape,
     tree_cast,
@@ -88,3 +91,45 @@ __all__ = [
     "tree_where",
     "tree_zeros_like",
 ]
+
+
+# Names Optax 0.2.8 still serves from ``optax.tree_utils`` with a DeprecationWarning:
+# name -> (the warning, Optax's wording with optcore's paths; the replacement).
+# They are reached through the module ``__getattr__`` below, so, as in Optax, they
+# are absent from ``dir()`` and ``__all__``.
+_DEPRECATED = {
+    "tree_scalar_mul": (
+        "optcore.tree_utils.tree_scalar_mul is deprecated: use optcore.tree_utils.tree_scale "
+        "(optax v0.2.5 or newer).",
+        tree_scale,
+    ),
+    "tree_add_scalar_mul": (
+        "optcore.tree_utils.tree_add_scalar_mul is deprecated: use optcore.tree_utils.tree_add_scale "
+        "(optax v0.2.5 or newer).",
+        tree_add_scale,
+    ),
+    "tree_l1_norm": (
+        "optcore.tree_utils.tree_l1_norm is deprecated: use optcore.tree_utils.tree_norm(..., ord=1) "
+        "(optax v0.2.5 or newer).",
+        functools.partial(tree_norm, ord=1),
+    ),
+    "tree_l2_norm": (
+        "optcore.tree_utils.tree_l2_norm is deprecated: use optcore.tree_utils.tree_norm "
+        "(optax v0.2.5 or newer).",
+        functools.partial(tree_norm, ord=2),
+    ),
+    "tree_linf_norm": (
+        "optcore.tree_utils.tree_linf_norm is deprecated: use optcore.tree_utils.tree_norm(..., ord=jnp.inf) "
+        "(optax v0.2.5 or newer).",
+        functools.partial(tree_norm, ord="inf"),
+    ),
+}
+
+
+def __getattr__(name: str):
+    """Serves the deprecated names of :data:`_DEPRECATED` with a DeprecationWarning."""
+    if name in _DEPRECATED:
+        message, replacement = _DEPRECATED[name]
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        return replacement
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

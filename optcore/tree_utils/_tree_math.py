@@ -416,6 +416,9 @@ def tree_bias_correction(moment: Any, decay: Any, count: jax.Array) -> Any:
       decay: its decay :math:`\beta`.
       count: the number of updates :math:`t` so far (at least 1).
     """
-    correction = 1 - decay**count
-    # Dividing in the moment's own dtype keeps bf16/f16 moments in their dtype.
-    return jax.tree.map(lambda t: t / correction.astype(t.dtype), moment)
+    # jnp.asarray: decay and count may be Python numbers (Optax accepts them), whose
+    # power is a Python float without .astype; moment leaves may be Python floats too.
+    correction = 1 - jnp.asarray(decay) ** count
+    # Dividing in the moment's own dtype keeps bf16/f16 moments in their dtype
+    # (the power is taken in the decay's wider dtype: in bf16, decay**count rounds to 1).
+    return jax.tree.map(lambda t: t / correction.astype(jnp.result_type(t)), moment)

@@ -135,7 +135,8 @@ def convex_kl_divergence(log_predictions, targets, axis: Axis = -1, where=None) 
       The divergences, with ``axis`` reduced.
     """
     warnings.warn(
-        "convex_kl_divergence is deprecated; use generalized_kl_divergence instead.",
+        # Optax's wording, so that filters matching Optax's message keep working.
+        "The function convex_kl_divergence is deprecated. Please use generalized_kl_divergence instead.",
         DeprecationWarning,
         stacklevel=2,
     )
