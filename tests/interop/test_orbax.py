@@ -64,7 +64,11 @@ def _initial(lib, lookahead):
     return lib.LookaheadParams.init_synced(params) if lookahead else params
 
 
-def _steps(tx, lookahead, poison, params, state, first, count):
+def _stepper(name, lib):
+    """``run(params, state, first, count)`` with one jitted step for case ``name`` built from ``lib``."""
+    build, lookahead, poison = CASES[name]
+    tx = build(lib)
+
     @jax.jit
     def step(params, state, index):
         # Lookahead: the gradient at the fast weights (Optax's documented use).
@@ -74,16 +78,16 @@ def _steps(tx, lookahead, poison, params, state, first, count):
         updates, state = tx.update(grads, state, params)
         return optcore.apply_updates(params, updates), state
 
-    for index in range(first, first + count):
-        params, state = step(params, state, index)
-    return params, state
+    def run(params, state, first, count):
+        for index in range(first, first + count):
+            params, state = step(params, state, index)
+        return params, state
 
+    def start():
+        params = _initial(lib, lookahead)
+        return params, tx.init(params)
 
-def _uninterrupted(lib, name):
-    build, lookahead, poison = CASES[name]
-    tx = build(lib)
-    params = _initial(lib, lookahead)
-    return _steps(tx, lookahead, poison, params, tx.init(params), 0, STEPS_BEFORE + STEPS_AFTER)
+    return tx, start, run
 
 
 def _save(tmp_path, tree, checkpointer):
@@ -96,39 +100,33 @@ def _save(tmp_path, tree, checkpointer):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_standard_checkpointer_restore_into_abstract_state_and_continue(tmp_path, name):
-    build, lookahead, poison = CASES[name]
-    tx = build(optcore)
-    params = _initial(optcore, lookahead)
-    params, state = _steps(tx, lookahead, poison, params, tx.init(params), 0, STEPS_BEFORE)
+    tx, start, run = _stepper(name, optcore)
+    params, state = run(*start(), 0, STEPS_BEFORE)
 
     path = _save(tmp_path, {"params": params, "opt_state": state}, ocp.StandardCheckpointer())
-    fresh = _initial(optcore, lookahead)
-    abstract = jax.eval_shape(lambda: {"params": fresh, "opt_state": tx.init(fresh)})
+    abstract = jax.eval_shape(lambda: dict(zip(("params", "opt_state"), start())))
     restored = ocp.StandardCheckpointer().restore(path, abstract)
 
     assert jax.tree.structure(restored["opt_state"]) == jax.tree.structure(state), "restored state layout differs"
     assert_identical(restored["opt_state"], state, "restored state")
-    params, state = _steps(tx, lookahead, poison, restored["params"], restored["opt_state"], STEPS_BEFORE, STEPS_AFTER)
-    ref_params, ref_state = _uninterrupted(optcore, name)
-    assert_moved(_initial(optcore, lookahead), params)
+    params, state = run(restored["params"], restored["opt_state"], STEPS_BEFORE, STEPS_AFTER)
+    ref_params, ref_state = run(*start(), 0, STEPS_BEFORE + STEPS_AFTER)
+    assert_moved(start()[0], params)
     assert_identical(params, ref_params, "params")
     assert_identical(state, ref_state, "state")
 
 
-@pytest.mark.parametrize("name", ["chain", "inject_hyperparams", "MultiSteps", "masked", "apply_if_finite"])
+@pytest.mark.parametrize("name", ["inject_hyperparams", "MultiSteps", "apply_if_finite"])
 def test_pytree_checkpointer_restore_into_concrete_target_and_continue(tmp_path, name):
-    build, lookahead, poison = CASES[name]
-    tx = build(optcore)
-    params = _initial(optcore, lookahead)
-    params, state = _steps(tx, lookahead, poison, params, tx.init(params), 0, STEPS_BEFORE)
+    tx, start, run = _stepper(name, optcore)
+    params, state = run(*start(), 0, STEPS_BEFORE)
 
     path = _save(tmp_path, (params, state), ocp.PyTreeCheckpointer())
-    fresh = _initial(optcore, lookahead)
-    restored_params, restored_state = ocp.PyTreeCheckpointer().restore(path, item=(fresh, tx.init(fresh)))
+    restored_params, restored_state = ocp.PyTreeCheckpointer().restore(path, item=start())
 
     assert jax.tree.structure(restored_state) == jax.tree.structure(state)
-    params, state = _steps(tx, lookahead, poison, restored_params, restored_state, STEPS_BEFORE, STEPS_AFTER)
-    ref_params, ref_state = _uninterrupted(optcore, name)
+    params, state = run(restored_params, restored_state, STEPS_BEFORE, STEPS_AFTER)
+    ref_params, ref_state = run(*start(), 0, STEPS_BEFORE + STEPS_AFTER)
     assert_identical(params, ref_params, "params")
     assert_identical(state, ref_state, "state")
 
@@ -136,20 +134,18 @@ def test_pytree_checkpointer_restore_into_concrete_target_and_continue(tmp_path,
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_optax_checkpoint_restores_into_optcore_state(tmp_path, name):
     """A ported program resumes from the checkpoint its Optax version wrote."""
-    build, lookahead, poison = CASES[name]
-    optax_tx, optcore_tx = build(optax), build(optcore)
-    params = _initial(optax, lookahead)
-    params, state = _steps(optax_tx, lookahead, poison, params, optax_tx.init(params), 0, STEPS_BEFORE)
+    _, optax_start, optax_run = _stepper(name, optax)
+    _, start, run = _stepper(name, optcore)
+    params, state = optax_run(*optax_start(), 0, STEPS_BEFORE)
 
     path = _save(tmp_path, {"params": params, "opt_state": state}, ocp.StandardCheckpointer())
-    fresh = _initial(optcore, lookahead)
-    abstract = jax.eval_shape(lambda: {"params": fresh, "opt_state": optcore_tx.init(fresh)})
+    abstract = jax.eval_shape(lambda: dict(zip(("params", "opt_state"), start())))
     restored = ocp.StandardCheckpointer().restore(path, abstract)
 
     # Same values, now in optcore's own state classes.
     assert_identical(restored["opt_state"], state, "restored state")
-    assert jax.tree.structure(restored["opt_state"]) == jax.tree.structure(optcore_tx.init(fresh))
-    params, state = _steps(optcore_tx, lookahead, poison, restored["params"], restored["opt_state"], STEPS_BEFORE, STEPS_AFTER)
-    ref_params, ref_state = _uninterrupted(optax, name)
+    assert jax.tree.structure(restored["opt_state"]) == jax.tree.structure(start()[1])
+    params, state = run(restored["params"], restored["opt_state"], STEPS_BEFORE, STEPS_AFTER)
+    ref_params, ref_state = optax_run(*optax_start(), 0, STEPS_BEFORE + STEPS_AFTER)
     assert_close(params, ref_params, "params")
     assert_close(state, ref_state, "state")
