@@ -32,21 +32,6 @@ def _leaves(tree: Any) -> list:
     return jax.tree.leaves(tree)
 
 
-def assert_same_structure(actual: Any, expected: Any) -> None:
-    """Same treedef, with NamedTuple state classes compared by name and fields.
-
-    optcore and Optax define their own (equal-layout) state classes, so the
-    treedefs differ only in the class objects; a class name or a field name
-    that differs is a layout difference and fails.
-    """
-
-    def describe(tree):
-        paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(tree)]
-        return paths
-
-    assert describe(actual) == describe(expected), "state layouts differ"
-
-
 def assert_identical(actual: Any, expected: Any, what: str = "tree") -> None:
     """Every leaf bit-identical (same dtype, shape and bytes)."""
     a_leaves, e_leaves = _leaves(actual), _leaves(expected)
