@@ -183,8 +183,13 @@ def inject_hyperparams(
         bound = signature.bind(*args, **kwargs)
         given = set(bound.arguments)
         bound.apply_defaults()
+        # The closures below keep this plain dict, never `bound`: tools that turn
+        # closures into pytrees (Equinox's closure_to_pytree, used by Optimistix's
+        # OptaxMinimiser) need their non-array contents hashable, and an
+        # inspect.BoundArguments is not.
+        bound_arguments = dict(bound.arguments)
         numeric, schedules = {}, {}
-        for name, value in bound.arguments.items():
+        for name, value in bound_arguments.items():
             kind = signature.parameters[name].kind
             if name in static_args or kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
                 continue
@@ -202,7 +207,7 @@ def inject_hyperparams(
                 numeric[name] = value
 
         def build(hyperparams: dict[str, jax.Array]) -> base.GradientTransformationExtraArgs:
-            arguments = dict(bound.arguments)
+            arguments = dict(bound_arguments)
             arguments.update(hyperparams)
             call = inspect.BoundArguments(signature, arguments)
             return base.with_extra_args_support(inner_factory(*call.args, **call.kwargs))
