@@ -82,12 +82,12 @@ class _Disabled(NamedTuple):
     enable_hint: str
 
 
-def _names_in(variable: str) -> Optional[set[str]]:
-    """The normalized plugin names listed (comma-separated) in ``variable``; None when it is unset."""
+def _names_in(variable: str) -> Optional[dict[str, str]]:
+    """``{normalized: as written}`` for the plugin names listed (comma-separated) in ``variable``; None when unset."""
     value = os.environ.get(variable)
     if value is None:
         return None
-    return {normalize_prefix(part) for part in value.split(",") if part.strip()}
+    return {normalize_prefix(part.strip()): part.strip() for part in value.split(",") if part.strip()}
 
 
 class _State:
@@ -188,7 +188,7 @@ class _Host:
 
     def _discover(self) -> None:
         """Imports every third-party plugin, then calls their ``optcore_register`` in pluggy's order."""
-        disable, only = _names_in(DISABLE_PLUGINS_ENV) or set(), _names_in(LOAD_PLUGINS_ENV)
+        disable, only = _names_in(DISABLE_PLUGINS_ENV) or {}, _names_in(LOAD_PLUGINS_ENV)
         seen: set[str] = set()
         imported: dict[str, tuple[Optional[str], Optional[str], float]] = {}
         for ep in _entry_points():
@@ -199,10 +199,10 @@ class _Host:
                 continue  # the same distribution found twice on sys.path
             keys = {normalize_prefix(ep.name)} | ({normalize_prefix(distribution)} if distribution else set())
             seen |= keys
-            if only is not None and not keys & only:
+            if only is not None and not keys & only.keys():
                 self._disable(ep.name, distribution, version, LOAD_PLUGINS_ENV,
                               f"add {ep.name!r} to {LOAD_PLUGINS_ENV} (or unset it) to enable it")
-            elif keys & disable:
+            elif keys & disable.keys():
                 self._disable(ep.name, distribution, version, DISABLE_PLUGINS_ENV,
                               f"remove {ep.name!r} from {DISABLE_PLUGINS_ENV} to enable it")
             elif _catalog.by_distribution(distribution) is not None:
@@ -211,8 +211,8 @@ class _Host:
                 started = self._import(ep, distribution, version)
                 if started is not None:
                     imported[ep.name] = (distribution, version, started)
-        for variable, names in ((DISABLE_PLUGINS_ENV, disable), (LOAD_PLUGINS_ENV, only or set())):
-            unknown = sorted(names - seen - {CORE_PLUGIN})
+        for variable, names in ((DISABLE_PLUGINS_ENV, disable), (LOAD_PLUGINS_ENV, only or {})):
+            unknown = sorted(names[n] for n in names.keys() - seen - {CORE_PLUGIN})
             if unknown:
                 warnings.warn(f"{variable} names {', '.join(map(repr, unknown))}, which no installed plugin is "
                               "(`optcore list` shows the names)", PluginWarning, stacklevel=5)
