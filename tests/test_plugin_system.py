@@ -302,17 +302,20 @@ def test_available_lists_names_with_their_distribution():
 
 
 def test_register_as_decorator_and_call():
-    @optcore.register(kind="optimizer")
-    def sgd_for_registration_test(learning_rate):
-        return optcore.sgd(learning_rate)
+    with optcore.plugins.scoped_host():  # the names end with the block instead of leaking into other tests
+        @optcore.register(kind="optimizer")
+        def sgd_for_registration_test(learning_rate):
+            return optcore.sgd(learning_rate)
 
-    assert optcore.get("sgd_for_registration_test") is sgd_for_registration_test
-    optcore.register("another_name_for_sgd", optcore.sgd, kind="optimizer")
-    assert optcore.get("another_name_for_sgd") is optcore.sgd
-    with pytest.raises(ValueError, match="Unknown kind"):
-        optcore.register("bad_kind_entry", optcore.sgd, kind="optimiser")
-    with pytest.raises(TypeError, match="must be callable"):
-        optcore.register("bad_obj_entry", 3, kind="optimizer")
+        assert optcore.get("sgd_for_registration_test") is sgd_for_registration_test
+        optcore.register("another_name_for_sgd", optcore.sgd, kind="optimizer")
+        assert optcore.get("another_name_for_sgd") is optcore.sgd
+        with pytest.raises(ValueError, match="Unknown kind"):
+            optcore.register("bad_kind_entry", optcore.sgd, kind="optimiser")
+        with pytest.raises(TypeError, match="must be callable"):
+            optcore.register("bad_obj_entry", 3, kind="optimizer")
+    with pytest.raises(optcore.UnknownNameError):
+        optcore.get("sgd_for_registration_test")
 
 
 def test_from_config_dict_and_json_file(tmp_path):

@@ -6,16 +6,18 @@ comes from a plugin's ``optcore_register`` hook (see :mod:`optcore.hookspecs`).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import json
 import os
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Union
 
 from optcore.hookspecs import hookimpl
 from optcore.plugins._catalog import FIRST_PARTY
 from optcore.plugins._errors import (
     NameCollisionError,
+    PluginDisabledError,
     PluginError,
     PluginNotInstalledError,
     PluginTypeError,
@@ -24,8 +26,11 @@ from optcore.plugins._errors import (
 )
 from optcore.plugins._manager import (
     DISABLE_AUTOLOAD_ENV,
+    DISABLE_PLUGINS_ENV,
     ENTRY_POINT_GROUP,
     HOST,
+    LOAD_PLUGINS_ENV,
+    TRACE_ENV,
     RUNTIME_PLUGIN,
     PluginStatus,
     PluginWarning,
@@ -43,13 +48,19 @@ def get(name: str, /, **hyperparams: Any) -> Any:
 
     ``optcore.get("adamw")`` is the ``adamw`` factory and
     ``optcore.get("adamw", learning_rate=1e-3)`` is the optimizer it builds.
+    A qualified name, ``"<distribution>:<name>"`` (``"optcore-contrib:muon"``;
+    the plugin name ``"contrib:muon"`` works too), always picks that
+    distribution's entry, even when several plugins register ``name``.
 
     Raises:
       UnknownNameError: no plugin registers ``name`` (the message suggests the
         nearest registered names).
       PluginNotInstalledError: a first-party plugin provides ``name`` but is
         not installed (the message gives the install command).
-      NameCollisionError: several plugins register ``name``.
+      PluginDisabledError: the plugin providing ``name`` is turned off by
+        ``OPTCORE_DISABLE_PLUGINS`` or ``OPTCORE_LOAD_PLUGINS``.
+      NameCollisionError: several plugins register ``name`` (the message gives
+        each one's qualified name).
       TypeError: a keyword argument that the factory does not take.
       PluginError: a plugin's factory raised while building ``name`` (the
         message names the plugin and its distribution; the original error is
@@ -104,14 +115,54 @@ def _check_arguments(where: str, factory: Callable, args: tuple, kwargs: Mapping
         raise TypeError(f"{where}: {err}.") from None
 
 
-def available(kind: Optional[str] = None) -> list[Registered]:
-    """Every registered name (of ``kind``), with the distribution and version providing it.
+def available(kind: Optional[str] = None, pattern: Optional[str] = None) -> list[Registered]:
+    """Every registered name (of ``kind``, matching the glob ``pattern``), with the distribution providing it.
+
+    A name matches ``pattern`` (``"adam*"``) when it or one of its aliases does.
 
     Returns:
-      A list of ``Registered(name, kind, distribution, version, plugin)``
-      sorted by kind and name.
+      A list of ``Registered(name, kind, distribution, version, plugin, aliases)``
+      sorted by kind and name; aliases are listed with their name, not as rows.
     """
-    return _loaded_registry().rows(kind)
+    return _loaded_registry().rows(kind, pattern)
+
+
+class EntryInfo(NamedTuple):
+    """What ``optcore info NAME`` prints: a registered name and where it comes from."""
+
+    name: str
+    qualified_name: str  # "<distribution>:<name>", which always resolves
+    kind: str
+    description: Optional[str]  # the first line of the docstring
+    signature: Optional[str]  # "adam(learning_rate, b1=0.9, ...)", None for a namespace
+    plugin: str
+    distribution: Optional[str]
+    version: Optional[str]
+    source_file: Optional[str]
+    aliases: tuple[str, ...]
+    alias_of: Optional[str]  # the name this one stands for, when it is an alias
+
+
+def describe(name: str) -> EntryInfo:
+    """The metadata of a registered name (or qualified name, or alias); raises like :func:`get`."""
+    entry = HOST.resolve(name)
+    obj = entry.obj
+    doc = inspect.getdoc(obj)
+    description = doc.strip().splitlines()[0] if doc and doc.strip() else None
+    signature = None
+    if entry.kind != "namespace":
+        try:
+            signature = f"{entry.alias_of or entry.name}{inspect.signature(obj)}"
+        except (TypeError, ValueError):
+            signature = None
+    try:
+        source_file = inspect.getsourcefile(obj)
+    except TypeError:  # a builtin, or an object without a source file
+        source_file = None
+    return EntryInfo(
+        entry.name, entry.qualified_name, entry.kind, description, signature, entry.provider.plugin,
+        entry.provider.distribution, entry.provider.version, source_file, entry.aliases, entry.alias_of,
+    )
 
 
 def register(
@@ -120,6 +171,7 @@ def register(
     *,
     kind: str = "optimizer",
     override: bool = False,
+    aliases: tuple[str, ...] = (),
 ) -> Any:
     """Registers ``obj`` under ``name`` in this process; usable as a decorator.
 
@@ -128,26 +180,30 @@ def register(
         @optcore.register(kind="optimizer")
         def my_sgd(learning_rate): ...
 
-    The name defaults to the object's ``__name__``. Registration works even
-    with ``OPTCORE_DISABLE_PLUGIN_AUTOLOAD=1``.
+    The name defaults to the object's ``__name__``; ``aliases`` are further
+    names for the same object. Registration works even with
+    ``OPTCORE_DISABLE_PLUGIN_AUTOLOAD=1``.
     """
     if callable(name) and obj is None:  # bare @optcore.register
         func = name
-        HOST.register_runtime(func.__name__, func, kind, override)
+        HOST.register_runtime(func.__name__, func, kind, override, aliases)
         return func
     if obj is not None:
-        HOST.register_runtime(name if name is not None else obj.__name__, obj, kind, override)
+        HOST.register_runtime(name if name is not None else obj.__name__, obj, kind, override, aliases)
         return obj
 
     def decorator(func):
-        HOST.register_runtime(name if name is not None else func.__name__, func, kind, override)
+        HOST.register_runtime(name if name is not None else func.__name__, func, kind, override, aliases)
         return func
 
     return decorator
 
 
 def add_plugin(plugin: Any, name: Optional[str] = None) -> None:
-    """Loads an in-process plugin (a module or object with ``@optcore.hookimpl`` hooks)."""
+    """Loads an in-process plugin (a module or object with ``@optcore.hookimpl`` hooks).
+
+    Safe to call from several threads, also while others look names up.
+    """
     HOST.ensure_loaded()
     plugin_name = name or getattr(plugin, "__name__", None) or repr(plugin)
     HOST.add_plugin(plugin, name=plugin_name)
@@ -160,8 +216,34 @@ def list_plugins() -> list[PluginStatus]:
 
 
 def provided_names(plugin: str) -> dict[str, list[str]]:
-    """The names a loaded plugin registered, grouped by kind."""
+    """The names a loaded plugin registered, grouped by kind (aliases not included)."""
     return _loaded_registry().names_of(plugin)
+
+
+def provided_aliases(plugin: str) -> dict[str, str]:
+    """``{alias: name}`` for the aliases a loaded plugin registered."""
+    return _loaded_registry().aliases_of(plugin)
+
+
+@contextlib.contextmanager
+def scoped_host(*, trace: Optional[Callable[[str], Any]] = None) -> Iterator[None]:
+    """Runs the ``with`` block against a fresh plugin host, and restores the previous one after it.
+
+    Inside the block nothing registered before is visible; plugins are found
+    again on the first lookup (their modules stay imported, so this is
+    cheap), reading ``OPTCORE_DISABLE_PLUGINS``/``OPTCORE_LOAD_PLUGINS``
+    then; ``optcore.register`` and ``add_plugin`` calls end with the block.
+    Tests use it instead of patching module state::
+
+        with optcore.plugins.scoped_host():
+            optcore.plugins.add_plugin(MyPlugin, name="mine")
+            ...
+        # "mine" and its names are gone here
+
+    ``trace`` (e.g. ``sys.stderr.write``) receives pluggy's trace of every hook call.
+    """
+    with HOST.scope(trace=trace):
+        yield
 
 
 def from_config(config: Union[Mapping[str, Any], str, os.PathLike]) -> Any:
@@ -210,10 +292,15 @@ def _build_value(value: Any, where: str) -> Any:
 
 __all__ = [
     "DISABLE_AUTOLOAD_ENV",
+    "DISABLE_PLUGINS_ENV",
     "ENTRY_POINT_GROUP",
     "FIRST_PARTY",
     "KINDS",
+    "LOAD_PLUGINS_ENV",
+    "TRACE_ENV",
+    "EntryInfo",
     "NameCollisionError",
+    "PluginDisabledError",
     "PluginError",
     "PluginNotInstalledError",
     "PluginStatus",
@@ -224,10 +311,13 @@ __all__ = [
     "UnknownNameError",
     "add_plugin",
     "available",
+    "describe",
     "from_config",
     "get",
     "hookimpl",
     "list_plugins",
+    "provided_aliases",
     "provided_names",
     "register",
+    "scoped_host",
 ]

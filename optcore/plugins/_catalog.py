@@ -174,3 +174,31 @@ def by_distribution(distribution):
         if plugin.distribution == distribution:
             return plugin
     return None
+
+
+def distributions_for(name: str) -> tuple[str, ...]:
+    """The first-party distributions ``optcore install NAME`` installs.
+
+    ``name`` may be a name or namespace a plugin provides (``muon``,
+    ``losses``), a distribution (``optcore-contrib``), an extra or a plugin
+    name (``contrib``, ``second_order``), or ``all``. Compared the PEP 503 way.
+
+    Raises:
+      LookupError: no first-party plugin matches ``name``.
+    """
+    from packaging.utils import canonicalize_name
+
+    plugin = provider_of(name)
+    if plugin is not None:
+        return (plugin.distribution,)
+    wanted = canonicalize_name(name)
+    if wanted == "all":
+        return tuple(p.distribution for p in FIRST_PARTY)
+    for plugin in FIRST_PARTY:
+        if wanted in (canonicalize_name(plugin.distribution), canonicalize_name(plugin.extra)):
+            return (plugin.distribution,)
+    choices = ", ".join(p.extra for p in FIRST_PARTY)
+    raise LookupError(
+        f"No first-party plugin provides {name!r}. `optcore install` takes a name a first-party plugin "
+        f"provides, a plugin ({choices} or all) or its distribution; install other plugins with pip."
+    )

@@ -19,6 +19,23 @@ class PluginNotInstalledError(UnknownNameError):
         self.install_command = install_command
 
 
+class PluginDisabledError(UnknownNameError):
+    """The name belongs to a plugin that is installed but turned off.
+
+    Raised for the names of a plugin excluded by ``OPTCORE_DISABLE_PLUGINS``
+    or left out of ``OPTCORE_LOAD_PLUGINS``. ``plugin`` is the name
+    ``optcore list`` shows, ``variable`` the environment variable that turned
+    it off, ``enable_hint`` what to change to turn it on.
+    """
+
+    def __init__(self, message: str, *, plugin: str, distribution: "str | None", variable: str, enable_hint: str):
+        super().__init__(message)
+        self.plugin = plugin
+        self.distribution = distribution
+        self.variable = variable
+        self.enable_hint = enable_hint
+
+
 class NameCollisionError(LookupError):
     """Several plugins register the same name and none overrides the others."""
 

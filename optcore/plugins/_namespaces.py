@@ -36,14 +36,14 @@ class PluginNamespaceFinder(importlib.abc.MetaPathFinder):
         prefix, _, name = fullname.partition(".")
         if prefix != "optcore" or not name or "." in name:
             return None
-        from optcore.plugins._errors import UnknownNameError
+        from optcore.plugins._errors import PluginDisabledError, PluginNotInstalledError, UnknownNameError
         from optcore.plugins._manager import HOST
 
         try:
             entry = HOST.resolve(name)
-        except UnknownNameError as err:
-            if "is provided by the plugin distribution" in str(err):
-                raise ModuleNotFoundError(str(err), name=fullname) from None
+        except (PluginNotInstalledError, PluginDisabledError) as err:  # a known plugin's namespace: say how to get it
+            raise ModuleNotFoundError(str(err), name=fullname) from None
+        except UnknownNameError:
             return None  # an ordinary missing module: let Python say so
         if entry.kind != "namespace":
             return None

@@ -6,7 +6,10 @@ Run by ``tox -e dist``:
    ``optcore[all]`` BY NAME from it (``pip install --find-links WHEELHOUSE
    "optcore[all]"``), as users will once the packages are published;
 2. runs the README's one-line install from a source checkout;
-3. the selective installs: the core alone, and the core with optcore-losses.
+3. the selective installs: the core alone, and the core with optcore-losses;
+4. ``optcore install`` in the core-only venv: ``optcore install muon --no-index
+   --find-links WHEELHOUSE`` must install optcore-contrib (the distribution the
+   catalog says provides ``muon``) from the wheelhouse, offline.
 
 Each scenario then runs ``optcore list --json`` in its venv and checks which
 plugins are loaded. ``--quick`` runs scenario 1 only.
@@ -32,6 +35,7 @@ INSTALL_ALL = 'pip install "./[all]" ' + " ".join(f"./plugins/{p}" for p in PLUG
 INSTALL_CORE = "pip install ."
 INSTALL_CORE_AND_LOSSES = 'pip install "./[losses]" ./plugins/optcore-losses'
 INSTALL_FROM_WHEELHOUSE = 'pip install --find-links {wheelhouse} "optcore[all]"'
+OPTCORE_INSTALL_FROM_WHEELHOUSE = "optcore install muon --no-index --find-links {wheelhouse}"
 
 
 def run(command: str, cwd: Path, env_bin: Path | None = None) -> str:
@@ -104,6 +108,11 @@ def main(argv: list[str]) -> int:
         )
         if 'pip install "optcore[losses]"' not in hint:
             raise SystemExit(f"no install hint for a plugin name in the core-only venv: {hint!r}")
+        # `optcore install NAME` finds the providing distribution and passes pip's options through.
+        run(OPTCORE_INSTALL_FROM_WHEELHOUSE.format(wheelhouse=shlex.quote(str(wheelhouse))), tmp, env_bin)
+        expect(env_bin, tmp, {"optcore", "optcore-contrib"})
+        run("python -c \"import optcore; assert optcore.get('optcore-contrib:muon') is optcore.contrib.muon\"",
+            tmp, env_bin)
 
         env_bin = fresh_venv(tmp / "venv-losses")
         run(INSTALL_CORE_AND_LOSSES, checkout, env_bin)
