@@ -109,7 +109,7 @@ def scale_by_rms(
     validate.check_non_negative("initial_scale", initial_scale)
 
     def init_fn(params):
-        nu = jax.tree.map(lambda p: jnp.full_like(p, initial_scale), params)
+        nu = tree_utils.state_full_like(params, initial_scale)
         if bias_correction:
             return ScaleByRmsWithCountState(count=jnp.zeros([], jnp.int32), nu=nu)
         return ScaleByRmsState(nu=nu)
@@ -165,8 +165,8 @@ def scale_by_stddev(
     validate.check_non_negative("initial_scale", initial_scale)
 
     def init_fn(params):
-        mu = tree_utils.tree_zeros_like(params)
-        nu = jax.tree.map(lambda p: jnp.full_like(p, initial_scale), params)
+        mu = tree_utils.state_zeros_like(params)
+        nu = tree_utils.state_full_like(params, initial_scale)
         if bias_correction:
             return ScaleByRStdDevWithCountState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
         return ScaleByRStdDevState(mu=mu, nu=nu)
@@ -216,7 +216,7 @@ def scale_by_rss(
 
     def init_fn(params):
         return ScaleByRssState(
-            sum_of_squares=jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params)
+            sum_of_squares=tree_utils.state_full_like(params, initial_accumulator_value)
         )
 
     def update_fn(updates, state, params=None):
@@ -253,7 +253,7 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> base.GradientTrans
     validate.check_non_negative("eps", eps)
 
     def init_fn(params):
-        return ScaleByAdaDeltaState(e_g=tree_utils.tree_zeros_like(params), e_x=tree_utils.tree_zeros_like(params))
+        return ScaleByAdaDeltaState(e_g=tree_utils.state_zeros_like(params), e_x=tree_utils.state_zeros_like(params))
 
     def update_fn(updates, state, params=None):
         del params
@@ -306,8 +306,13 @@ def scale_by_sm3(b1: float = 0.9, b2: float = 1.0, eps: float = 1e-8) -> base.Gr
     b2_is_one = isinstance(b2, (int, float)) and b2 == 1.0
 
     def init_fn(params):
-        mu = jax.tree.map(lambda p: [jnp.zeros([size], p.dtype) for size in p.shape], params)
-        return ScaleBySM3State(mu=mu, nu=tree_utils.tree_zeros_like(params))
+        # One accumulator per axis, each the sum of the param's zeros over the other axes, so that
+        # it takes the sharding of its axis (under jit too).
+        mu = jax.tree.map(
+            lambda z: [jnp.sum(z, axis=tuple(a for a in range(z.ndim) if a != i), dtype=z.dtype) for i in range(z.ndim)],
+            tree_utils.state_zeros_like(params),
+        )
+        return ScaleBySM3State(mu=mu, nu=tree_utils.state_zeros_like(params))
 
     def update_fn(updates, state, params=None):
         del params
@@ -388,7 +393,7 @@ def scale_by_novograd(
     def init_fn(params):
         return ScaleByNovogradState(
             count=jnp.zeros([], jnp.int32),
-            mu=tree_utils.tree_zeros_like(params, dtype=mu_dtype),
+            mu=tree_utils.state_zeros_like(params, dtype=mu_dtype),
             nu=jax.tree.map(lambda p: jnp.zeros([], jnp.float32), params),
         )
 

@@ -41,8 +41,12 @@ def scale_by_qhadam(
     optcore.validate.check_non_negative("eps", eps)
 
     def init_fn(params):
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        return ScaleByQHAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
+        # state_zeros_like: the moments take the params' shardings, under jax.jit(opt.init) too.
+        return ScaleByQHAdamState(
+            count=jnp.zeros([], jnp.int32),
+            mu=optcore.tree_utils.state_zeros_like(params),
+            nu=optcore.tree_utils.state_zeros_like(params),
+        )
 
     def update_fn(updates, state, params=None):
         del params
