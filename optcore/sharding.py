@@ -1,6 +1,6 @@
 """Shardings for optimizer state: ZeRO-style splitting of the state over a data-parallel mesh axis.
 
-Layer 2: depends on :mod:`optcore.base` and :mod:`optcore.tree_utils`.
+Layer 2: depends on nothing in optcore but the optimizers it is given.
 
 In data-parallel training every device holds the whole params and, by
 default, the whole optimizer state: Adam's two moments cost twice the params
@@ -23,8 +23,6 @@ from typing import Any
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from optcore import tree_utils
-
 __all__ = ["state_shardings"]
 
 
@@ -34,22 +32,28 @@ def state_shardings(opt: Any, params: Any, mesh: Mesh, axis: str = "data") -> An
     Returns a pytree of :class:`~jax.sharding.NamedSharding` with the structure
     of ``jax.eval_shape(opt.init, params)``, for
     ``jax.jit(opt.init, out_shardings=...)`` and for the training step's in and
-    out shardings. Each state leaf starts from the sharding that ``init`` gives
-    it for ``params`` (XLA's propagation through the jitted ``init``: a
-    params-shaped leaf takes its param's sharding, so state of params already
-    split over other axes, FSDP or tensor parallel, keeps that split) and is
-    then also split over ``axis`` along its longest dimension that still
-    divides evenly: with :math:`k` shards on that dimension already and
-    :math:`n` devices on ``axis``, a dimension of size :math:`d` qualifies when
-    :math:`k n \\mid d`. Scalars (step counts, injected hyperparameters),
-    leaves already split over ``axis`` and leaves with no qualifying dimension
-    stay as they are; a params-like leaf (one built from the params, such as
-    ``mu``) left whole over ``axis`` is named in a ``UserWarning``, because it
-    costs its full size on every device of the axis.
+    out shardings (meshes with auto axes: the step mixes the params' and the
+    state's layouts and lets XLA move between them).
 
-    Per device, the state then costs about :math:`1/n` of its replicated size.
-    The step's extra communication is one all-gather of the updates over
-    ``axis`` (for replicated params), never a gather of the state.
+    Each param's layout (its own :class:`~jax.sharding.NamedSharding`, so a
+    split over other axes, FSDP or tensor parallel, is kept; replicated when
+    it has none) is also split over ``axis`` along its longest dimension that
+    still divides evenly: with :math:`k` shards on that dimension already and
+    :math:`n` devices on ``axis``, a dimension of size :math:`d` qualifies when
+    :math:`k n \\mid d`. The state's shardings are then what ``init`` gives
+    params laid out that way (XLA's sharding propagation through the jitted
+    ``init``; optcore's inits derive their state from the params, see
+    :func:`optcore.tree_utils.state_zeros_like`): params-shaped leaves (``mu``,
+    ``nu``) get the split, derived leaves follow consistently (Adafactor's
+    factored moment along the split dimension is split, the one reduced over
+    it stays whole, so the step needs no resharding), and scalars (counts,
+    injected hyperparameters) are replicated. A param of at least :math:`n`
+    entries with no dimension that divides is named in a ``UserWarning``: its
+    state stays whole over ``axis`` and costs its full size on every device.
+
+    Per device, params-shaped state then costs :math:`1/n` of its replicated
+    size. The step's extra communication is one all-gather of the updates over
+    ``axis`` (for params not split over it), never a gather of the state.
 
     Args:
       opt: a gradient transformation (anything with ``init``).
@@ -66,46 +70,27 @@ def state_shardings(opt: Any, params: Any, mesh: Mesh, axis: str = "data") -> An
     if axis not in mesh.axis_names:
         raise ValueError(f"axis {axis!r} is not an axis of the mesh; its axes are {tuple(mesh.axis_names)}.")
     init = opt.init if hasattr(opt, "init") else opt
-    abstract_params = jax.tree_util.tree_map_with_path(lambda path, p: _abstract_on(mesh, path, p), params)
-    with jax.set_mesh(mesh) if _has_explicit_axes(mesh) else contextlib.nullcontext():
-        base = jax.jit(init).lower(abstract_params).compile().output_shardings
-    shapes = jax.eval_shape(init, abstract_params)
-    params_like = _params_like_flags(init, shapes)
-
-    replicated_paths = []
-
-    def split(path, shape, sharding, is_params_like):
-        spec = _spec_of(sharding, mesh, len(shape.shape))
-        if shape.ndim == 0 or axis in _axes_in(spec):
-            return NamedSharding(mesh, PartitionSpec(*spec))
-        dim = _dimension_to_split(shape.shape, spec, mesh, axis)
-        if dim is None:
-            if is_params_like:
-                replicated_paths.append(f"state{jax.tree_util.keystr(path)} {tuple(shape.shape)}")
-            return NamedSharding(mesh, PartitionSpec(*spec))
-        entry = spec[dim]
-        existing = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
-        spec[dim] = existing + (axis,) if existing else axis
-        return NamedSharding(mesh, PartitionSpec(*spec))
-
-    result = jax.tree_util.tree_map_with_path(split, shapes, base, params_like)
-    if replicated_paths:
+    whole = []  # params too small or too oddly shaped to split, so their state stays whole
+    split_params = jax.tree_util.tree_map_with_path(lambda path, p: _split_abstract(mesh, axis, path, p, whole), params)
+    if whole:
         warnings.warn(
-            f"state_shardings: {len(replicated_paths)} params-like state leaves have no dimension that splits "
-            f"evenly over mesh axis {axis!r} ({mesh.shape[axis]} devices) and stay whole on each of its devices: "
-            + ", ".join(replicated_paths),
+            f"state_shardings: the state of {len(whole)} params is not split over mesh axis {axis!r} (no dimension "
+            f"divides evenly into {mesh.shape[axis]} more shards) and costs its full size on each device of the "
+            "axis: " + ", ".join(whole),
             UserWarning,
             stacklevel=2,
         )
+    with jax.set_mesh(mesh) if _has_explicit_axes(mesh) else contextlib.nullcontext():
+        propagated = jax.jit(init).lower(split_params).compile().output_shardings
+    replicated = NamedSharding(mesh, PartitionSpec())
+    result = jax.tree.map(
+        lambda s: NamedSharding(mesh, s.spec) if isinstance(s, NamedSharding) else replicated, propagated
+    )
     return result
 
 
-def _has_explicit_axes(mesh: Mesh) -> bool:
-    return any(kind == jax.sharding.AxisType.Explicit for kind in getattr(mesh, "axis_types", ()))
-
-
-def _abstract_on(mesh: Mesh, path: Any, p: Any) -> jax.ShapeDtypeStruct:
-    """``p`` as an abstract value on ``mesh``: its own NamedSharding if it has one, else replicated."""
+def _split_abstract(mesh: Mesh, axis: str, path: Any, p: Any, whole: list) -> jax.ShapeDtypeStruct:
+    """``p`` as an abstract value on ``mesh``, its layout also split over ``axis`` where a dimension allows."""
     sharding = getattr(p, "sharding", None)
     if isinstance(sharding, NamedSharding):
         if dict(sharding.mesh.shape) != dict(mesh.shape):
@@ -113,26 +98,23 @@ def _abstract_on(mesh: Mesh, path: Any, p: Any) -> jax.ShapeDtypeStruct:
                 f"params{jax.tree_util.keystr(path)} is sharded over a mesh {dict(sharding.mesh.shape)}, "
                 f"not over the given mesh {dict(mesh.shape)}."
             )
-        sharding = NamedSharding(mesh, sharding.spec)
+        spec = list(sharding.spec)
     else:
-        sharding = NamedSharding(mesh, PartitionSpec())
-    return jax.ShapeDtypeStruct(jax.numpy.shape(p), jax.numpy.result_type(p), sharding=sharding)
+        spec = []
+    shape = tuple(jax.numpy.shape(p))
+    spec = (spec + [None] * len(shape))[: len(shape)]
+    dim = None if axis in _axes_in(spec) else _dimension_to_split(shape, spec, mesh, axis)
+    if dim is None and axis not in _axes_in(spec) and math.prod(shape) >= mesh.shape[axis]:
+        whole.append(f"params{jax.tree_util.keystr(path)} {shape}")  # smaller ones cost nothing
+    if dim is not None:
+        entry = spec[dim]
+        existing = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+        spec[dim] = existing + (axis,) if existing else axis
+    return jax.ShapeDtypeStruct(shape, jax.numpy.result_type(p), sharding=NamedSharding(mesh, PartitionSpec(*spec)))
 
 
-def _params_like_flags(init: Any, shapes: Any) -> Any:
-    """True for each state leaf in a part of the state built from the params (``mu``, ``nu``, ...)."""
-    try:
-        return tree_utils.tree_map_params(
-            init, lambda _: True, shapes, transform_non_params=lambda part: jax.tree.map(lambda _: False, part)
-        )
-    except Exception:  # noqa: BLE001 -- an init the placeholder probe cannot run: name every unsplit leaf
-        return jax.tree.map(lambda _: True, shapes)
-
-
-def _spec_of(sharding: Any, mesh: Mesh, ndim: int) -> list:
-    """The partition spec of ``sharding`` as a list of ``ndim`` entries (replicated when not a NamedSharding)."""
-    spec = list(sharding.spec) if isinstance(sharding, NamedSharding) else []
-    return (spec + [None] * ndim)[:ndim]
+def _has_explicit_axes(mesh: Mesh) -> bool:
+    return any(kind == jax.sharding.AxisType.Explicit for kind in getattr(mesh, "axis_types", ()))
 
 
 def _axes_in(spec: list) -> set:
