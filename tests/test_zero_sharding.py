@@ -242,5 +242,20 @@ def test_unsplittable_params_are_named_and_their_state_replicated(report):
     assert report["uneven"]["errors"] == [], "\n".join(report["uneven"]["errors"])
 
 
+def test_the_example_shows_what_each_layout_costs_per_device():
+    example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "sharded_training.py")
+    env = {**os.environ, "XLA_FLAGS": PATIENT_COLLECTIVES}
+    proc = subprocess.run([sys.executable, example, "--steps", "3"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    costs = re.findall(r"\[(\w+)\] mesh .*\nper device: params (\d+) B of (\d+) B, optimizer state (\d+) B of (\d+) B",
+                       proc.stdout)
+    costs = {layout: [int(n) for n in numbers] for layout, *numbers in costs}
+    assert set(costs) == {"fsdp", "zero"}, proc.stdout
+    params, all_params, state, all_state = costs["zero"]
+    assert params == all_params and abs(state * 8 / all_state - 1) < 0.01  # params replicated, state split 8 ways
+    params, all_params, state, all_state = costs["fsdp"]
+    assert params < all_params / 4 and state < all_state / 4  # both split over the 4 x 2 mesh (small biases aside)
+
+
 if __name__ == "__main__":
     print(json.dumps(_worker()))
