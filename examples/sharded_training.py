@@ -2,14 +2,21 @@
 
 By default it fakes 8 CPU devices, so it runs on a laptop:
 
-    python examples/sharded_training.py                 # 8 fake CPU devices
+    python examples/sharded_training.py                 # 8 fake CPU devices, both layouts
+    python examples/sharded_training.py --layout zero   # one layout
     python examples/sharded_training.py --cpu-devices 0 # the real devices: every GPU/TPU jax sees
 
-The mesh has a ``data`` axis (the batch is split over it) and a ``model`` axis;
-each weight matrix is split over both (fully sharded, FSDP-style), so every
-device holds 1/N of the params and of Adam's moments. The optimizer code is
-the same as on one device: optcore's state inherits each param's sharding and
-the update runs shard by shard; only the global-norm clip needs an all-reduce.
+Two layouts of the same MLP, each printing what a device holds:
+
+* ``fsdp``: the mesh has a ``data`` axis (the batch is split over it) and a
+  ``model`` axis; each weight matrix is split over both (fully sharded), so
+  every device holds 1/N of the params and of Adam's moments. optcore's state
+  takes each param's sharding and the update runs shard by shard; only the
+  global-norm clip needs an all-reduce.
+* ``zero``: plain data parallelism (params replicated on every device, batch
+  split over ``data``) with the optimizer state split over ``data`` by
+  ``optcore.sharding.state_shardings`` (ZeRO stage 1): each device holds all
+  the params but only 1/N of the moments; the step all-gathers the updates.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--layout", choices=["fsdp", "zero", "both"], default="both")
     return parser.parse_args(argv)
 
 
@@ -43,20 +51,42 @@ def main(argv=None) -> int:
         )
 
     import jax
+    import numpy as np
+
+    devices = np.array(jax.devices())
+    model_axis = 2 if devices.size % 2 == 0 else 1
+    print(f"{devices.size} {jax.default_backend()} devices")
+    layouts = ["fsdp", "zero"] if args.layout == "both" else [args.layout]
+    for layout in layouts:
+        train(args, layout, devices, model_axis)
+    return 0
+
+
+def per_device_bytes(tree) -> int:
+    """Bytes one device holds of a tree of (sharded) arrays."""
+    import jax
+
+    return sum(leaf.addressable_shards[0].data.nbytes for leaf in jax.tree.leaves(tree))
+
+
+def train(args, layout, devices, model_axis):
+    import jax
     import jax.numpy as jnp
     import numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
     import optcore
 
-    devices = np.array(jax.devices())
-    model_axis = 2 if devices.size % 2 == 0 else 1
-    mesh = Mesh(devices.reshape(-1, model_axis), ("data", "model"))
-    print(f"{devices.size} {jax.default_backend()} devices, mesh {dict(mesh.shape)}")
-
-    # A two-layer MLP learning a fixed random teacher. Weights are split over both mesh axes.
     width, n_in, n_out = args.width, 32, 8
-    specs = {"w1": P("data", "model"), "b1": P("model"), "w2": P("model", "data"), "b2": P()}
+    if layout == "fsdp":  # weights split over both mesh axes
+        mesh = Mesh(devices.reshape(-1, model_axis), ("data", "model"))
+        specs = {"w1": P("data", "model"), "b1": P("model"), "w2": P("model", "data"), "b2": P()}
+    else:  # data parallel: params replicated on every device
+        mesh = Mesh(devices, ("data",))
+        specs = {"w1": P(), "b1": P(), "w2": P(), "b2": P()}
+    print(f"\n[{layout}] mesh {dict(mesh.shape)}")
+
+    # A two-layer MLP learning a fixed random teacher.
     rng = np.random.default_rng(0)
     host_params = {
         "w1": rng.normal(size=(n_in, width)).astype(np.float32) / np.sqrt(n_in),
@@ -65,23 +95,36 @@ def main(argv=None) -> int:
         "b2": np.zeros(n_out, np.float32),
     }
     teacher = rng.normal(size=(n_in, n_out)).astype(np.float32)
-    params = {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in host_params.items()}
+    param_shardings = {k: NamedSharding(mesh, specs[k]) for k in host_params}
+    params = jax.device_put(host_params, param_shardings)
     batch_sharding = NamedSharding(mesh, P("data", None))
 
     def loss_fn(params, x, y):
         h = jax.nn.gelu(x @ params["w1"] + params["b1"])
         return jnp.mean((h @ params["w2"] + params["b2"] - y) ** 2)
 
-    schedule = optcore.warmup_cosine_decay_schedule(0.0, 3e-3, warmup_steps=20, decay_steps=args.steps)
+    schedule = optcore.warmup_cosine_decay_schedule(0.0, 3e-3, warmup_steps=min(20, args.steps // 2), decay_steps=args.steps)
     opt = optcore.chain(optcore.clip_by_global_norm(1.0), optcore.adamw(schedule, weight_decay=1e-4))
-    # Eager init: every moment is created with its param's sharding (1/N of it per device).
-    state = opt.init(params)
 
-    @jax.jit
     def train_step(params, state, x, y):
         loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
         updates, state = opt.update(grads, state, params)
         return optcore.apply_updates(params, updates), state, loss
+
+    if layout == "fsdp":
+        # The state follows the params: every moment is created with its param's sharding
+        # (eagerly or under jax.jit(opt.init)), 1/N of it per device.
+        state = jax.jit(opt.init)(params)
+        train_step = jax.jit(train_step)
+    else:
+        # ZeRO: the state's layout, split over "data"; init and the step keep it there.
+        state_shardings = optcore.sharding.state_shardings(opt, params, mesh, axis="data")
+        state = jax.jit(opt.init, out_shardings=state_shardings)(params)
+        train_step = jax.jit(train_step, out_shardings=(param_shardings, state_shardings, None))
+    replicated_state = jax.jit(opt.init, out_shardings=NamedSharding(mesh, P()))(params)
+    # What one device holds, against a fully replicated copy (plain data parallelism).
+    print(f"per device: params {per_device_bytes(params)} B of {sum(leaf.nbytes for leaf in jax.tree.leaves(params))} B, "
+          f"optimizer state {per_device_bytes(state)} B of {per_device_bytes(replicated_state)} B")
 
     data_rng = np.random.default_rng(1)
     for step in range(args.steps):
@@ -95,7 +138,6 @@ def main(argv=None) -> int:
     adam_state = state[1][0]
     print(f"w1 {params['w1'].sharding.spec}: {params['w1'].addressable_shards[0].data.shape} per device; "
           f"its Adam nu {adam_state.nu['w1'].sharding.spec}: {adam_state.nu['w1'].addressable_shards[0].data.shape}")
-    return 0
 
 
 if __name__ == "__main__":

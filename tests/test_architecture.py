@@ -26,6 +26,7 @@ LAYERS = {
     "optcore.projections": 1,
     "optcore.schedules": 2,
     "optcore.microbatching": 2,
+    "optcore.sharding": 2,
     "optcore.transforms": 3,
     "optcore.optimizers": 4,
     "optcore.wrappers": 4,

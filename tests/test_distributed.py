@@ -3,10 +3,12 @@
 The test starts both processes itself (this file run as a script, one
 ``process_id`` each), with ``jax.distributed.initialize`` pointed at a free
 port on 127.0.0.1 and CPU collectives over gloo. They train five steps of a
-small model whose params are sharded over all 8 devices (so the optimizer's
-state is split across the two processes and the global-norm clip needs a
-cross-process all-reduce), then process 0 writes the gathered params. The
-result must equal the same five steps run in this (single) process.
+small model in one of two layouts: ``fsdp``, params sharded over all 8 devices
+(so the optimizer's state is split across the two processes and the
+global-norm clip needs a cross-process all-reduce), and ``zero``, data
+parallel with replicated params and the state split over the 8 devices by
+``optcore.sharding.state_shardings``. Process 0 writes the gathered params;
+the result must equal the same five steps run in this (single) process.
 """
 
 from __future__ import annotations
@@ -42,8 +44,12 @@ def _optimizer():
     return optcore.chain(optcore.clip_by_global_norm(0.5), optcore.adamw(1e-2, weight_decay=1e-2))
 
 
-def _train(params, batches, put_batch):
-    """``STEPS`` jitted steps; ``put_batch`` places each host batch on the devices."""
+def _train(params, batches, put_batch, shardings=None):
+    """``STEPS`` jitted steps; ``put_batch`` places each host batch on the devices.
+
+    ``shardings``: ``(params' shardings, state's shardings)`` to init and keep the state in (ZeRO);
+    by default the state follows the params.
+    """
     import jax
     import jax.numpy as jnp
 
@@ -55,19 +61,22 @@ def _train(params, batches, put_batch):
         h = jnp.tanh(x @ params["w1"] + params["b"]) @ params["w2"]
         return jnp.mean(h**2)
 
-    @jax.jit
     def step(params, state, x):
         grads = jax.grad(loss)(params, x)
         updates, state = opt.update(grads, state, params)
         return optcore.apply_updates(params, updates), state
 
-    state = opt.init(params)
+    if shardings is None:
+        step, state = jax.jit(step), opt.init(params)
+    else:
+        step = jax.jit(step, out_shardings=shardings)
+        state = jax.jit(opt.init, out_shardings=shardings[1])(params)
     for x in batches:
         params, state = step(params, state, put_batch(x))
-    return params
+    return params, state
 
 
-def _worker(port: int, process_id: int, out: str) -> None:
+def _worker(port: int, process_id: int, out: str, layout: str) -> None:
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -79,16 +88,32 @@ def _worker(port: int, process_id: int, out: str) -> None:
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
     assert jax.process_count() == PROCESSES and jax.local_device_count() == LOCAL_DEVICES, jax.devices()
-    mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("fsdp", "tp"))
-    specs = {"w1": P("fsdp", "tp"), "w2": P("tp", "fsdp"), "b": P("fsdp")}
+    import optcore
+
     host_params, batches = _model_and_data()
+    if layout == "fsdp":  # params, and so the state, split over all 8 devices
+        mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("fsdp", "tp"))
+        specs, batch_axis = {"w1": P("fsdp", "tp"), "w2": P("tp", "fsdp"), "b": P("fsdp")}, "fsdp"
+    else:  # "zero": data parallel, params replicated, the state split over the 8 devices by state_shardings
+        mesh = Mesh(np.array(jax.devices()), ("data",))
+        specs, batch_axis = {k: P() for k in host_params}, "data"
 
     def global_array(value, spec):
         # Every process holds the full host value (same seed) and contributes its own shards.
         return jax.make_array_from_callback(value.shape, NamedSharding(mesh, spec), lambda index: value[index])
 
     params = {k: global_array(v, specs[k]) for k, v in host_params.items()}
-    result = _train(params, batches, lambda x: global_array(x, P("fsdp", None)))
+    shardings = None
+    if layout == "zero":
+        param_shardings = {k: NamedSharding(mesh, s) for k, s in specs.items()}
+        shardings = (param_shardings, optcore.sharding.state_shardings(_optimizer(), params, mesh, axis="data"))
+    result, state = _train(params, batches, lambda x: global_array(x, P(batch_axis, None)), shardings)
+    if layout == "zero":  # each of the 8 devices, 4 per process, holds 1/8 of Adam's moments after training
+        adam_state = state[1][0]
+        for k, v in host_params.items():
+            for moment in (adam_state.mu[k], adam_state.nu[k]):
+                assert len(moment.addressable_shards) == LOCAL_DEVICES
+                assert all(shard.data.size * 8 == v.size for shard in moment.addressable_shards), (k, moment.sharding)
     # Each process owns only its shards; check that, then gather the full values.
     assert all(not leaf.is_fully_addressable for leaf in jax.tree.leaves(result))
     gathered = multihost_utils.process_allgather(result, tiled=True)
@@ -103,7 +128,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_processes_match_single_process(tmp_path):
+@pytest.mark.parametrize("layout", ["fsdp", "zero"])
+def test_two_processes_match_single_process(tmp_path, layout):
     out = tmp_path / "params.npz"
     env = dict(os.environ)
     env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={LOCAL_DEVICES}"
@@ -117,7 +143,7 @@ def test_two_processes_match_single_process(tmp_path):
         for i in range(PROCESSES):
             with open(logs[i], "w") as log:
                 procs.append(subprocess.Popen(
-                    [sys.executable, __file__, str(port), str(i), str(out)],
+                    [sys.executable, __file__, str(port), str(i), str(out), layout],
                     env=env, stdout=log, stderr=subprocess.STDOUT,
                 ))
         codes = [proc.wait(timeout=TIMEOUT_S) for proc in procs]
@@ -133,7 +159,7 @@ def test_two_processes_match_single_process(tmp_path):
 
     host_params, batches = _model_and_data()
     device = jax.devices()[0]
-    expected = _train(jax.device_put(host_params, device), batches, lambda x: jax.device_put(x, device))
+    expected, _ = _train(jax.device_put(host_params, device), batches, lambda x: jax.device_put(x, device))
     with np.load(out) as got:
         for key, value in expected.items():
             np.testing.assert_allclose(got[key], np.asarray(value), rtol=2e-5, atol=2e-6, err_msg=key)
@@ -142,4 +168,4 @@ def test_two_processes_match_single_process(tmp_path):
 
 
 if __name__ == "__main__":
-    _worker(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+    _worker(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])

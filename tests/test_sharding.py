@@ -9,11 +9,12 @@ params split over a 4 x 2 ``('fsdp', 'tp')`` mesh with
 ``NamedSharding``/``PartitionSpec``, explicit axes; ``sharded-auto``: the same
 with auto axes, i.e. GSPMD propagation) it checks:
 
-* init gives every params-shaped state leaf exactly its param's sharding:
-  ``jax.jit(opt.init)(params)`` on a mesh with explicit axes (sharding in
-  types), eager ``opt.init(params)`` on a mesh with auto axes (under ``jit``
-  with auto axes, zeros that ignore the params' values carry no sharding, in
-  Optax too: there ``jax.jit(opt.init, out_shardings=...)`` is the idiom);
+* init gives every params-shaped state leaf exactly its param's sharding,
+  both under ``jax.jit(opt.init)`` (with auto axes too, where only sharding
+  propagation can place the state: optcore's ``tree_utils.state_zeros_like``
+  derives the zeros from the params' values so that it does; Optax's zeros
+  carry no sharding there) and eagerly, and
+  ``jax.jit(opt.init, out_shardings=...)`` gives the shardings asked for;
 * the compiled optimizer step (``update`` + ``apply_updates``) moves no params
   or state between devices: its HLO has no all-gather, all-to-all,
   collective-permute or reduce-scatter, and an all-reduce only where the
@@ -130,21 +131,28 @@ def _worker() -> dict:
         params = {k: jax.device_put(v, shardings[k]) for k, v in host_params.items()}
         by_shape = {v.shape: k for k, v in params.items()}
 
-        # 1. init puts each params-shaped state leaf on its param's sharding. With auto axes a
-        # jitted init cannot know it (zeros do not depend on the params' values; jit prunes them,
-        # in Optax too), so there the state is made eagerly, as users of auto sharding do.
-        state = jax.jit(opt.init)(params) if explicit else opt.init(params)
+        # 1. init puts each params-shaped state leaf on its param's sharding, jitted or not; with
+        # out_shardings, jit puts every leaf where it is asked to.
+        eager = opt.init(params)
         params_shaped = 0
-        for path, leaf in jax.tree_util.tree_leaves_with_path(state):
-            key = by_shape.get(getattr(leaf, "shape", None))
-            if key is None:
-                continue
-            params_shaped += 1
-            if not leaf.sharding.is_equivalent_to(shardings[key], leaf.ndim):
-                errors.append(f"init: state{jax.tree_util.keystr(path)} has spec "
-                              f"{getattr(leaf.sharding, 'spec', leaf.sharding)}, param {key!r} has {specs[key]}")
+        for how, state in (("jit(init)", jax.jit(opt.init)(params)), ("init", eager)):
+            for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+                key = by_shape.get(getattr(leaf, "shape", None))
+                if key is None:
+                    continue
+                params_shaped += 1
+                if not leaf.sharding.is_equivalent_to(shardings[key], leaf.ndim):
+                    errors.append(f"{how}: state{jax.tree_util.keystr(path)} has spec "
+                                  f"{getattr(leaf.sharding, 'spec', leaf.sharding)}, param {key!r} has {specs[key]}")
         if params_shaped == 0:
             errors.append("init: no params-shaped state leaf found")
+        wanted = jax.tree.map(lambda leaf: NamedSharding(mesh, P(*([None] * (leaf.ndim - 1) + ["tp"])))
+                              if leaf.ndim and leaf.shape[-1] % 2 == 0 else NamedSharding(mesh, P()), eager)
+        pinned = jax.jit(opt.init, out_shardings=wanted)(params)
+        for (path, leaf), want in zip(jax.tree_util.tree_leaves_with_path(pinned), jax.tree.leaves(wanted)):
+            if not leaf.sharding.is_equivalent_to(want, leaf.ndim):
+                errors.append(f"jit(init, out_shardings): state{jax.tree_util.keystr(path)} is on {leaf.sharding}, asked {want}")
+        state = jax.jit(opt.init)(params)  # the steps below start from the jitted init's state
 
         # 2. The compiled step moves nothing between devices (a global reduction only where needed).
         grads = jax.tree.map(lambda p: p * 0.5, params)

@@ -350,3 +350,24 @@ def test_bias_correction_takes_python_numbers():
     assert out["b"][0].dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(out["b"][0], np.float32), [2.0, 2.0])
     np.testing.assert_allclose(jax.jit(tu.tree_bias_correction)(1.0, 0.9, 3), 1 / 0.271, rtol=1e-6)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_state_zeros_and_full_like_have_the_exact_values(jit):
+    # +0.0 everywhere, also where the param is -0.0, negative, infinite or NaN (|p| * 0 alone would give NaN
+    # there, p * 0 would give -0.0); a fill value is kept exactly, -0.0 and non-finite fills included.
+    params = {"w": jnp.array([-2.0, -0.0, jnp.inf, -jnp.inf, jnp.nan, 3.0]), "h": jnp.array([1.5, -1.0], jnp.bfloat16),
+              "c": jnp.array([1 - 2j, jnp.inf + 0j], jnp.complex64), "i": jnp.array([3, -4], jnp.int32)}
+    zeros = jax.jit(tu.state_zeros_like, static_argnums=(1,)) if jit else tu.state_zeros_like
+    full = jax.jit(tu.state_full_like, static_argnums=(2,)) if jit else tu.state_full_like
+    for leaf, ref in zip(jax.tree.leaves(zeros(params)), jax.tree.leaves(params)):
+        assert leaf.dtype == ref.dtype and leaf.shape == ref.shape
+        np.testing.assert_array_equal(np.asarray(leaf), np.zeros(ref.shape, ref.dtype))
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            assert not np.signbit(np.asarray(leaf, np.float32)).any()
+    assert zeros(params, jnp.float16)["w"].dtype == jnp.float16
+    for fill in (-0.0, 0.0, 1e-6, -3.5, jnp.inf, jnp.nan):
+        got = np.asarray(full({"w": params["w"]}, fill, None)["w"])
+        np.testing.assert_array_equal(got, np.full(6, fill, np.float32))
+        assert (np.signbit(got) == np.signbit(np.float32(fill))).all()
+    np.testing.assert_array_equal(full(params, 2.0, jnp.float32)["c"], np.full(2, 2.0, np.float32))

@@ -109,7 +109,7 @@ def scale_by_rms(
     validate.check_non_negative("initial_scale", initial_scale)
 
     def init_fn(params):
-        nu = jax.tree.map(lambda p: jnp.full_like(p, initial_scale), params)
+        nu = tree_utils.state_full_like(params, initial_scale)
         if bias_correction:
             return ScaleByRmsWithCountState(count=jnp.zeros([], jnp.int32), nu=nu)
         return ScaleByRmsState(nu=nu)
@@ -165,8 +165,8 @@ def scale_by_stddev(
     validate.check_non_negative("initial_scale", initial_scale)
 
     def init_fn(params):
-        mu = tree_utils.tree_zeros_like(params)
-        nu = jax.tree.map(lambda p: jnp.full_like(p, initial_scale), params)
+        mu = tree_utils.state_zeros_like(params)
+        nu = tree_utils.state_full_like(params, initial_scale)
         if bias_correction:
             return ScaleByRStdDevWithCountState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
         return ScaleByRStdDevState(mu=mu, nu=nu)
@@ -216,7 +216,7 @@ def scale_by_rss(
 
     def init_fn(params):
         return ScaleByRssState(
-            sum_of_squares=jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params)
+            sum_of_squares=tree_utils.state_full_like(params, initial_accumulator_value)
         )
 
     def update_fn(updates, state, params=None):
@@ -253,7 +253,7 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> base.GradientTrans
     validate.check_non_negative("eps", eps)
 
     def init_fn(params):
-        return ScaleByAdaDeltaState(e_g=tree_utils.tree_zeros_like(params), e_x=tree_utils.tree_zeros_like(params))
+        return ScaleByAdaDeltaState(e_g=tree_utils.state_zeros_like(params), e_x=tree_utils.state_zeros_like(params))
 
     def update_fn(updates, state, params=None):
         del params
@@ -306,15 +306,18 @@ def scale_by_sm3(b1: float = 0.9, b2: float = 1.0, eps: float = 1e-8) -> base.Gr
     # Whether b2 is exactly 1 decides the paper's sum; it must be known now.
     b2_is_one = isinstance(b2, (int, float)) and b2 == 1.0
 
-    def accumulators(p):
-        # One vector per axis, as in Optax; a scalar has no axis, so it keeps
-        # its full (rank-0) accumulator, like any leaf of rank below 2.
-        if jnp.ndim(p) == 0:
-            return [jnp.zeros([], p.dtype)]
-        return [jnp.zeros([size], p.dtype) for size in p.shape]
+    def accumulators(zeros):
+        # One vector per axis, as in Optax, each the sum of the param's zeros over the
+        # other axes so that it takes the sharding of its axis (under jit too). A scalar
+        # has no axis, so it keeps its full (rank-0) accumulator, like any leaf of rank below 2.
+        if zeros.ndim == 0:
+            return [zeros]
+        others = lambda i: tuple(a for a in range(zeros.ndim) if a != i)  # noqa: E731
+        return [jnp.sum(zeros, axis=others(i), dtype=zeros.dtype) for i in range(zeros.ndim)]
 
     def init_fn(params):
-        return ScaleBySM3State(mu=jax.tree.map(accumulators, params), nu=tree_utils.tree_zeros_like(params))
+        mu = jax.tree.map(accumulators, tree_utils.state_zeros_like(params))
+        return ScaleBySM3State(mu=mu, nu=tree_utils.state_zeros_like(params))
 
     def update_fn(updates, state, params=None):
         del params
@@ -395,7 +398,7 @@ def scale_by_novograd(
     def init_fn(params):
         return ScaleByNovogradState(
             count=jnp.zeros([], jnp.int32),
-            mu=tree_utils.tree_zeros_like(params, dtype=mu_dtype),
+            mu=tree_utils.state_zeros_like(params, dtype=mu_dtype),
             nu=jax.tree.map(lambda p: jnp.zeros([], jnp.float32), params),
         )
 

@@ -62,8 +62,8 @@ def _init_moments(state_cls, mu_dtype=None, nu_dtype=None):
     def init_fn(params):
         return state_cls(
             count=_zero_count(),
-            mu=tree_utils.tree_zeros_like(params, dtype=mu_dtype),
-            nu=tree_utils.tree_zeros_like(params, dtype=nu_dtype),
+            mu=tree_utils.state_zeros_like(params, dtype=mu_dtype),
+            nu=tree_utils.state_zeros_like(params, dtype=nu_dtype),
         )
 
     return init_fn
@@ -199,9 +199,9 @@ def scale_by_amsgrad(
     def init_fn(params):
         return ScaleByAmsgradState(
             count=_zero_count(),
-            mu=tree_utils.tree_zeros_like(params, dtype=mu_dtype),
-            nu=tree_utils.tree_zeros_like(params, dtype=nu_dtype),
-            nu_max=tree_utils.tree_zeros_like(params, dtype=nu_dtype),
+            mu=tree_utils.state_zeros_like(params, dtype=mu_dtype),
+            nu=tree_utils.state_zeros_like(params, dtype=nu_dtype),
+            nu_max=tree_utils.state_zeros_like(params, dtype=nu_dtype),
         )
 
     def update_fn(updates, state, params=None):
@@ -344,8 +344,8 @@ def scale_by_yogi(
     def init_fn(params):
         return ScaleByAdamState(
             count=_zero_count(),
-            mu=jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params),
-            nu=jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value, dtype=nu_dtype), params),
+            mu=tree_utils.state_full_like(params, initial_accumulator_value),
+            nu=tree_utils.state_full_like(params, initial_accumulator_value, dtype=nu_dtype),
         )
 
     def update_fn(updates, state, params=None):
@@ -479,7 +479,7 @@ def scale_by_adan(
     check_beta("b3", b3)
 
     def init_fn(params):
-        zeros = lambda: tree_utils.tree_zeros_like(params)  # noqa: E731
+        zeros = lambda: tree_utils.state_zeros_like(params)  # noqa: E731
         return ScaleByAdanState(m=zeros(), v=zeros(), n=zeros(), g=zeros(), t=_zero_count())
 
     def update_fn(updates, state, params=None):

@@ -91,7 +91,7 @@ def trace(
     accumulator_dtype = None if accumulator_dtype is None else jnp.dtype(accumulator_dtype)
 
     def init_fn(params):
-        return TraceState(trace=tree_utils.tree_zeros_like(params, dtype=accumulator_dtype))
+        return TraceState(trace=tree_utils.state_zeros_like(params, dtype=accumulator_dtype))
 
     def update_fn(updates, state, params=None):
         del params
@@ -195,7 +195,7 @@ def ema(
     def init_fn(params):
         return EmaState(
             count=jnp.zeros([], jnp.int32),
-            ema=tree_utils.tree_zeros_like(params, dtype=accumulator_dtype),
+            ema=tree_utils.state_zeros_like(params, dtype=accumulator_dtype),
         )
 
     def update_fn(updates, state, params=None):

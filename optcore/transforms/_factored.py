@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optcore import base, numerics, validate
+from optcore import base, numerics, tree_utils, validate
 from optcore.transforms._hparams import f32
 
 
@@ -121,12 +121,12 @@ def scale_by_factored_rms(
             # cannot be donated (XLA: "donate the same buffer twice").
             placeholder = lambda: jnp.zeros((1,), p.dtype)  # noqa: E731
             if dims is None:
-                return placeholder(), placeholder(), jnp.zeros_like(p)  # keeps the param's sharding
+                return placeholder(), placeholder(), tree_utils.state_zeros_like(p)
             d0, d1 = dims
-            # Zeros derived from the param by the reduction that defines them, so
-            # that under jit the factored moments inherit the sharding of the
-            # param's remaining axes instead of being replicated.
-            return jnp.zeros_like(jnp.sum(p, axis=d1)), jnp.zeros_like(jnp.sum(p, axis=d0)), placeholder()
+            # The param's zeros reduced like the moments they stand for, so that the
+            # factored moments take the sharding of the param's remaining axes (under jit too).
+            zeros = tree_utils.state_zeros_like(p)
+            return jnp.sum(zeros, axis=d1), jnp.sum(zeros, axis=d0), placeholder()
 
         leaves, treedef = jax.tree.flatten(params)
         per_leaf = [leaf_state(p) for p in leaves]

@@ -86,14 +86,18 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> ba
         raise ValueError(f"memory_size must be a positive integer, got {memory_size!r}.")
 
     def init_fn(params):
-        # Built once per field: the two memories must not share buffers, or they cannot be donated.
+        # Built once per field: the two memories must not share buffers, or they cannot be donated;
+        # from state_zeros_like, so they take the params' shardings under jax.jit(opt.init) too.
         def stacked():
-            return jax.tree.map(lambda p: jnp.zeros((memory_size,) + jnp.shape(p), jnp.asarray(p).dtype), params)
+            return jax.tree.map(
+                lambda z: jnp.broadcast_to(z, (memory_size,) + z.shape) + jnp.zeros((), z.dtype),
+                tree_utils.state_zeros_like(params),
+            )
 
         return ScaleByLBFGSState(
             count=jnp.zeros([], jnp.int32),
-            params=tree_utils.tree_zeros_like(params),
-            updates=tree_utils.tree_zeros_like(params),
+            params=tree_utils.state_zeros_like(params),
+            updates=tree_utils.state_zeros_like(params),
             diff_params_memory=stacked(),
             diff_updates_memory=stacked(),
             weights_memory=jnp.zeros(memory_size, _weights_dtype(params)),

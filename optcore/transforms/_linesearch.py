@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from optcore import validate, base
+from optcore import base, tree_utils, validate
 
 # The default float (float64 under jax_enable_x64), as a strong (not weak) type so
 # that states keep one type across steps inside lax loops.
@@ -154,7 +154,7 @@ def scale_by_backtracking_linesearch(
         return ScaleByBacktrackingLinesearchState(
             learning_rate=jnp.array(1.0, _FLOAT),
             value=jnp.array(jnp.inf, _FLOAT),
-            grad=jax.tree.map(jnp.zeros_like, params) if store_grad else None,
+            grad=tree_utils.state_zeros_like(params) if store_grad else None,
             info=BacktrackingLinesearchInfo(num_linesearch_steps=jnp.array(0, jnp.int32), decrease_error=jnp.array(jnp.inf, _FLOAT)),
         )
 
@@ -322,7 +322,7 @@ def scale_by_zoom_linesearch(
         return ScaleByZoomLinesearchState(
             learning_rate=jnp.array(1.0, _FLOAT),
             value=jnp.array(jnp.inf, _FLOAT),
-            grad=jax.tree.map(jnp.zeros_like, params),
+            grad=tree_utils.state_zeros_like(params),
             info=ZoomLinesearchInfo(
                 num_linesearch_steps=jnp.array(0, jnp.int32),
                 decrease_error=jnp.array(jnp.inf, _FLOAT),

@@ -13,7 +13,7 @@ from typing import Any, Callable, NamedTuple, Optional, Protocol, Union
 import jax
 import jax.numpy as jnp
 
-from optcore import base, numerics, validate
+from optcore import base, numerics, tree_utils, validate
 from optcore.tree_utils._tree_math import reduce_leaves
 
 
@@ -180,7 +180,7 @@ class MultiSteps:
             mini_step=jnp.zeros([], jnp.int32),
             gradient_step=jnp.zeros([], jnp.int32),
             inner_opt_state=self._opt.init(params),
-            acc_grads=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=dtype or jnp.asarray(p).dtype), params),
+            acc_grads=tree_utils.state_zeros_like(params, dtype=dtype),
             skip_state=skip_state,
         )
 
@@ -270,7 +270,7 @@ def apply_every(k: int = 1) -> base.GradientTransformation:
     validate.check_range("k", k, low=1)
 
     def init_fn(params):
-        return ApplyEvery(count=jnp.zeros([], jnp.int32), grad_acc=jax.tree.map(jnp.zeros_like, params))
+        return ApplyEvery(count=jnp.zeros([], jnp.int32), grad_acc=tree_utils.state_zeros_like(params))
 
     def update_fn(updates, state, params=None):
         del params

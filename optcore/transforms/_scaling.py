@@ -218,7 +218,7 @@ def scale_by_lion(
         return jnp.clip(c, -1, 1)
 
     def init_fn(params):
-        return ScaleByLionState(count=jnp.zeros([], jnp.int32), mu=tree_utils.tree_zeros_like(params, dtype=mu_dtype))
+        return ScaleByLionState(count=jnp.zeros([], jnp.int32), mu=tree_utils.state_zeros_like(params, dtype=mu_dtype))
 
     def update_fn(updates, state, params=None):
         del params
@@ -281,8 +281,8 @@ def scale_by_rprop(
 
     def init_fn(params):
         return ScaleByRpropState(
-            step_sizes=jax.tree.map(lambda p: jnp.full_like(p, learning_rate), params),
-            prev_updates=tree_utils.tree_zeros_like(params),
+            step_sizes=tree_utils.state_full_like(params, learning_rate),
+            prev_updates=tree_utils.state_zeros_like(params),
         )
 
     def update_fn(updates, state, params=None):
@@ -336,7 +336,7 @@ def scale_by_optimistic_gradient(alpha: float = 1.0, beta: float = 1.0) -> base.
 
     def init_fn(params):
         return ScaleByOptimisticGradientState(
-            is_initial_step=jnp.array(True), previous_gradient=tree_utils.tree_zeros_like(params)
+            is_initial_step=jnp.array(True), previous_gradient=tree_utils.state_zeros_like(params)
         )
 
     def update_fn(updates, state, params=None):

@@ -9,6 +9,8 @@ import functools
 import warnings
 
 from optcore.tree_utils._casting import (
+    state_full_like,
+    state_zeros_like,
     tree_batch_shape,
     tree_cast,
     tree_cast_like,
@@ -55,6 +57,8 @@ from optcore.tree_utils._tree_math import (
 
 __all__ = [
     "NamedTupleKey",
+    "state_full_like",
+    "state_zeros_like",
     "tree_add",
     "tree_add_scale",
     "tree_allclose",

@@ -41,6 +41,60 @@ def tree_full_like(tree: Any, fill_value: Any, dtype: Optional[Any] = None) -> A
     return jax.tree.map(lambda x: jnp.full_like(x, fill_value, dtype=dtype), tree)
 
 
+def state_zeros_like(params: Any, dtype: Optional[Any] = None) -> Any:
+    r"""Optimizer-state zeros shaped, typed and placed like ``params``: :math:`z_i = +0`.
+
+    The same values as :func:`tree_zeros_like`, built so that each leaf takes
+    its param's sharding under ``jax.jit`` too. ``jnp.zeros_like`` of a traced
+    param is a constant that ignores the param's value, so with auto mesh axes
+    XLA's sharding propagation has nothing to follow and ``jax.jit(opt.init)``
+    returns replicated (or single-device) moments for sharded params. Here a
+    traced leaf becomes :math:`z = \mathrm{where}(\mathrm{isfinite}(p), |p|
+    \cdot 0, 0)`: +0.0 for every entry (``|p| * 0`` is never -0.0, and the
+    ``where`` turns the NaN of ``inf * 0`` and ``nan * 0`` into 0), one fused
+    elementwise pass at init that propagation follows. Concrete arrays (eager
+    init) take ``jnp.zeros_like``, which already keeps their sharding. Every
+    ``init`` in optcore and its plugins makes its params-shaped state with this
+    function or :func:`state_full_like`; use them in your own transformations'
+    ``init`` (not in ``update``, where the extra read of the params is wasted).
+
+    Args:
+      params: a pytree of arrays (the params, or anything shaped like them).
+      dtype: dtype of the zeros (default: each leaf's dtype).
+    """
+    return state_full_like(params, 0, dtype)
+
+
+def state_full_like(params: Any, fill_value: Any, dtype: Optional[Any] = None) -> Any:
+    r"""Optimizer state filled with ``fill_value``, shaped and placed like ``params``: :math:`z_i = c`.
+
+    :func:`tree_full_like`'s values with :func:`state_zeros_like`'s placement:
+    a traced leaf is :math:`\mathrm{copysign}(z, c) + c` with :math:`z` the
+    value-derived +0.0 above, which is exactly :math:`c` for every :math:`c`
+    (-0.0, infinities and NaN included).
+
+    Args:
+      params: a pytree of arrays.
+      fill_value: the value :math:`c` (a scalar).
+      dtype: dtype of the result (default: each leaf's dtype).
+    """
+    return jax.tree.map(lambda p: _state_full_like_leaf(p, fill_value, dtype), params)
+
+
+def _state_full_like_leaf(p: Any, fill_value: Any, dtype: Optional[Any]) -> jax.Array:
+    p = jnp.asarray(p)
+    dtype = p.dtype if dtype is None else jnp.dtype(dtype)
+    # Eager arrays keep their sharding through full_like; integer params are never sharded state sources
+    # worth a pass (and XLA may fold ``int * 0`` to a constant anyway).
+    if not isinstance(p, jax.core.Tracer) or not jnp.issubdtype(p.dtype, jnp.inexact):
+        return jnp.full_like(p, fill_value, dtype=dtype)
+    zero = jnp.where(jnp.isfinite(p), jnp.abs(p) * 0, 0).astype(dtype)
+    fill = jnp.asarray(fill_value, dtype)
+    if jnp.issubdtype(dtype, jnp.floating):
+        zero = jnp.copysign(zero, fill)  # so that a -0.0 fill stays -0.0
+    return zero + fill
+
+
 def tree_cast(tree: Any, dtype: Optional[Any]) -> Any:
     """Casts every leaf to ``dtype``.
 

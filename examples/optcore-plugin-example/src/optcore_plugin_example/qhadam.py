@@ -41,11 +41,11 @@ def scale_by_qhadam(
     optcore.validate.check_non_negative("eps", eps)
 
     def init_fn(params):
-        # mu and nu get their own buffers, so a step can donate the state.
+        # state_zeros_like: the moments take the params' shardings, under jax.jit(opt.init) too.
         return ScaleByQHAdamState(
             count=jnp.zeros([], jnp.int32),
-            mu=jax.tree.map(jnp.zeros_like, params),
-            nu=jax.tree.map(jnp.zeros_like, params),
+            mu=optcore.tree_utils.state_zeros_like(params),
+            nu=optcore.tree_utils.state_zeros_like(params),
         )
 
     def update_fn(updates, state, params=None):

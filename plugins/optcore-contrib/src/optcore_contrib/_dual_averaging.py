@@ -74,8 +74,8 @@ def scale_by_madgrad(
     def init_fn(params):
         return MadgradState(
             count=_common.zero_count(),
-            grad_sum_sq=tree_utils.tree_zeros_like(params),
-            s=tree_utils.tree_zeros_like(params),
+            grad_sum_sq=tree_utils.state_zeros_like(params),
+            s=tree_utils.state_zeros_like(params),
             x0=_common.own_copy(params),
         )
 
@@ -212,7 +212,7 @@ def momo(
 
     def init_fn(params):
         return MomoState(
-            exp_avg=tree_utils.tree_zeros_like(params),
+            exp_avg=tree_utils.state_zeros_like(params),
             barf=jnp.zeros([], jnp.float32),
             gamma=jnp.zeros([], jnp.float32),
             lb=jnp.asarray(lower_bound, jnp.float32),
@@ -296,8 +296,8 @@ def momo_adam(
 
     def init_fn(params):
         return MomoAdamState(
-            exp_avg=tree_utils.tree_zeros_like(params),
-            exp_avg_sq=tree_utils.tree_zeros_like(params),
+            exp_avg=tree_utils.state_zeros_like(params),
+            exp_avg_sq=tree_utils.state_zeros_like(params),
             barf=jnp.zeros([], jnp.float32),
             gamma=jnp.zeros([], jnp.float32),
             lb=jnp.asarray(lower_bound, jnp.float32),

@@ -72,8 +72,8 @@ def scale_by_acprop(
     def init_fn(params):
         return ScaleByBeliefState(
             count=_common.zero_count(),
-            mu=tree_utils.tree_zeros_like(params),
-            nu=tree_utils.tree_zeros_like(params),
+            mu=tree_utils.state_zeros_like(params),
+            nu=tree_utils.state_zeros_like(params),
         )
 
     def update_fn(updates, state, params=None):
@@ -177,9 +177,9 @@ def scale_by_ademamix(
         return ScaleByAdemamixState(
             count=_common.zero_count(),
             count_m2=_common.zero_count(),
-            m1=tree_utils.tree_zeros_like(params, dtype=mu_dtype),
-            m2=tree_utils.tree_zeros_like(params, dtype=mu_dtype),
-            nu=tree_utils.tree_zeros_like(params),
+            m1=tree_utils.state_zeros_like(params, dtype=mu_dtype),
+            m2=tree_utils.state_zeros_like(params, dtype=mu_dtype),
+            nu=tree_utils.state_zeros_like(params),
         )
 
     def update_fn(updates, state, params=None):
@@ -283,8 +283,8 @@ def scale_by_simplified_ademamix(
     def init_fn(params):
         return ScaleBySimplifiedAdEMAMixState(
             t=_common.zero_count(),
-            m=tree_utils.tree_zeros_like(params),
-            n=tree_utils.tree_zeros_like(params),
+            m=tree_utils.state_zeros_like(params),
+            n=tree_utils.state_zeros_like(params),
         )
 
     def update_fn(updates, state, params=None):
@@ -390,8 +390,8 @@ def scale_by_adopt(
     def init_fn(params):
         return ScaleByAdamState(
             count=_common.zero_count(),
-            mu=tree_utils.tree_zeros_like(params, dtype=mu_dtype),
-            nu=tree_utils.tree_zeros_like(params),
+            mu=tree_utils.state_zeros_like(params, dtype=mu_dtype),
+            nu=tree_utils.state_zeros_like(params),
         )
 
     def update_fn(updates, state, params=None):

@@ -219,7 +219,7 @@ def scale_by_muon(
     def init_fn(params):
         return MuonState(
             count=_common.zero_count(),
-            mu=tree_utils.tree_zeros_like(params, dtype=mu_dtype),
+            mu=tree_utils.state_zeros_like(params, dtype=mu_dtype),
             ns_coeffs=table,
         )
 

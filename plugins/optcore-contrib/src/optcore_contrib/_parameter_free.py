@@ -93,10 +93,10 @@ def scale_by_cocob(alpha: float = 100.0, eps: float = 1e-8) -> base.GradientTran
     def init_fn(params):
         return COCOBState(
             init_particles=_common.own_copy(params),
-            cumulative_gradients=tree_utils.tree_zeros_like(params),
-            scale=jax.tree.map(lambda p: jnp.full_like(p, eps), params),
-            subgradients=tree_utils.tree_zeros_like(params),
-            reward=tree_utils.tree_zeros_like(params),
+            cumulative_gradients=tree_utils.state_zeros_like(params),
+            scale=tree_utils.state_full_like(params, eps),
+            subgradients=tree_utils.state_zeros_like(params),
+            reward=tree_utils.state_zeros_like(params),
         )
 
     def update_fn(updates, state, params=None):
@@ -344,7 +344,7 @@ def dadapt_adamw(
     sqrt_beta2 = beta2**0.5
 
     def init_fn(params):
-        zeros = lambda: tree_utils.tree_zeros_like(params)  # noqa: E731
+        zeros = lambda: tree_utils.state_zeros_like(params)  # noqa: E731
         return DAdaptAdamWState(
             exp_avg=zeros(),
             exp_avg_sq=zeros(),
@@ -439,7 +439,7 @@ def prodigy(
     beta3_value = beta2**0.5 if beta3 is None else beta3
 
     def init_fn(params):
-        zeros = lambda: tree_utils.tree_zeros_like(params)  # noqa: E731
+        zeros = lambda: tree_utils.state_zeros_like(params)  # noqa: E731
         return ProdigyState(
             exp_avg=zeros(),
             exp_avg_sq=zeros(),

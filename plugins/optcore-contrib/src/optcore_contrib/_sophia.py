@@ -76,8 +76,8 @@ def _scale_by_sophia(
     def init_fn(params):
         return SophiaState(
             count=_common.zero_count(),
-            mu=tree_utils.tree_zeros_like(params, dtype=mu_dtype),
-            nu=tree_utils.tree_zeros_like(params),
+            mu=tree_utils.state_zeros_like(params, dtype=mu_dtype),
+            nu=tree_utils.state_zeros_like(params),
             hessian_fn_state=hessian_diagonal_fn.init(params),
         )
 

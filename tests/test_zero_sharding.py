@@ -1,0 +1,261 @@
+"""ZeRO-style state sharding with ``optcore.sharding.state_shardings`` on 8 (fake CPU) devices.
+
+One subprocess (this file run as a script, with
+``XLA_FLAGS=--xla_force_host_platform_device_count=8``; see
+tests/test_sharding.py for why) prints a JSON report that the tests read. On a
+small transformer-like tree, for Adam and (factored) Adafactor, and for two
+layouts:
+
+* ``zero``: data parallel on a ``('data',)`` mesh of 8: params replicated, the
+  state split over ``data``;
+* ``zero+fsdp``: a ``('data', 'fsdp')`` mesh of 4 x 2, params split over
+  ``fsdp`` (FSDP) and the state over both axes;
+
+it measures the state's bytes per device against the replicated layout (about
+1/8), compiles the optimizer step and reads its collectives from the HLO (the
+only all-gather is of the updates, at most the params' size per device: the
+state is never gathered; no all-to-all or collective-permute), and trains five
+steps that must equal a single-device run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+DEVICES = 8
+OPTIMIZERS = ["adam", "adafactor"]
+LAYOUTS = ["zero", "zero+fsdp"]
+PATIENT_COLLECTIVES = "--xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600"
+BYTES = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "s16": 2, "u16": 2,
+         "s8": 1, "u8": 1, "pred": 1}
+
+
+def transformer_params(rng, width=64, layers=2, vocab=256):
+    """A transformer-shaped tree: embedding, per-layer attention and MLP matrices, layer norms."""
+    import numpy as np
+
+    def dense(n_in, n_out):
+        return (rng.normal(size=(n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
+
+    params = {"embed": dense(vocab, width), "final_norm": {"scale": np.ones(width, np.float32)}}
+    for i in range(layers):
+        params[f"layer{i}"] = {
+            "qkv": dense(width, 3 * width), "out": dense(width, width),
+            "mlp_in": dense(width, 4 * width), "mlp_out": dense(4 * width, width),
+            "norm": {"scale": np.ones(width, np.float32), "bias": np.zeros(width, np.float32)},
+        }
+    return params
+
+
+def gathered_bytes(hlo: str) -> int:
+    """Bytes of the results of every all-gather in an HLO module (per device, after partitioning)."""
+    total = 0
+    for line in hlo.splitlines():
+        match = re.search(r"= (.*?) all-gather(-start)?\(", line)
+        if not match:
+            continue
+        shapes = re.findall(r"(\w+)\[([\d,]*)\]", match.group(1))
+        if match.group(2):  # async start: (operands, results); count the results
+            shapes = shapes[len(shapes) // 2:]
+        for dtype, dims in shapes:
+            size = 1
+            for d in filter(None, dims.split(",")):
+                size *= int(d)
+            total += size * BYTES.get(dtype, 4)
+    return total
+
+
+def _worker() -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+    import optcore
+
+    assert jax.device_count() == DEVICES, jax.devices()
+    rng = np.random.default_rng(0)
+    host_params = transformer_params(rng)
+    batches = [rng.normal(size=(16, 64)).astype(np.float32) for _ in range(5)]
+    optimizers = {
+        "adam": optcore.adam(1e-2),
+        # Factored: every matrix here has both axes >= 32, so its second moment is a row and a column vector;
+        # the momentum is the params-shaped state that ZeRO splits (the factored moments are tiny).
+        "adafactor": optcore.adafactor(1e-2, min_dim_size_to_factor=32, momentum=0.9),
+    }
+
+    def loss(params, x):
+        h = x
+        for i in range(2):
+            layer = params[f"layer{i}"]
+            h = h + jnp.tanh(h @ layer["qkv"])[:, :64] @ layer["out"]
+            h = h * layer["norm"]["scale"] + layer["norm"]["bias"]
+            h = h + jnp.tanh(h @ layer["mlp_in"]) @ layer["mlp_out"]
+        logits = (h * params["final_norm"]["scale"]) @ params["embed"].T
+        return jnp.mean(jax.nn.logsumexp(logits, axis=-1))
+
+    def per_device_bytes(tree):
+        return sum(leaf.addressable_shards[0].data.nbytes for leaf in jax.tree.leaves(tree))
+
+    def run(name, layout, reference_grads):
+        opt = optimizers[name]
+        if layout == "zero":
+            mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+            param_specs = jax.tree.map(lambda p: P(), host_params)
+        else:
+            mesh = jax.make_mesh((4, 2), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2)
+            param_specs = jax.tree.map(lambda p: P("fsdp", *([None] * (p.ndim - 1))), host_params)
+        param_shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), param_specs)
+        params = jax.device_put(host_params, param_shardings)
+        state_shardings = optcore.sharding.state_shardings(opt, params, mesh, axis="data")
+        state = jax.jit(opt.init, out_shardings=state_shardings)(params)
+        replicated = jax.jit(opt.init, out_shardings=NamedSharding(mesh, P()))(params)
+        errors = []
+        for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(state_shardings)):
+            if not leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+                errors.append(f"init: state{jax.tree_util.keystr(path)} on {leaf.sharding}, asked {sharding}")
+        ratio = per_device_bytes(state) / per_device_bytes(replicated)
+
+        def step(params, state, grads):
+            updates, state = opt.update(grads, state, params)
+            return optcore.apply_updates(params, updates), state
+
+        compiled = jax.jit(step, in_shardings=(param_shardings, state_shardings, param_shardings),
+                           out_shardings=(param_shardings, state_shardings)).lower(params, state, params).compile()
+        hlo = compiled.as_text()
+        collectives = sorted({op for op in ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
+                              if re.search(rf" {op}(-start)?\(", hlo)})
+        gathered, params_bytes = gathered_bytes(hlo), per_device_bytes(params)
+        if gathered > params_bytes:
+            errors.append(f"step gathers {gathered} bytes per device, more than the params' {params_bytes}: it gathers state")
+        if "all-gather" not in collectives:
+            errors.append("step has no all-gather: the updates computed on the state's slices never reach the params")
+        moving = {"all-to-all", "collective-permute"} & set(collectives)
+        if moving:
+            errors.append(f"step has {sorted(moving)}")
+        if name == "adam" and "all-reduce" in collectives:
+            errors.append("step has an all-reduce, but Adam is element-wise")
+
+        # The single-device run's gradients, fed to the sharded step: any difference is the optimizer's.
+        for grads in reference_grads:
+            params, state = compiled(params, state, jax.device_put(grads, param_shardings))
+        for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(state_shardings)):
+            if not leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+                errors.append(f"training: state{jax.tree_util.keystr(path)} moved to {leaf.sharding}")
+        return jax.tree.map(np.asarray, params), {
+            "errors": errors, "state_bytes_ratio": ratio, "collectives": collectives,
+            "gathered_bytes": gathered, "params_bytes_per_device": params_bytes,
+            "state_bytes_per_device": per_device_bytes(state), "replicated_state_bytes": per_device_bytes(replicated),
+        }
+
+    def single_device(name):
+        opt, device = optimizers[name], jax.devices()[0]
+        params = jax.device_put(host_params, device)
+        state = opt.init(params)
+
+        @jax.jit
+        def train_step(params, state, grads):
+            updates, state = opt.update(grads, state, params)
+            return optcore.apply_updates(params, updates), state
+
+        grads_seen = []
+        for x in batches:
+            grads = jax.grad(loss)(params, jax.device_put(x, device))
+            grads_seen.append(jax.tree.map(np.asarray, grads))
+            params, state = train_step(params, state, grads)
+        return jax.tree.map(np.asarray, params), grads_seen
+
+    def uneven():
+        """A param no dimension of which divides into 8 is named in a warning, and its state replicated."""
+        import warnings
+
+        mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+        params = {"odd": np.ones((9, 5), np.float32), "tiny": np.ones(3, np.float32), "even": np.ones((4, 16), np.float32)}
+        errors = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            shardings = optcore.sharding.state_shardings(optcore.adam(1e-3), params, mesh)
+        messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        if len(messages) != 1 or "params['odd'] (9, 5)" not in messages[0] or "params['tiny']" in messages[0] or "params['even']" in messages[0]:
+            errors.append(f"expected one warning naming params['odd'] only, got {messages}")
+        mu = shardings[0].mu
+        if mu["odd"].spec != P(None, None) and mu["odd"].spec != P():
+            errors.append(f"mu['odd'] is on {mu['odd'].spec}, expected replicated")
+        if mu["even"].spec != P(None, "data"):
+            errors.append(f"mu['even'] is on {mu['even'].spec}, expected split along its longest dimension")
+        try:
+            optcore.sharding.state_shardings(optcore.adam(1e-3), params, mesh, axis="batch")
+            errors.append("an axis the mesh lacks gave no error")
+        except ValueError as error:
+            if "'batch'" not in str(error) or "data" not in str(error):
+                errors.append(f"unclear error: {error}")
+        return {"errors": errors}
+
+    report = {"uneven": uneven()}
+    for name in OPTIMIZERS:
+        reference, grads = single_device(name)
+        for layout in LAYOUTS:
+            try:
+                result, case = run(name, layout, grads)
+                for (path, got), want, start in zip(jax.tree_util.tree_leaves_with_path(result), jax.tree.leaves(reference),
+                                                    jax.tree.leaves(host_params)):
+                    if not np.allclose(got, want, rtol=1e-6, atol=1e-7):
+                        case["errors"].append(f"params{jax.tree_util.keystr(path)} differs from one device by "
+                                              f"{float(np.max(np.abs(got - want))):.3g}")
+                    if np.array_equal(want, start) and not np.all(want == 0):
+                        case["errors"].append(f"params{jax.tree_util.keystr(path)} did not move: a vacuous comparison")
+            except Exception as error:  # noqa: BLE001 -- reported per case
+                case = {"errors": [f"{type(error).__name__}: {str(error)[:1500]}"]}
+            report[f"{name}/{layout}"] = case
+    return report
+
+
+@pytest.fixture(scope="module")
+def report():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES} {PATIENT_COLLECTIVES}"
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_state_split_over_the_data_axis(report, name, layout):
+    case = report[f"{name}/{layout}"]
+    assert case["errors"] == [], "\n".join(case["errors"])
+    print(f"{name}/{layout}: state {case['state_bytes_per_device']} B per device vs {case['replicated_state_bytes']} B "
+          f"replicated (ratio {case['state_bytes_ratio']:.4f}); step collectives {case['collectives']}, "
+          f"all-gather {case['gathered_bytes']} B per device (params {case['params_bytes_per_device']} B)")
+    # 1/8 of the replicated layout, plus the few leaves too small to split (counts, Adafactor's placeholders).
+    assert 1 / 8 <= case["state_bytes_ratio"] < 1 / 8 * 1.05
+
+
+def test_unsplittable_params_are_named_and_their_state_replicated(report):
+    assert report["uneven"]["errors"] == [], "\n".join(report["uneven"]["errors"])
+
+
+def test_the_example_shows_what_each_layout_costs_per_device():
+    example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "sharded_training.py")
+    env = {**os.environ, "XLA_FLAGS": PATIENT_COLLECTIVES}
+    proc = subprocess.run([sys.executable, example, "--steps", "3"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    costs = re.findall(r"\[(\w+)\] mesh .*\nper device: params (\d+) B of (\d+) B, optimizer state (\d+) B of (\d+) B",
+                       proc.stdout)
+    costs = {layout: [int(n) for n in numbers] for layout, *numbers in costs}
+    assert set(costs) == {"fsdp", "zero"}, proc.stdout
+    params, all_params, state, all_state = costs["zero"]
+    assert params == all_params and abs(state * 8 / all_state - 1) < 0.01  # params replicated, state split 8 ways
+    params, all_params, state, all_state = costs["fsdp"]
+    assert params < all_params / 4 and state < all_state / 4  # both split over the 4 x 2 mesh (small biases aside)
+
+
+if __name__ == "__main__":
+    print(json.dumps(_worker()))
