@@ -147,3 +147,12 @@ def test_a_required_argument_left_unsupplied_is_named_in_the_skip(monkeypatch):
     (case,) = kit.optimizer_cases(arguments={"needs_radius": {"radius": 1.0}})
     assert case.skip is None and case.kwargs == {"learning_rate": kit.LEARNING_RATE, "radius": 1.0}
     assert kit.optimizer_cases(distribution="other") == []
+
+
+@kit.parametrize_registry()
+def test_every_registered_optimizer_passes_the_jit_and_dtype_checks(case):
+    """The checks the other registry-wide modules do not run through the kit (they cover the rest)."""
+    import registry_cases as rc
+
+    (case,) = [c for c in rc.optimizer_cases() if c.name == case.name]  # with the arguments the core knows
+    case.check(checks=["jit_matches_eager", "dtypes"])
