@@ -35,3 +35,19 @@ def test_contrib_registers_optimizers():
 @pytest.mark.parametrize("case", _cases())
 def test_every_contrib_optimizer_conforms(case):
     case.check()
+
+
+@pytest.mark.parametrize("argument", ["b1", "b2"])
+def test_ademamix_refuses_a_bias_corrected_decay_of_one(argument):
+    """m_hat = m / (1 - b1^t) divides by zero at b1 = 1: a ValueError at construction, not a NaN step."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    import optcore_contrib
+
+    with pytest.raises(ValueError, match=rf"{argument} must be in \[0.0, 1.0\)"):
+        optcore_contrib.ademamix(0.01, **{argument: 1.0})
+    opt = optcore_contrib.ademamix(0.01, **{argument: 0.999})  # just below 1 is fine and finite
+    params = jnp.ones(3)
+    updates, _ = opt.update(jnp.full(3, 0.5), opt.init(params), params)
+    assert np.isfinite(np.asarray(updates)).all()
