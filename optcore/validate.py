@@ -92,6 +92,33 @@ def check_decay(name: str, value: Any) -> None:
     check_range(name, value, low=0.0, high=1.0, high_inclusive=True)
 
 
+def require_update_args(who: str, **arguments: Any) -> None:
+    """Raises ``TypeError`` naming each extra ``update`` argument that is missing (``None``).
+
+    The one convention for optimizers whose ``update`` needs more than the
+    gradient (the loss ``value``, its ``grad``, a ``value_fn`` or ``obj_fn``):
+    they take it as a keyword-only argument defaulting to ``None``, and a
+    call without it fails like a Python call missing a required argument, a
+    ``TypeError`` whose message names the argument::
+
+        def update_fn(updates, state, params=None, *, value=None, **extra_args):
+            optcore.validate.require_update_args("momo", value=value)
+
+    Args:
+      who: the optimizer's name, for the message.
+      **arguments: each extra argument by name, as received.
+    """
+    missing = [name for name, value in arguments.items() if value is None]
+    if missing:
+        listed = ", ".join(f"'{name}'" for name in missing)
+        plural = "s" if len(missing) > 1 else ""
+        example = ", ".join(f"{name}=..." for name in missing)
+        raise TypeError(
+            f"{who}'s update() missing {len(missing)} required keyword argument{plural}: {listed}; "
+            f"call update(updates, state, params, {example})."
+        )
+
+
 def _path_str(path) -> str:
     import jax
 

@@ -17,6 +17,7 @@ import jax
 import pytest
 
 import optcore
+import optcore.testing
 import registry_cases as rc
 from plugin_fixtures import run_json
 
@@ -72,25 +73,9 @@ def _variants():
 
 @pytest.mark.parametrize("case, variant", _variants())
 def test_restore_and_continue_is_bit_identical(case, variant):
-    opt, step = _opt_and_step(case, variant)
-    params0 = rc.small_params(case.name)
-    expected_params, expected_state = _run(step, params0, opt.init(params0), STEPS)
-
-    params_k, state_k = _run(step, params0, opt.init(params0), SAVE_AT)
-
-    # pickle: params and state together, as a training loop would save them.
-    restored_params, restored_state = pickle.loads(pickle.dumps((params_k, state_k)))
-    final = _run(step, restored_params, restored_state, STEPS - SAVE_AT)
-    rc.assert_bitwise_equal(final[0], expected_params, "params after pickle")
-    rc.assert_bitwise_equal(final[1], expected_state, "state after pickle")
-
-    # numpy.savez of the leaves, restored onto the treedef of a fresh init.
-    fresh_state = opt.init(params0)
-    restored_state = rc.load_leaves(rc.save_leaves(state_k), like=fresh_state)
-    restored_params = rc.load_leaves(rc.save_leaves(params_k), like=params0)
-    final = _run(step, restored_params, restored_state, STEPS - SAVE_AT)
-    rc.assert_bitwise_equal(final[0], expected_params, "params after savez")
-    rc.assert_bitwise_equal(final[1], expected_state, "state after savez")
+    """pickle (params and state together) and numpy.savez (onto a fresh init's treedef) round trips."""
+    harness = rc.harness(case, variant, build=None if variant == PLAIN else lambda c: _build(c, variant))
+    optcore.testing.check_checkpoint(harness, rc.small_params(case.name), steps=STEPS, save_at=SAVE_AT)
 
 
 def test_restored_state_must_match_a_fresh_init():

@@ -28,109 +28,34 @@ import numpy as np
 import pytest
 
 import optcore
+import optcore.testing
 import registry_cases as rc
 
 CASES = rc.case_params(rc.optimizer_cases())
 STEPS = 3
-INITS = {"eager": lambda opt: opt.init, "jit": lambda opt: jax.jit(opt.init)}
+INIT_MODES = optcore.testing.INIT_MODES
 
 
-def _buffers(tree):
-    """``(path, buffer address)`` of every array leaf (typed PRNG keys by their key data)."""
-    out = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if isinstance(leaf, jax.Array):
-            array = jax.random.key_data(leaf) if rc.is_key(leaf) else leaf
-            out.append((jax.tree_util.keystr(path), array.unsafe_buffer_pointer()))
-    return out
-
-
-def _leaf_types(tree):
-    """Structure, and (shape, dtype, weak_type) per leaf: what ``lax.scan`` requires of a carry."""
-    def describe(leaf):
-        aval = jax.typeof(leaf)
-        return jnp.shape(leaf), aval.dtype, getattr(aval, "weak_type", False)
-
-    return jax.tree.structure(tree), [describe(leaf) for leaf in jax.tree.leaves(tree)]
-
-
-@pytest.mark.parametrize("init_mode", list(INITS))
+@pytest.mark.parametrize("init_mode", INIT_MODES)
 @pytest.mark.parametrize("case", CASES)
 def test_state_buffers_are_its_own(case, init_mode):
-    opt = case.build()
-    params = rc.small_params(case.name)
-    init = INITS[init_mode](opt)
-    state, again = init(params), init(params)
-    state_buffers = _buffers(state)
-    owners: dict = {}
-    for path, address in state_buffers:
-        assert address not in owners, f"state{path} shares its buffer with state{owners[address]}"
-        owners[address] = path
-    for path, address in _buffers(params):
-        assert address not in owners, f"state{owners[address]} is the buffer of params{path}"
-    for path, address in _buffers(again):
-        assert address not in owners, (
-            f"two inits both return one array at state{path}: an array held by the optimizer, which donation frees"
-        )
+    optcore.testing.check_state_buffers(rc.harness_of(case.name, case.build()), rc.small_params(case.name),
+                                        init_mode=init_mode)
 
 
-@pytest.mark.parametrize("init_mode", list(INITS))
+@pytest.mark.parametrize("init_mode", INIT_MODES)
 @pytest.mark.parametrize("case", CASES)
 def test_donated_step_matches_undonated(case, init_mode):
-    # An optimizer of its own (a variant of the shared step cache): should it hand
+    # An optimizer of its own (a variant of the shared harness cache): should it hand
     # out an array it holds, donating it must not break the other tests' optimizer.
-    opt, plain_step = rc.jitted_step(case, "donation", build=lambda c: c.build())
-    donated_step = jax.jit(lambda p, s, g: rc.step(opt, case.name, p, s, g), donate_argnums=(0, 1))
-    init = INITS[init_mode](opt)
-
-    def run(step):
-        params = rc.small_params(case.name)
-        state = init(params)
-        for _ in range(STEPS):
-            params, state = step(params, state, rc.objective_grad(params))
-        return params, state
-
-    expected = run(plain_step)
-    _assert_same_numbers(run(donated_step), expected, "donated run")
-    # The optimizer object survives donation: a fresh init (which would return a
-    # donated, deleted array it holds) and another run give the same numbers.
-    _assert_same_numbers(run(donated_step), expected, "second donated run")
-    rc.assert_bitwise_equal(run(plain_step), expected, "undonated run after donation")
+    harness = rc.harness(case, "donation", build=lambda c: c.build())
+    optcore.testing.check_donation(harness, lambda: rc.small_params(case.name), init_mode=init_mode, steps=STEPS)
 
 
-def _assert_same_numbers(actual, expected, what):
-    """Same structure, shapes and dtypes, values equal to float32 rounding.
-
-    Donation is a separate compilation, in which XLA may fuse (and so round)
-    a reduction differently: prodigy's ``numerator_weighted`` moves by an ulp.
-    """
-    assert jax.tree.structure(actual) == jax.tree.structure(expected), f"{what}: structure differs"
-    for (path, a), e in zip(jax.tree_util.tree_flatten_with_path(actual)[0], jax.tree.leaves(expected)):
-        a, e = rc.raw(a), rc.raw(e)
-        where = f"{what}{jax.tree_util.keystr(path)}"
-        assert (a.dtype, a.shape) == (e.dtype, e.shape), f"{where}: {a.dtype}{a.shape} != {e.dtype}{e.shape}"
-        np.testing.assert_allclose(a, e, rtol=1e-6, atol=0, err_msg=where)
-
-
-@pytest.mark.parametrize("init_mode", list(INITS))
+@pytest.mark.parametrize("init_mode", INIT_MODES)
 @pytest.mark.parametrize("case", CASES)
 def test_state_is_a_scan_carry(case, init_mode):
-    opt, step = rc.jitted_step(case)
-    params = rc.small_params(case.name)
-    state0 = INITS[init_mode](opt)(params)
-    _, state1 = step(params, state0, rc.objective_grad(params))
-    assert _leaf_types(state1) == _leaf_types(state0), "update changes the state's layout"
-
-    def body(carry, _):
-        return rc.step(opt, case.name, *carry), None
-
-    scanned, _ = jax.jit(lambda c: jax.lax.scan(body, c, None, length=STEPS))((params, state0))
-    looped = (params, state0)
-    for _ in range(STEPS):
-        looped = step(*looped, rc.objective_grad(looped[0]))
-    assert _leaf_types(scanned) == _leaf_types(looped)
-    for got, want in zip(jax.tree.leaves(scanned), jax.tree.leaves(looped)):
-        np.testing.assert_allclose(rc.raw(got), rc.raw(want), rtol=1e-5, atol=1e-7)
+    optcore.testing.check_scan_carry(rc.harness(case), rc.small_params(case.name), init_mode=init_mode, steps=STEPS)
 
 
 # ---------------------------------------------------------------------------

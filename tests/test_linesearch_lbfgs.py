@@ -147,7 +147,7 @@ def test_value_and_grad_from_state_recomputes_when_empty():
 def test_missing_extra_args_and_bad_hyperparameters():
     opt = optcore.scale_by_zoom_linesearch(5)
     w = jnp.ones(2)
-    with pytest.raises(ValueError, match="value_fn"):
+    with pytest.raises(TypeError, match="value_fn"):
         opt.update(w, opt.init(w), w)
     with pytest.raises(ValueError, match="NO|params"):
         opt.update(w, opt.init(w), None, value=1.0, grad=w, value_fn=lambda p: 0.0)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import optcore
+import optcore.testing
 import registry_cases as rc
 
 CASES = rc.optimizer_cases()
@@ -63,34 +64,10 @@ def _nonfinite_leaves(tree, allow_inf=False):
     return bad
 
 
-def _finite_step(case):
-    """apply_if_finite(opt) and its jitted step (grads as an argument), built once per optimizer."""
-    return rc.jitted_step(
-        case, "apply_if_finite", build=lambda c: optcore.apply_if_finite(c.build(), max_consecutive_errors=3)
-    )
-
-
 @pytest.mark.parametrize("case", rc.case_params(CASES))
 def test_apply_if_finite_skips_nan_and_inf_steps(case):
-    opt, step = _finite_step(case)
-    params = rc.small_params(case.name)
-    good = jax.grad(rc.objective)(params)
-    params, state = step(params, opt.init(params), good)
-    assert int(state.total_notfinite) == 0 and bool(state.last_finite)
-
-    for count, bad_value in enumerate((np.nan, np.inf, -np.inf), start=1):
-        new_params, new_state = step(params, state, _with_entry(good, bad_value))
-        rc.assert_bitwise_equal(new_params, params, f"params after a {bad_value} gradient")
-        rc.assert_bitwise_equal(new_state.inner_state, state.inner_state, f"inner state after a {bad_value} gradient")
-        assert int(new_state.total_notfinite) == count
-        assert int(new_state.notfinite_count) == count
-        assert not bool(new_state.last_finite)
-        params, state = new_params, new_state
-
-    # A finite gradient is applied again and resets the consecutive count.
-    new_params, state = step(params, state, good)
-    assert int(state.notfinite_count) == 0 and int(state.total_notfinite) == 3 and bool(state.last_finite)
-    assert not _nonfinite_leaves(new_params)
+    """NaN, +Inf, -Inf in turn: params and inner state bit-identical, each skip counted, then a good step."""
+    optcore.testing.check_apply_if_finite(rc.harness(case), rc.small_params(case.name))
 
 
 def test_apply_if_finite_lets_bad_steps_through_after_max_consecutive_errors():

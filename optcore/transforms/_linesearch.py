@@ -99,11 +99,7 @@ def _kwargs_for(fn: Callable, extra_args: dict) -> dict:
 
 
 def _check_extra_args(value, grad, value_fn, name):
-    if value is None or grad is None or value_fn is None:
-        raise ValueError(
-            f"{name} needs the extra arguments `value`, `grad` and `value_fn` in update(): "
-            "update(updates, state, params, value=value, grad=grad, value_fn=value_fn, ...)."
-        )
+    validate.require_update_args(name, value=value, grad=grad, value_fn=value_fn)
 
 
 def scale_by_backtracking_linesearch(

@@ -392,8 +392,7 @@ def scale_by_polyak(
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del params, extra_args
-        if value is None:
-            raise TypeError("scale_by_polyak's update needs the objective value: update(..., value=f(params)).")
+        validate.require_update_args("scale_by_polyak", value=value)
         validate.check_floating(updates)
         squared_norm = tree_utils.tree_norm(updates, squared=True)
         gap = jnp.asarray(value, jnp.float32) - f32(f_min)

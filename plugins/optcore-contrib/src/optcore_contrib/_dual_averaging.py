@@ -219,11 +219,10 @@ def momo(
             count=_common.zero_count(),
         )
 
-    def update_fn(updates, state, params=None, value=None, **extra_args):
+    def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del extra_args
         _common.require_params(params, "momo", updates)
-        if value is None:
-            raise ValueError("momo needs the loss: call update(..., value=loss).")
+        validate.require_update_args("momo", value=value)
         # Float32 hyperparameters (the schedule evaluated first): the same bits
         # with and without inject_hyperparams.
         lr = _common.f32(_common.learning_rate_at(learning_rate, state.count))
@@ -304,11 +303,10 @@ def momo_adam(
             count=_common.zero_count(),
         )
 
-    def update_fn(updates, state, params=None, value=None, **extra_args):
+    def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del extra_args
         _common.require_params(params, "momo_adam", updates)
-        if value is None:
-            raise ValueError("momo_adam needs the loss: call update(..., value=loss).")
+        validate.require_update_args("momo_adam", value=value)
         # Float32 hyperparameters (the schedule evaluated first): the same bits
         # with and without inject_hyperparams.
         lr = _common.f32(_common.learning_rate_at(learning_rate, state.count))

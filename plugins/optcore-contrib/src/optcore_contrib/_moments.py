@@ -37,6 +37,12 @@ def _check_betas(**betas):
         _common.check_callable_or(name, value, validate.check_decay)
 
 
+def _check_bias_corrected_betas(**betas):
+    """Decays whose EMA is divided by ``1 - beta^t``: ``beta = 1`` would divide by zero, so [0, 1)."""
+    for name, value in betas.items():
+        _common.check_callable_or(name, value, lambda n, v: validate.check_range(n, v, 0.0, 1.0))
+
+
 def scale_by_acprop(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -168,7 +174,8 @@ def scale_by_ademamix(
       eps_root: added inside the root.
       mu_dtype: dtype of both EMAs (default: the params').
     """
-    _check_betas(b1=b1, b2=b2, b3=b3)
+    _check_bias_corrected_betas(b1=b1, b2=b2)
+    _check_betas(b3=b3)
     validate.check_non_negative("eps", eps)
     validate.check_non_negative("eps_root", eps_root)
     mu_dtype = _common.dtype_or_none(mu_dtype)

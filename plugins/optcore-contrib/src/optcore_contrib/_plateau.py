@@ -91,10 +91,9 @@ def reduce_on_plateau(
             avg_value=jnp.zeros_like(state.avg_value),
         )
 
-    def update_fn(updates, state, params=None, value=None, **extra_args):
+    def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del params, extra_args
-        if value is None:
-            raise ValueError("reduce_on_plateau needs the monitored value: update(..., value=loss).")
+        validate.require_update_args("reduce_on_plateau", value=value)
         count = state.count
         avg_value = (count * state.avg_value + value) / (count + 1)
         new_count = (count + 1) % accumulation_size

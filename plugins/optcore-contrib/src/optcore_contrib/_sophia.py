@@ -50,11 +50,10 @@ def hutchinson_estimator_diag_hessian(random_seed: Optional[jax.Array] = None):
         key = random_seed if random_seed is not None else jax.random.PRNGKey(0)
         return HutchinsonState(key=key)
 
-    def update_fn(updates, state, params=None, obj_fn=None, **extra_args):
+    def update_fn(updates, state, params=None, *, obj_fn=None, **extra_args):
         del updates, extra_args
         _common.require_params(params, "hutchinson_estimator_diag_hessian")
-        if obj_fn is None:
-            raise ValueError("hutchinson_estimator_diag_hessian needs update(..., obj_fn=f).")
+        validate.require_update_args("hutchinson_estimator_diag_hessian", obj_fn=obj_fn)
         key, subkey = jax.random.split(state.key)
         signs = tree_utils.tree_random_like(subkey, params, jax.random.rademacher)
         signs = jax.tree.map(lambda s, p: s.astype(p.dtype), signs, params)
@@ -81,10 +80,9 @@ def _scale_by_sophia(
             hessian_fn_state=hessian_diagonal_fn.init(params),
         )
 
-    def update_fn(updates, state, params=None, obj_fn=None, **extra_args):
+    def update_fn(updates, state, params=None, *, obj_fn=None, **extra_args):
         _common.require_params(params, "sophia")
-        if obj_fn is None:
-            raise ValueError("sophia needs the objective: update(..., obj_fn=f) with f(params) a scalar.")
+        validate.require_update_args("sophia", obj_fn=obj_fn)
         # Float32 hyperparameters: the same bits with and without inject_hyperparams.
         b1_, b2_, eps_, gamma_, clip_ = (_common.f32(x) for x in (b1, b2, eps, gamma, clip_threshold))
         mu = tree_utils.tree_update_moment(updates, state.mu, b1_, 1)

@@ -112,10 +112,9 @@ def sam(
             cache=cache,
         )
 
-    def opaque_update(updates, state, params=None, grad_fn=None, **extra_args):
+    def opaque_update(updates, state, params=None, *, grad_fn=None, **extra_args):
         _common.require_params(params, "sam")
-        if grad_fn is None:
-            raise ValueError("sam(opaque_mode=True) needs update(..., grad_fn=f) with f(params, step) -> grads.")
+        validate.require_update_args("sam(opaque_mode=True)", grad_fn=grad_fn)
         adv_params, adv_state, grads = params, state.adv_state, updates
         for step in range(sync_period - 1):
             adv_updates, adv_state = ascend(grads, adv_state, adv_params, extra_args)
