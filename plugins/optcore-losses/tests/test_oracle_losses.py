@@ -205,3 +205,36 @@ def test_gradients_match_optax(name):
     ours = jax.grad(lambda x: getattr(ol, name)(x, labels).sum())(logits)
     theirs = jax.grad(lambda x: getattr(optax.losses, name)(x, labels).sum())(logits)
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize(
+    "name",
+    [
+        "softmax_cross_entropy",
+        "safe_softmax_cross_entropy",
+        "poly_loss_cross_entropy",
+        "sigmoid_binary_cross_entropy",
+        "sigmoid_focal_loss",
+        "kl_divergence",
+        "generalized_kl_divergence",
+    ],
+)
+def test_label_gradients_match_optax(name):
+    # Soft targets with exact zeros (distillation from a pruned teacher): the
+    # derivative in the labels at a zero label must be -log p, as in Optax.
+    logits = _normal(3, 4) * 2
+    labels = np.array(_probs(3, 4))
+    labels[:, 1] = 0.0
+    labels = jnp.asarray(labels / labels.sum(-1, keepdims=True))
+    if "kl" in name:
+        logits = jax.nn.log_softmax(logits)
+        labels = labels + 0.05  # log(0) has no derivative
+
+    def loss_in_labels(module):
+        return lambda y: getattr(module, name)(logits, y).sum()
+
+    for transform in (jax.grad, jax.jacfwd):
+        np.testing.assert_allclose(
+            transform(loss_in_labels(ol))(labels), transform(loss_in_labels(optax.losses))(labels), rtol=1e-5, atol=1e-6
+        )

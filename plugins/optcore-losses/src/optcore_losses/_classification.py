@@ -98,10 +98,21 @@ def perceptron_loss(predictor_outputs, targets) -> jax.Array:
 
 
 def _cross_entropy(log_probs, labels, axis, where):
-    """``-sum(labels * log_probs)`` where a zero label contributes exactly 0."""
-    # A zero label on a -inf log-probability must give 0, not 0 * inf = nan.
-    terms = jnp.where(labels == 0, 0.0, labels * log_probs)
-    return -jnp.sum(terms, axis=axis, where=where)
+    """``-sum(labels * log_probs)`` where a zero label contributes exactly 0.
+
+    A zero label on a -inf log-probability must give 0, not 0 * inf = nan
+    (0 log 0 := 0). Only the -inf log-probabilities that meet a zero label (or
+    a class excluded by ``where``) are replaced, and the replacement acts on
+    ``log_probs`` alone, so the loss stays the product ``labels * log_probs``:
+    its derivative in the labels is ``-log_probs``, as in Optax. (Replacing the
+    whole product where ``labels == 0`` would zero that derivative at every
+    zero label, which breaks distillation and any gradient in the targets.)
+    """
+    replace = labels == 0
+    if where is not None:
+        replace = replace | ~jnp.asarray(where, bool)
+    finite_log_probs = jnp.where(replace & jnp.isneginf(log_probs), 0.0, log_probs)
+    return -jnp.sum(labels * finite_log_probs, axis=axis, where=where)
 
 
 def softmax_cross_entropy(logits, labels, axis: Union[int, tuple[int, ...], None] = -1, where=None) -> jax.Array:
