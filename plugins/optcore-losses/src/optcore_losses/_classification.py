@@ -165,7 +165,9 @@ def safe_softmax_cross_entropy(logits, labels) -> jax.Array:
     return softmax_cross_entropy(logits, labels, axis=-1)
 
 
-def softmax_cross_entropy_with_integer_labels(logits, labels, axis: int = -1, where=None) -> jax.Array:
+def softmax_cross_entropy_with_integer_labels(
+    logits, labels, axis: Union[int, tuple[int, ...]] = -1, where=None
+) -> jax.Array:
     r"""Softmax cross-entropy with the true class given as an integer index.
 
     .. math::
@@ -174,24 +176,49 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis: int = -1, wh
     References:
       C. Bishop, *Pattern Recognition and Machine Learning*, 2006, eq. 4.108.
 
+    With a tuple of axes, the classes are the entries of the slice
+    ``logits[axis]`` flattened in the order the axes are given (C order), and a
+    label is a flat index into it (``jnp.ravel_multi_index`` over the sizes of
+    those axes, in that order), as in Optax.
+
     Args:
       logits: floating logits, shape ``[..., num_classes]``.
       labels: integer class indices, the shape of ``logits`` without ``axis``.
-      axis: the class axis.
-      where: optional boolean mask of the classes included in the normaliser.
+      axis: the class axis, or a tuple of class axes.
+      where: optional boolean mask of the classes included in the normaliser,
+        of the shape of ``logits`` or of ``labels`` (then a whole example is
+        in or out). An example with no class included has loss 0.
 
     Returns:
       The losses, the shape of ``labels``.
     """
     logits = _checks.as_float(logits, "logits")
-    if not isinstance(axis, int):
-        raise TypeError(f"axis must be an int, got {axis!r}.")
+    class_axes = _checks.class_axes(axis, logits.ndim)
+    if where is not None:
+        where = jnp.asarray(where, bool)
+        if where.ndim != logits.ndim:
+            where = jnp.expand_dims(where, class_axes)
+        where = jnp.broadcast_to(where, logits.shape)
+    if len(class_axes) > 1 or isinstance(axis, tuple):
+        # Batch axes first, then the class axes in the given order, flattened into one.
+        batch_axes = tuple(a for a in range(logits.ndim) if a not in class_axes)
+        order = batch_axes + class_axes
+        flat_shape = tuple(logits.shape[a] for a in batch_axes) + (-1,)
+        logits = logits.transpose(order).reshape(flat_shape)
+        if where is not None:
+            where = where.transpose(order).reshape(flat_shape)
+        axis = -1
+    else:
+        (axis,) = class_axes
     labels = _checks.check_integer_labels(logits, labels, axis)
     x = _checks.upcast(logits)
     label_logits = jnp.take_along_axis(x, jnp.expand_dims(labels, axis), axis=axis)
     label_logits = jnp.squeeze(label_logits, axis=axis)
     normalizers = jax.nn.logsumexp(x, axis=axis, where=where)
-    return (normalizers - label_logits).astype(logits.dtype)
+    losses = normalizers - label_logits
+    if where is not None:
+        losses = jnp.where(jnp.any(where, axis=axis), losses, 0.0)
+    return losses.astype(logits.dtype)
 
 
 def poly_loss_cross_entropy(
