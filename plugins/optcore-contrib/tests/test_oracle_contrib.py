@@ -270,3 +270,20 @@ def test_scale_by_muon_preconditioning_on_batched_matrices_matches_optax(precond
         u_theirs, s_theirs = update_theirs(g, s_theirs, params)
         for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_theirs)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"step {step}")
+
+
+@pytest.mark.parametrize("key", [7, jax.random.key(7)], ids=["int_key", "typed_key"])
+def test_private_aggregate_under_jit_matches_optax_noise(key):
+    # Optax turns an int key into jax.random.key(int) and splits it the same
+    # way: the same key gives the same noise, under jit, step after step.
+    per_example = {"w": jnp.arange(24.0).reshape(4, 2, 3) / 10, "b": jnp.ones((4, 3))}
+    params = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)}
+    ours = cc.differentially_private_aggregate(0.5, 1.3, key)
+    theirs = oc.differentially_private_aggregate(0.5, 1.3, key)
+    s_ours, s_theirs = ours.init(params), theirs.init(params)
+    step_ours, step_theirs = jax.jit(ours.update), jax.jit(theirs.update)
+    for _ in range(3):
+        u_ours, s_ours = step_ours(per_example, s_ours, params)
+        u_theirs, s_theirs = step_theirs(per_example, s_theirs, params)
+        for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_theirs)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

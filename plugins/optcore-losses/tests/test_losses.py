@@ -209,3 +209,23 @@ def test_ctc_loss():
     ref3 = [_ctc_reference(logits[b, :tl], np.where(labels[b, :ll] == 3, 0, labels[b, :ll]), 3) for b, (tl, ll) in enumerate(lengths)]
     # blank_id=3 with label 3 in row 1 would be invalid: compare rows 0 and 2 only.
     close(loss[np.array([0, 2])], np.array(ref3)[np.array([0, 2])], rtol=1e-5)
+
+
+@pytest.mark.parametrize("axis", [(1, 2), (-2, -1), (2, 1)])
+def test_integer_labels_with_tuple_axis(axis):
+    # Reference: the class axes moved last in the given order and flattened; a
+    # label is a flat index into them; loss = logsumexp - logit of the label.
+    logits = normal(2, 3, 4)
+    labels = RNG.integers(0, 12, size=(2,))
+    flat = np.moveaxis(logits.astype(np.float64), axis, (-2, -1)).reshape(2, 12)
+    expected = special.logsumexp(flat, axis=-1) - flat[np.arange(2), labels]
+    close(ol.softmax_cross_entropy_with_integer_labels(logits, labels, axis=axis), expected)
+    # A mask of the labels' shape includes or drops whole examples; a dropped one has loss 0.
+    masked = ol.softmax_cross_entropy_with_integer_labels(logits, labels, axis=axis, where=np.array([True, False]))
+    close(masked, [expected[0], 0.0])
+    with pytest.raises(ValueError, match="twice"):
+        ol.softmax_cross_entropy_with_integer_labels(logits, labels, axis=(1, -2))
+    with pytest.raises(ValueError, match="out of bounds"):
+        ol.softmax_cross_entropy_with_integer_labels(logits, labels, axis=(1, 3))
+    with pytest.raises(TypeError, match="tuple of ints"):
+        ol.softmax_cross_entropy_with_integer_labels(logits, labels, axis=[1, 2])

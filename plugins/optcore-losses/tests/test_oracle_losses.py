@@ -205,3 +205,78 @@ def test_gradients_match_optax(name):
     ours = jax.grad(lambda x: getattr(ol, name)(x, labels).sum())(logits)
     theirs = jax.grad(lambda x: getattr(optax.losses, name)(x, labels).sum())(logits)
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize(
+    "name",
+    [
+        "softmax_cross_entropy",
+        "safe_softmax_cross_entropy",
+        "poly_loss_cross_entropy",
+        "sigmoid_binary_cross_entropy",
+        "sigmoid_focal_loss",
+        "kl_divergence",
+        "generalized_kl_divergence",
+    ],
+)
+def test_label_gradients_match_optax(name):
+    # Soft targets with exact zeros (distillation from a pruned teacher): the
+    # derivative in the labels at a zero label must be -log p, as in Optax.
+    logits = _normal(3, 4) * 2
+    labels = np.array(_probs(3, 4))
+    labels[:, 1] = 0.0
+    labels = jnp.asarray(labels / labels.sum(-1, keepdims=True))
+    if "kl" in name:
+        logits = jax.nn.log_softmax(logits)
+        labels = labels + 0.05  # log(0) has no derivative
+
+    def loss_in_labels(module):
+        return lambda y: getattr(module, name)(logits, y).sum()
+
+    for transform in (jax.grad, jax.jacfwd):
+        np.testing.assert_allclose(
+            transform(loss_in_labels(ol))(labels), transform(loss_in_labels(optax.losses))(labels), rtol=1e-5, atol=1e-6
+        )
+
+
+def _integer_label_axis_cases():
+    logits = _normal(2, 3, 4)
+    flat_labels = _ints((2,), 12)
+    mask = jnp.asarray(RNG.random((2, 3, 4)) > 0.3)
+    row_mask = jnp.array([True, False])
+    for axis in [(1, 2), (-2, -1), (2, 1), (1,), -1, 1]:
+        axes = (axis,) if isinstance(axis, int) else axis
+        num_classes = int(np.prod([logits.shape[a] for a in axes]))
+        labels = flat_labels % num_classes
+        if len(axes) == 1:
+            labels = _ints(tuple(s for i, s in enumerate(logits.shape) if i != axes[0] % 3), num_classes)
+        for where_name, where in [("none", None), ("logits", mask), ("labels", row_mask if len(axes) == 2 else None)]:
+            if where_name == "labels" and where is None:
+                continue
+            yield pytest.param(logits, labels, axis, where, id=f"axis{axis}-where_{where_name}")
+
+
+@pytest.mark.parametrize("logits,labels,axis,where", list(_integer_label_axis_cases()))
+def test_integer_labels_with_tuple_axis_match_optax(logits, labels, axis, where):
+    # Optax 0.2.8: a tuple of axes is flattened in the given order and a label
+    # is a flat index into it; an example with nothing in `where` has loss 0.
+    ours = ol.softmax_cross_entropy_with_integer_labels(logits, labels, axis=axis, where=where)
+    theirs = optax.losses.softmax_cross_entropy_with_integer_labels(logits, labels, axis=axis, where=where)
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=2e-5, atol=2e-6)
+    grad = lambda module: jax.grad(
+        lambda x: module.softmax_cross_entropy_with_integer_labels(x, labels, axis=axis, where=where).sum()
+    )(logits)
+    np.testing.assert_allclose(grad(ol), grad(optax.losses), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "poly_loss_cross_entropy", "kl_divergence", "cosine_similarity"])
+@pytest.mark.parametrize("axis", [(1, 2), (-2, -1), (2, 1)])
+def test_probability_losses_with_tuple_axis_match_optax(name, axis):
+    logits = _normal(2, 3, 4)
+    labels = jax.nn.softmax(_normal(2, 12)).reshape(2, 3, 4)
+    first = jax.nn.log_softmax(logits, axis=axis) if name == "kl_divergence" else logits
+    ours = getattr(ol, name)(first, labels, axis=axis)
+    theirs = getattr(optax.losses, name)(first, labels, axis=axis)
+    np.testing.assert_allclose(ours, theirs, rtol=2e-5, atol=2e-6)

@@ -147,6 +147,31 @@ def _is_numbers(x):
     return x is None or isinstance(x, MuonDimensionNumbers)
 
 
+# Named Newton-Schulz coefficient sets accepted by ``muon(ns_coeffs=...)``, as
+# in Optax 0.2.8: "standard" is the default triple (Jordan et al., 2024);
+# "dion" is one triple per iteration for five iterations (the Dion paper,
+# Ahn et al., 2025).
+NS_COEFFS_PRESETS = {
+    "standard": (3.4445, -4.775, 2.0315),
+    "dion": (
+        (4.0848, -6.8946, 2.9270),
+        (3.9505, -6.3029, 2.6377),
+        (3.7418, -5.5913, 2.3037),
+        (2.8769, -3.1427, 1.2046),
+        (2.8366, -3.0525, 1.2012),
+    ),
+}
+
+
+def _preset_coefficients(ns_coeffs):
+    """``ns_coeffs`` with a preset name replaced by its coefficients."""
+    if isinstance(ns_coeffs, str):
+        if ns_coeffs not in NS_COEFFS_PRESETS:
+            raise ValueError(f"Unknown ns_coeffs preset {ns_coeffs!r}; the presets are {sorted(NS_COEFFS_PRESETS)}.")
+        return NS_COEFFS_PRESETS[ns_coeffs]
+    return ns_coeffs
+
+
 def _coefficient_table(ns_coeffs, ns_steps):
     table = jnp.asarray(ns_coeffs, jnp.float32)
     if table.ndim == 1:
@@ -220,7 +245,10 @@ def scale_by_muon(
         return MuonState(
             count=_common.zero_count(),
             mu=tree_utils.state_zeros_like(params, dtype=mu_dtype),
-            ns_coeffs=table,
+            # A fresh buffer per init: a donated state (jax.jit(step,
+            # donate_argnums=...)) deletes its arrays, and this table is held
+            # by the factory for every later init.
+            ns_coeffs=jnp.copy(table),
         )
 
     def update_fn(updates, state, params=None):
@@ -311,7 +339,8 @@ def muon(
 
     Args:
       learning_rate: :math:`\eta`, a scalar or schedule.
-      ns_coeffs: Newton-Schulz coefficients (a triple or one per iteration).
+      ns_coeffs: Newton-Schulz coefficients (a triple or one per iteration),
+        or a preset name of ``NS_COEFFS_PRESETS``: ``"standard"`` or ``"dion"``.
       ns_steps: Newton-Schulz iterations.
       beta: Muon momentum decay.
       eps: added to norms (also Adam's eps).
@@ -331,6 +360,8 @@ def muon(
         per param (or a function of the params returning it).
       consistent_rms: if set, the RMS-matching scale described above.
     """
+
+    ns_coeffs = _preset_coefficients(ns_coeffs)
 
     def labels(params):
         numbers = _dimension_numbers_tree(muon_weight_dimension_numbers, params)

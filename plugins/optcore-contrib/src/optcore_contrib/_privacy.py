@@ -51,6 +51,33 @@ def _check_per_example(updates, params) -> None:
             )
 
 
+def _noise_key(key, seed) -> jax.Array:
+    """The PRNG key of the noise from ``key`` (a key or an int seed) or ``seed``.
+
+    As in Optax, ``key`` may be an integer: it is turned into ``jax.random.key``
+    here, once. Kept as an int it reached ``jax.random.split`` in the update,
+    which under ``jit`` fails with "key_data.ndim >= 1; got ndim=0". A typed
+    key and a legacy ``uint32[2]`` key are used as given.
+    """
+    if key is not None and seed is not None:
+        raise ValueError("differentially_private_aggregate: give either key or seed, not both.")
+    if key is None:
+        if seed is None:
+            raise ValueError("differentially_private_aggregate needs a key (or a seed).")
+        key = seed
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    array = jnp.asarray(key)
+    if array.ndim == 0 and jnp.issubdtype(array.dtype, jnp.integer):
+        return jax.random.key(array)
+    if array.dtype == jnp.uint32 and array.shape[-1:] == (2,):
+        return array  # a legacy jax.random.PRNGKey
+    raise TypeError(
+        "differentially_private_aggregate: key must be a jax.random key or an integer seed, "
+        f"got {type(key).__name__} with dtype {array.dtype} and shape {array.shape}."
+    )
+
+
 def differentially_private_aggregate(
     l2_norm_clip: float,
     noise_multiplier: float,
@@ -75,19 +102,19 @@ def differentially_private_aggregate(
     Args:
       l2_norm_clip: :math:`C`, the largest per-example gradient norm.
       noise_multiplier: :math:`\sigma`, the noise std relative to :math:`C`.
-      key: a PRNG key for the noise.
-      seed: an integer seed, used when ``key`` is None.
+      key: a PRNG key for the noise, or an integer seed (as in Optax).
+      seed: an integer seed, used when ``key`` is None (not both).
     """
     validate.check_range("l2_norm_clip", l2_norm_clip, low=0.0, low_inclusive=False)
     validate.check_non_negative("noise_multiplier", noise_multiplier)
-    if key is None:
-        if seed is None:
-            raise ValueError("differentially_private_aggregate needs a key (or a seed).")
-        key = jax.random.key(seed)
+    key = _noise_key(key, seed)
 
     def init_fn(params):
         del params
-        return DifferentiallyPrivateAggregateState(rng_key=key)
+        # A fresh buffer on every init: the state is often donated
+        # (jax.jit(step, donate_argnums=...)), which deletes its arrays; handing
+        # out the key this factory holds would delete it for every later init.
+        return DifferentiallyPrivateAggregateState(rng_key=jnp.copy(key))
 
     def update_fn(updates, state, params=None):
         _check_per_example(updates, params)

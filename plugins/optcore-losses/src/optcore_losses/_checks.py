@@ -48,6 +48,27 @@ def check_same_shape(name_a: str, a: jax.Array, name_b: str, b: jax.Array) -> No
         )
 
 
+def class_axes(axis, ndim: int) -> tuple[int, ...]:
+    """``axis`` (an int or a tuple of ints) as a tuple of non-negative axes of an ``ndim``-d array.
+
+    Raises TypeError for another type and ValueError for an axis out of range
+    or given twice, naming the axis.
+    """
+    if isinstance(axis, (bool, jnp.bool_)) or not isinstance(axis, (int, tuple)):
+        raise TypeError(f"axis must be an int or a tuple of ints, got {axis!r} of type {type(axis).__name__}.")
+    axes = (axis,) if isinstance(axis, int) else axis
+    normalized = []
+    for a in axes:
+        if isinstance(a, bool) or not isinstance(a, int):
+            raise TypeError(f"axis must be an int or a tuple of ints, got {axis!r}.")
+        if not -ndim <= a < ndim:
+            raise ValueError(f"axis {a} is out of bounds for logits with {ndim} dimensions (axis={axis!r}).")
+        normalized.append(a % ndim)
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"axis {axis!r} names the same dimension twice.")
+    return tuple(normalized)
+
+
 def check_integer_labels(logits: jax.Array, labels: jax.Array, axis: int) -> jax.Array:
     """Checks that integer ``labels`` index ``logits`` along ``axis``."""
     labels = jnp.asarray(labels)

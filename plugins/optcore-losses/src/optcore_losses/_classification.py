@@ -98,10 +98,21 @@ def perceptron_loss(predictor_outputs, targets) -> jax.Array:
 
 
 def _cross_entropy(log_probs, labels, axis, where):
-    """``-sum(labels * log_probs)`` where a zero label contributes exactly 0."""
-    # A zero label on a -inf log-probability must give 0, not 0 * inf = nan.
-    terms = jnp.where(labels == 0, 0.0, labels * log_probs)
-    return -jnp.sum(terms, axis=axis, where=where)
+    """``-sum(labels * log_probs)`` where a zero label contributes exactly 0.
+
+    A zero label on a -inf log-probability must give 0, not 0 * inf = nan
+    (0 log 0 := 0). Only the -inf log-probabilities that meet a zero label (or
+    a class excluded by ``where``) are replaced, and the replacement acts on
+    ``log_probs`` alone, so the loss stays the product ``labels * log_probs``:
+    its derivative in the labels is ``-log_probs``, as in Optax. (Replacing the
+    whole product where ``labels == 0`` would zero that derivative at every
+    zero label, which breaks distillation and any gradient in the targets.)
+    """
+    replace = labels == 0
+    if where is not None:
+        replace = replace | ~jnp.asarray(where, bool)
+    finite_log_probs = jnp.where(replace & jnp.isneginf(log_probs), 0.0, log_probs)
+    return -jnp.sum(labels * finite_log_probs, axis=axis, where=where)
 
 
 def softmax_cross_entropy(logits, labels, axis: Union[int, tuple[int, ...], None] = -1, where=None) -> jax.Array:
@@ -154,7 +165,9 @@ def safe_softmax_cross_entropy(logits, labels) -> jax.Array:
     return softmax_cross_entropy(logits, labels, axis=-1)
 
 
-def softmax_cross_entropy_with_integer_labels(logits, labels, axis: int = -1, where=None) -> jax.Array:
+def softmax_cross_entropy_with_integer_labels(
+    logits, labels, axis: Union[int, tuple[int, ...]] = -1, where=None
+) -> jax.Array:
     r"""Softmax cross-entropy with the true class given as an integer index.
 
     .. math::
@@ -163,24 +176,49 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis: int = -1, wh
     References:
       C. Bishop, *Pattern Recognition and Machine Learning*, 2006, eq. 4.108.
 
+    With a tuple of axes, the classes are the entries of the slice
+    ``logits[axis]`` flattened in the order the axes are given (C order), and a
+    label is a flat index into it (``jnp.ravel_multi_index`` over the sizes of
+    those axes, in that order), as in Optax.
+
     Args:
       logits: floating logits, shape ``[..., num_classes]``.
       labels: integer class indices, the shape of ``logits`` without ``axis``.
-      axis: the class axis.
-      where: optional boolean mask of the classes included in the normaliser.
+      axis: the class axis, or a tuple of class axes.
+      where: optional boolean mask of the classes included in the normaliser,
+        of the shape of ``logits`` or of ``labels`` (then a whole example is
+        in or out). An example with no class included has loss 0.
 
     Returns:
       The losses, the shape of ``labels``.
     """
     logits = _checks.as_float(logits, "logits")
-    if not isinstance(axis, int):
-        raise TypeError(f"axis must be an int, got {axis!r}.")
+    class_axes = _checks.class_axes(axis, logits.ndim)
+    if where is not None:
+        where = jnp.asarray(where, bool)
+        if where.ndim != logits.ndim:
+            where = jnp.expand_dims(where, class_axes)
+        where = jnp.broadcast_to(where, logits.shape)
+    if len(class_axes) > 1 or isinstance(axis, tuple):
+        # Batch axes first, then the class axes in the given order, flattened into one.
+        batch_axes = tuple(a for a in range(logits.ndim) if a not in class_axes)
+        order = batch_axes + class_axes
+        flat_shape = tuple(logits.shape[a] for a in batch_axes) + (-1,)
+        logits = logits.transpose(order).reshape(flat_shape)
+        if where is not None:
+            where = where.transpose(order).reshape(flat_shape)
+        axis = -1
+    else:
+        (axis,) = class_axes
     labels = _checks.check_integer_labels(logits, labels, axis)
     x = _checks.upcast(logits)
     label_logits = jnp.take_along_axis(x, jnp.expand_dims(labels, axis), axis=axis)
     label_logits = jnp.squeeze(label_logits, axis=axis)
     normalizers = jax.nn.logsumexp(x, axis=axis, where=where)
-    return (normalizers - label_logits).astype(logits.dtype)
+    losses = normalizers - label_logits
+    if where is not None:
+        losses = jnp.where(jnp.any(where, axis=axis), losses, 0.0)
+    return losses.astype(logits.dtype)
 
 
 def poly_loss_cross_entropy(

@@ -28,9 +28,28 @@ def _outputs_depend_on(jaxpr, source_vars) -> bool:
     return any(isinstance(v, jax_core.Var) and v in reached for v in jaxpr.outvars)
 
 
+def traceable(function: Callable) -> Callable:
+    """``function`` wrapped in a plain Python function that JAX can trace and cache.
+
+    ``jax.eval_shape`` and ``jax.make_jaxpr`` key their caches on a weak
+    reference to the callable. NumPy's functions (``np.sum``, ``np.mean``:
+    ``_ArrayFunctionDispatcher``) and ufuncs do not support weak references, so
+    handing them over directly raises ``TypeError: cannot create weak
+    reference`` (and has crashed the interpreter on some JAX versions).
+    Optax-era code passes exactly such functions (``function=np.sum``), which
+    work on tracers because NumPy delegates to the array's own ``sum`` method;
+    the wrapper keeps them working here as they do in Optax.
+    """
+
+    def call_function(sample):
+        return function(sample)
+
+    return call_function
+
+
 def check_scalar_output(function: Callable, sample: jax.ShapeDtypeStruct, estimator: str) -> jax.ShapeDtypeStruct:
     """Raises a ``ValueError`` unless ``function`` maps one sample to a scalar."""
-    out = jax.eval_shape(function, sample)
+    out = jax.eval_shape(traceable(function), sample)
     if not hasattr(out, "shape") or out.shape != ():
         shape = getattr(out, "shape", type(out).__name__)
         raise ValueError(
@@ -57,6 +76,7 @@ def check_differentiable(function: Callable, sample: jax.ShapeDtypeStruct, estim
     really is zero.
     """
     out = check_scalar_output(function, sample, estimator)
+    function = traceable(function)
     if not jnp.issubdtype(out.dtype, jnp.inexact):
         raise TypeError(
             f"{estimator} needs a differentiable function, but `function` returns {out.dtype} values. "

@@ -124,37 +124,41 @@ def make_perturbed_fun(
         perturbed_outputs = jax.vmap(lambda z: fun(jax.tree.map(lambda x, e: x + sigma * e, inputs, z)))(draws)
         return jax.tree.map(lambda y: jnp.asarray(y).astype(_float_dtype(jnp.asarray(y))), perturbed_outputs)
 
+    # The noise is an explicit argument of the custom-JVP function, not a value
+    # it closes over: under jit the draws are tracers of the enclosing trace,
+    # and reverse mode (jax.jacrev, jax.grad of a jitted function) cannot
+    # transpose a custom_jvp that captured them ("No constant handler for
+    # type DynamicJaxprTracer"). The noise has no derivative of its own (it
+    # comes from the key), so its tangent is ignored.
+    @jax.custom_jvp
+    def smoothed(x, draws):
+        return jax.tree.map(lambda y: jnp.mean(y, axis=0), outputs_at(x, draws))
+
+    @smoothed.defjvp
+    def smoothed_jvp(primals, tangents):
+        (x, draws), (v, _) = primals, tangents
+        outputs = outputs_at(x, draws)
+        value = jax.tree.map(lambda y: jnp.mean(y, axis=0), outputs)
+        # -grad log mu(z): the log-density is elementwise, so the gradient of its sum is per element.
+        scores = jax.tree.map(lambda z: -jax.grad(lambda w: jnp.sum(noise.log_prob(w)))(z), draws)
+        # <score(z_n), v> summed over every leaf of the inputs: one number per sample.
+        projections = sum(
+            jnp.sum((s * jnp.asarray(t, s.dtype)).reshape(num_samples, -1), axis=1)
+            for s, t in zip(jax.tree.leaves(scores), jax.tree.leaves(v))
+        )
+        if use_baseline:
+            baseline = jax.tree.map(lambda y: jnp.asarray(y).astype(_float_dtype(jnp.asarray(y))), fun(x))
+            residuals = jax.tree.map(lambda y, b: y - b, outputs, baseline)
+        else:
+            residuals = outputs
+
+        def directional(r):
+            weights = projections.reshape((num_samples,) + (1,) * (r.ndim - 1)).astype(r.dtype)
+            return jnp.mean(r * weights, axis=0) / sigma
+
+        return value, jax.tree.map(directional, residuals)
+
     def perturbed_fun(key, inputs):
-        draws = draw_noise(key, inputs)
-
-        @jax.custom_jvp
-        def smoothed(x):
-            return jax.tree.map(lambda y: jnp.mean(y, axis=0), outputs_at(x, draws))
-
-        @smoothed.defjvp
-        def smoothed_jvp(primals, tangents):
-            (x,), (v,) = primals, tangents
-            outputs = outputs_at(x, draws)
-            value = jax.tree.map(lambda y: jnp.mean(y, axis=0), outputs)
-            # -grad log mu(z): the log-density is elementwise, so the gradient of its sum is per element.
-            scores = jax.tree.map(lambda z: -jax.grad(lambda w: jnp.sum(noise.log_prob(w)))(z), draws)
-            # <score(z_n), v> summed over every leaf of the inputs: one number per sample.
-            projections = sum(
-                jnp.sum((s * jnp.asarray(t, s.dtype)).reshape(num_samples, -1), axis=1)
-                for s, t in zip(jax.tree.leaves(scores), jax.tree.leaves(v))
-            )
-            if use_baseline:
-                baseline = jax.tree.map(lambda y: jnp.asarray(y).astype(_float_dtype(jnp.asarray(y))), fun(x))
-                residuals = jax.tree.map(lambda y, b: y - b, outputs, baseline)
-            else:
-                residuals = outputs
-
-            def directional(r):
-                weights = projections.reshape((num_samples,) + (1,) * (r.ndim - 1)).astype(r.dtype)
-                return jnp.mean(r * weights, axis=0) / sigma
-
-            return value, jax.tree.map(directional, residuals)
-
-        return smoothed(inputs)
+        return smoothed(inputs, draw_noise(key, inputs))
 
     return perturbed_fun

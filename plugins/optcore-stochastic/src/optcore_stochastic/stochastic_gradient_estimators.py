@@ -305,6 +305,42 @@ def measure_valued_estimation_std(
     return jac.reshape((num_samples,) + tuple(shape))
 
 
+def _build_diagonal_gaussian(dist_builder: Callable[..., Any], params: list) -> MultiNormalDiagFromLogScale:
+    """``dist_builder(*params)``, or the documented ``ValueError`` when it is not a diagonal Gaussian.
+
+    The builder is judged before it is called where that is possible: a
+    distribution class of the user's own (any class other than
+    ``MultiNormalDiagFromLogScale``) is rejected outright, as Optax rejects any
+    builder other than ``multi_normal``, because its constructor may not even
+    accept ``(mean, log_scale)`` and would otherwise fail with an unrelated
+    ``TypeError``. Any other callable (a wrapper around ``multi_normal``) is
+    called, and accepted only if it returns a ``MultiNormalDiagFromLogScale``.
+    """
+    name = getattr(dist_builder, "__name__", repr(dist_builder))
+
+    def unsupported(built: str) -> ValueError:
+        return ValueError(
+            "measure_valued_jacobians supports only diagonal Gaussians: dist_builder must be "
+            f"optcore_stochastic.utils.multi_normal, got {name!r}{built}. "
+            "Use score_function_jacobians or pathwise_jacobians instead."
+        )
+
+    known = dist_builder is multi_normal or (
+        isinstance(dist_builder, type) and issubclass(dist_builder, MultiNormalDiagFromLogScale)
+    )
+    if not known and isinstance(dist_builder, type):
+        raise unsupported(" (a distribution class other than MultiNormalDiagFromLogScale)")
+    try:
+        dist = dist_builder(*params)
+    except TypeError as error:
+        if known:
+            raise
+        raise unsupported(f", which cannot be called as dist_builder(mean, log_scale) ({error})") from error
+    if not isinstance(dist, MultiNormalDiagFromLogScale):
+        raise unsupported(f" building {type(dist).__name__}")
+    return dist
+
+
 def measure_valued_jacobians(
     function: Callable[[jax.Array], jax.Array],
     params: Sequence[jax.Array],
@@ -347,13 +383,7 @@ def measure_valued_jacobians(
     params = _check_params(params, "measure_valued_jacobians")
     if len(params) != 2:
         raise ValueError(f"measure_valued_jacobians: params must be [mean, log_scale], got {len(params)} arrays.")
-    dist = dist_builder(*params)
-    if dist_builder is not multi_normal and not isinstance(dist, MultiNormalDiagFromLogScale):
-        raise ValueError(
-            "measure_valued_jacobians supports only diagonal Gaussians: dist_builder must be "
-            f"optcore_stochastic.utils.multi_normal, got {getattr(dist_builder, '__name__', dist_builder)!r} "
-            f"building {type(dist).__name__}. Use score_function_jacobians or pathwise_jacobians instead."
-        )
+    dist = _build_diagonal_gaussian(dist_builder, params)
     if params[0].shape != params[1].shape:
         raise ValueError(
             "measure_valued_jacobians: mean and log_scale must have the same shape, got "
