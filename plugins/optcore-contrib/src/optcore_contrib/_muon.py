@@ -248,7 +248,8 @@ def scale_by_muon(
             return restore(orth)
 
         new_updates = _map_with_numbers(orthogonalise, numbers, mu_hat)
-        new_updates = jax.tree.map(lambda u, g: u.astype(g.dtype), new_updates, updates)
+        # In the promoted dtype of gradient and stored momentum, as Optax: float32 with mu_dtype=float32.
+        new_updates = _common.cast_promoted(new_updates, updates, state.mu)
         return new_updates, MuonState(count=count, mu=tree_utils.tree_cast(mu, mu_dtype), ns_coeffs=state.ns_coeffs)
 
     return base.GradientTransformation(init_fn, update_fn)
