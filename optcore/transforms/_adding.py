@@ -13,6 +13,7 @@ from optcore import validate, base, numerics, tree_utils
 from optcore.transforms._combining import chain
 from optcore.transforms._masking import masked
 from optcore.transforms._scaling import scale
+from optcore.transforms._hparams import cast_promoted
 
 AddDecayedWeightsState = base.EmptyState
 
@@ -58,7 +59,9 @@ def add_decayed_weights(
             raise ValueError(base.NO_PARAMS_MSG)
         validate.check_tree_match(updates, params, against="params")
         updates = jax.tree.map(
-            lambda g, p: None if g is None else g + weight_decay * p,
+            # In the dtype of g and p promoted, as with a Python-float weight_decay
+            # (a float32 array one would turn bf16 updates into float32).
+            lambda g, p: None if g is None else (g + weight_decay * p).astype(jnp.result_type(g, p)),
             updates,
             params,
             is_leaf=lambda x: x is None,
@@ -96,9 +99,15 @@ def trace(
     def update_fn(updates, state, params=None):
         del params
         validate.check_tree_match(updates, state.trace)
-        new_trace = jax.tree.map(lambda g, t: g + decay * t, updates, state.trace)
+        # g + decay * t in the dtype of g and t promoted, as with a Python-float
+        # decay: a float32 array decay (injected, scheduled) must not turn a bf16
+        # trace into float32.
+        def momentum(g, t):
+            return (g + decay * t).astype(jnp.result_type(g, t))
+
+        new_trace = jax.tree.map(momentum, updates, state.trace)
         if nesterov:
-            updates = jax.tree.map(lambda g, t: g + decay * t, updates, new_trace)
+            updates = jax.tree.map(momentum, updates, new_trace)
         else:
             updates = new_trace
         return updates, TraceState(trace=tree_utils.tree_cast(new_trace, accumulator_dtype))
@@ -200,7 +209,9 @@ def ema(
 
     def update_fn(updates, state, params=None):
         del params
-        new_ema = tree_utils.tree_update_moment(updates, state.ema, decay, order=1)
+        # In the dtype of updates and average promoted, as with a Python-float
+        # decay (a float32 array one would promote a bf16 average).
+        new_ema = cast_promoted(tree_utils.tree_update_moment(updates, state.ema, decay, order=1), updates, state.ema)
         count_inc = numerics.safe_increment(state.count)
         if debias:
             updates = tree_utils.tree_bias_correction(new_ema, decay, count_inc)

@@ -250,7 +250,8 @@ def scale_by_muon(
         new_updates = _map_with_numbers(orthogonalise, numbers, mu_hat)
         # In the promoted dtype of gradient and stored momentum, as Optax: float32 with mu_dtype=float32.
         new_updates = _common.cast_promoted(new_updates, updates, state.mu)
-        return new_updates, MuonState(count=count, mu=tree_utils.tree_cast(mu, mu_dtype), ns_coeffs=state.ns_coeffs)
+        # The momentum keeps its dtype (mu_dtype, or the params'), even with a float32 array beta.
+        return new_updates, MuonState(count=count, mu=_common.cast_like(mu, state.mu), ns_coeffs=state.ns_coeffs)
 
     return base.GradientTransformation(init_fn, update_fn)
 
