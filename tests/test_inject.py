@@ -208,6 +208,21 @@ def test_bf16_params_keep_their_dtype():
     assert all(leaf.dtype == jnp.bfloat16 for leaf in jax.tree.leaves(new_params))
 
 
+def test_injected_updates_keep_the_inner_dtype_not_the_gradients():
+    # adamw with a float32 mu on bf16 params gives float32 updates (as Optax
+    # does): apply_updates rounds them once. Cast back to the gradients' bf16
+    # they would be rounded twice and drift from the unwrapped optimizer.
+    params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), PARAMS)
+    grads = jax.tree.map(lambda x: (0.3 * x + 0.01).astype(jnp.bfloat16), params)
+    plain = optcore.adamw(3e-2, mu_dtype=jnp.float32)
+    injected = optcore.inject_hyperparams(optcore.adamw)(3e-2, mu_dtype=jnp.float32)
+    want, _ = jax.jit(plain.update)(grads, plain.init(params), params)
+    got, _ = jax.jit(injected.update)(grads, injected.init(params), params)
+    assert [u.dtype for u in jax.tree.leaves(got)] == [jnp.float32] * len(jax.tree.leaves(params))
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
 def test_wrapper_looks_like_the_factory():
     wrapped = optcore.inject_hyperparams(optcore.adam)
     assert wrapped.__name__ == "adam"

@@ -195,6 +195,8 @@ def inject_hyperparams(
                 continue
             if _is_mask_argument(name):
                 continue  # a mask function maps params to booleans: never a schedule of the step
+            if isinstance(value, (type, np.dtype)):
+                continue  # a dtype (mu_dtype=jnp.float32 is callable, yet no schedule)
             if isinstance(value, StatefulSchedule):
                 schedules[name] = value
             elif callable(value) and name in given:
@@ -240,11 +242,14 @@ def inject_hyperparams(
                 hyperparams[name] = _as_hyperparam(schedule(schedule_state, **extra_args), dtype)
                 schedule_states[name] = schedule.update(schedule_state, **extra_args)
             new_updates, inner_state = build(hyperparams).update(updates, state.inner_state, params, **extra_args)
-            # float32 hyperparameters promote bf16/f16 arithmetic where the
-            # unwrapped optimizer's Python floats would not: the updates and the
-            # inner state keep the dtypes they came in with, so a bf16 state
-            # stays bf16 (a scan carry or donated buffer needs that).
-            new_updates = _keep_float_dtypes(new_updates, updates)
+            # The updates keep the dtype the inner transformation gives them: not
+            # the incoming gradients' (adamw with mu_dtype=float32 on bf16 params
+            # returns float32 updates, rounded once by apply_updates). optcore's
+            # transformations give the same dtypes with float32 array
+            # hyperparameters as with Python floats (tests/test_dtypes.py). The
+            # inner state keeps the dtypes it had, so that a foreign
+            # transformation's bf16 state stays bf16 under float32
+            # hyperparameters (a scan carry or a donated buffer needs that).
             inner_state = _keep_float_dtypes(inner_state, state.inner_state)
             return new_updates, InjectStatefulHyperparamsState(
                 count=numerics.safe_increment(state.count),

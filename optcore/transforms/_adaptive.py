@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, numerics, tree_utils, validate
-from optcore.transforms._hparams import cast_like, check_beta, dtype_or_none, f32, is_none
+from optcore.transforms._hparams import cast_like, cast_promoted, check_beta, dtype_or_none, f32, is_none
 
 
 class ScaleByAdamState(NamedTuple):
@@ -83,15 +83,17 @@ def _debiased_first_moment(mu, updates, b1, count, nesterov: bool):
     )
 
 
-def _divide(updates, numerator, denominator_fn, *denominators):
-    """``numerator / denominator_fn(*denominators)`` leafwise, in the updates' dtype."""
-    return jax.tree.map(
-        lambda g, m, *d: None if g is None else (m / denominator_fn(*d)).astype(g.dtype),
-        updates,
-        numerator,
-        *denominators,
-        is_leaf=is_none,
+def _divide(dtype_references, numerator, denominator_fn, *denominators):
+    """``numerator / denominator_fn(*denominators)`` leafwise.
+
+    In the promoted dtype of the leaves of ``dtype_references`` (the gradient
+    and the stored moments), as Optax gives it: float32 for bf16 gradients
+    with a float32 ``mu``.
+    """
+    quotient = jax.tree.map(
+        lambda m, *d: None if m is None else m / denominator_fn(*d), numerator, *denominators, is_leaf=is_none
     )
+    return cast_promoted(quotient, *dtype_references)
 
 
 def _check_adam_args(b1, b2, eps, eps_root) -> None:
@@ -152,7 +154,7 @@ def scale_by_adam(
         count = numerics.safe_increment(state.count)
         mu_hat = _debiased_first_moment(mu, updates, b1_, count, nesterov)
         nu_hat = tree_utils.tree_bias_correction(nu, b2_, count)
-        new_updates = _divide(updates, mu_hat, lambda v: jnp.sqrt(v + eps_root_) + eps_, nu_hat)
+        new_updates = _divide((updates, state.mu, state.nu), mu_hat, lambda v: jnp.sqrt(v + eps_root_) + eps_, nu_hat)
         return new_updates, ScaleByAdamState(count=count, mu=cast_like(mu, state.mu), nu=cast_like(nu, state.nu))
 
     return base.GradientTransformation(init_fn, update_fn)
@@ -213,7 +215,7 @@ def scale_by_amsgrad(
         mu_hat = tree_utils.tree_bias_correction(mu, b1_, count) if bias_correction_mu else mu
         nu_hat = tree_utils.tree_bias_correction(nu, b2_, count) if bias_correction_nu else nu
         nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu_hat)
-        new_updates = _divide(updates, mu_hat, lambda v: jnp.sqrt(v + eps_root_) + eps_, nu_max)
+        new_updates = _divide((updates, state.mu, state.nu_max), mu_hat, lambda v: jnp.sqrt(v + eps_root_) + eps_, nu_max)
         return new_updates, ScaleByAmsgradState(
             count=count,
             mu=cast_like(mu, state.mu),
@@ -257,7 +259,7 @@ def scale_by_adamax(
         mu = tree_utils.tree_update_moment(updates, state.mu, b1_, 1)
         nu = jax.tree.map(lambda g, v: jnp.maximum(jnp.abs(g) + eps_, b2_ * v), updates, state.nu)
         mu_hat = tree_utils.tree_bias_correction(mu, b1_, count)
-        new_updates = _divide(updates, mu_hat, lambda v: v, nu)
+        new_updates = _divide((updates, state.mu, state.nu), mu_hat, lambda v: v, nu)
         return new_updates, ScaleByAdamState(count=count, mu=cast_like(mu, state.mu), nu=cast_like(nu, state.nu))
 
     return base.GradientTransformation(init_fn, update_fn)
@@ -305,7 +307,7 @@ def scale_by_belief(
         count = numerics.safe_increment(state.count)
         mu_hat = _debiased_first_moment(mu, updates, b1_, count, nesterov)
         nu_hat = tree_utils.tree_bias_correction(nu, b2_, count)
-        new_updates = _divide(updates, mu_hat, lambda v: jnp.sqrt(v) + eps_, nu_hat)
+        new_updates = _divide((updates, state.mu, state.nu), mu_hat, lambda v: jnp.sqrt(v) + eps_, nu_hat)
         return new_updates, ScaleByBeliefState(count=count, mu=cast_like(mu, state.mu), nu=cast_like(nu, state.nu))
 
     return base.GradientTransformation(init_fn, update_fn)
@@ -364,7 +366,7 @@ def scale_by_yogi(
         count = numerics.safe_increment(state.count)
         mu_hat = tree_utils.tree_bias_correction(mu, b1_, count)
         nu_hat = tree_utils.tree_bias_correction(nu, b2_, count)
-        new_updates = _divide(updates, mu_hat, lambda v: jnp.sqrt(v + eps_root_) + eps_, nu_hat)
+        new_updates = _divide((updates, state.mu, state.nu), mu_hat, lambda v: jnp.sqrt(v + eps_root_) + eps_, nu_hat)
         return new_updates, ScaleByAdamState(count=count, mu=cast_like(mu, state.mu), nu=cast_like(nu, state.nu))
 
     return base.GradientTransformation(init_fn, update_fn)
@@ -434,12 +436,14 @@ def scale_by_radam(
         safe_rho = jnp.where(rho > 4, rho, rho_inf)
         rectifier = jnp.sqrt((safe_rho - 4) * (safe_rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * safe_rho))
         new_updates = jax.tree.map(
-            lambda g, m, v: jnp.where(
+            lambda g, m, v, m_stored, v_stored: jnp.where(
                 use_adaptive, rectifier * m / (jnp.sqrt(v + eps_root_) + eps_), m
-            ).astype(g.dtype),
+            ).astype(jnp.result_type(g, m_stored, v_stored)),
             updates,
             mu_hat,
             nu_hat,
+            state.mu,
+            state.nu,
         )
         return new_updates, ScaleByAdamState(count=count, mu=cast_like(mu, state.mu), nu=cast_like(nu, state.nu))
 
@@ -497,7 +501,7 @@ def scale_by_adan(
         v_hat = tree_utils.tree_bias_correction(v, b2_, t)
         n_hat = tree_utils.tree_bias_correction(n, b3_, t)
         direction = jax.tree.map(lambda a, b: a + (1 - b2_) * b, m_hat, v_hat)
-        new_updates = _divide(updates, direction, lambda x: jnp.sqrt(x + eps_root_) + eps_, n_hat)
+        new_updates = _divide((updates, state.m, state.v, state.n), direction, lambda x: jnp.sqrt(x + eps_root_) + eps_, n_hat)
         return new_updates, ScaleByAdanState(
             m=cast_like(m, state.m),
             v=cast_like(v, state.v),

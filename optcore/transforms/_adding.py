@@ -13,6 +13,7 @@ from optcore import validate, base, numerics, tree_utils
 from optcore.transforms._combining import chain
 from optcore.transforms._masking import masked
 from optcore.transforms._scaling import scale
+from optcore.transforms._hparams import cast_promoted, f32
 
 AddDecayedWeightsState = base.EmptyState
 
@@ -57,8 +58,11 @@ def add_decayed_weights(
         if params is None:
             raise ValueError(base.NO_PARAMS_MSG)
         validate.check_tree_match(updates, params, against="params")
+        decay_ = f32(weight_decay)  # float32 arithmetic, so that injected and plain agree bit for bit
         updates = jax.tree.map(
-            lambda g, p: None if g is None else g + weight_decay * p,
+            # In the dtype of g and p promoted (as Optax, whose Python-float
+            # weight_decay never promotes), not the float32 of the arithmetic.
+            lambda g, p: None if g is None else (g + decay_ * p).astype(jnp.result_type(g, p)),
             updates,
             params,
             is_leaf=lambda x: x is None,
@@ -96,9 +100,17 @@ def trace(
     def update_fn(updates, state, params=None):
         del params
         validate.check_tree_match(updates, state.trace)
-        new_trace = jax.tree.map(lambda g, t: g + decay * t, updates, state.trace)
+        # g + decay * t in the dtype of g and t promoted, as Optax's Python-float
+        # decay gives: a float32 decay (injected, scheduled) must not turn a
+        # bf16 trace into float32.
+        decay_ = f32(decay)  # float32 arithmetic, so that injected and plain agree bit for bit
+
+        def momentum(g, t):
+            return (g + decay_ * t).astype(jnp.result_type(g, t))
+
+        new_trace = jax.tree.map(momentum, updates, state.trace)
         if nesterov:
-            updates = jax.tree.map(lambda g, t: g + decay * t, updates, new_trace)
+            updates = jax.tree.map(momentum, updates, new_trace)
         else:
             updates = new_trace
         return updates, TraceState(trace=tree_utils.tree_cast(new_trace, accumulator_dtype))
@@ -200,7 +212,10 @@ def ema(
 
     def update_fn(updates, state, params=None):
         del params
-        new_ema = tree_utils.tree_update_moment(updates, state.ema, decay, order=1)
+        # In the dtype of updates and average promoted, as with a Python-float
+        # decay (a float32 array one would promote a bf16 average).
+        new_ema = tree_utils.tree_update_moment(updates, state.ema, f32(decay), order=1)
+        new_ema = cast_promoted(new_ema, updates, state.ema)
         count_inc = numerics.safe_increment(state.count)
         if debias:
             updates = tree_utils.tree_bias_correction(new_ema, decay, count_inc)

@@ -27,7 +27,9 @@ def clip(max_delta: Union[float, jax.Array]) -> base.GradientTransformation:
 
     def update_fn(updates, state, params=None):
         del params
-        updates = jax.tree.map(lambda g: jnp.clip(g, -max_delta, max_delta), updates)
+        # In the updates' dtype, as with a Python-float bound (a float32 array
+        # bound would promote bf16 updates to float32).
+        updates = jax.tree.map(lambda g: jnp.clip(g, -max_delta, max_delta).astype(g.dtype), updates)
         return updates, state
 
     return base.GradientTransformation(base.init_empty_state, update_fn)
@@ -180,7 +182,11 @@ def adaptive_grad_clip(
         g_norm = jax.tree.map(lambda g: unitwise_norm(g, axis), updates)
         p_norm = jax.tree.map(lambda p: unitwise_norm(p, axis), params)
         max_norm = jax.tree.map(lambda n: clipping * jnp.maximum(n, eps), p_norm)
-        updates = jax.tree.map(unitwise_clip, g_norm, max_norm, updates)
+        # In the dtype of updates and params promoted, as with Python-float
+        # ``clipping`` and ``eps`` (float32 arrays would promote bf16 to float32).
+        updates = jax.tree.map(
+            lambda n, m, g, p: unitwise_clip(n, m, g).astype(jnp.result_type(g, p)), g_norm, max_norm, updates, params
+        )
         return updates, state
 
     return base.GradientTransformation(base.init_empty_state, update_fn)

@@ -43,6 +43,24 @@ def cast_like(tree: Any, reference: Any) -> Any:
     )
 
 
+def cast_promoted(tree: Any, *references: Any) -> Any:
+    """Casts each leaf of ``tree`` to the promoted dtype of the matching leaves of ``references``.
+
+    The dtype Optax's arithmetic gives: its hyperparameters are Python floats,
+    which never promote, so a result has the dtype JAX's promotion of the
+    arrays involved gives (gradient, stored moments). optcore computes in
+    float32 (its hyperparameters are float32 arrays) and casts back to that
+    dtype: bf16 gradients with a float32 ``mu`` give a float32 update, rounded
+    once by ``apply_updates`` rather than twice.
+    """
+    return jax.tree.map(
+        lambda x, *refs: None if x is None else jnp.asarray(x).astype(jnp.result_type(*refs)),
+        tree,
+        *references,
+        is_leaf=is_none,
+    )
+
+
 def dtype_or_none(dtype: Any):
     """``jnp.dtype(dtype)``, or ``None`` for ``None``."""
     return None if dtype is None else jnp.dtype(dtype)

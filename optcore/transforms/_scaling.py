@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, numerics, tree_utils, validate
-from optcore.transforms._hparams import cast_like, dtype_or_none, f32
+from optcore.transforms._hparams import cast_like, cast_promoted, dtype_or_none, f32
 
 ScaleState = base.EmptyState
 
@@ -230,7 +230,8 @@ def scale_by_lion(
         mu = tree_utils.tree_update_moment(updates, state.mu, b2_, 1)
         if mode == "hard":
             new_updates, mu = _order_sign_before_momentum(new_updates, mu)
-        new_updates = jax.tree.map(lambda u, g: u.astype(g.dtype), new_updates, updates)
+        # Gradient and stored momentum promoted, as Optax: float32 with mu_dtype=float32.
+        new_updates = cast_promoted(new_updates, updates, state.mu)
         return new_updates, ScaleByLionState(count=numerics.safe_increment(state.count), mu=cast_like(mu, state.mu))
 
     return base.GradientTransformation(init_fn, update_fn)

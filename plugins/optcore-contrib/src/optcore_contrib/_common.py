@@ -87,6 +87,16 @@ def cast_like(tree: Any, like: Any) -> Any:
     return jax.tree.map(lambda x, ref: jnp.asarray(x).astype(jnp.asarray(ref).dtype), tree, like)
 
 
+def cast_promoted(tree: Any, *references: Any) -> Any:
+    """Each leaf of ``tree`` in the promoted dtype of the matching leaves of ``references``.
+
+    The dtype Optax's arithmetic with Python-float hyperparameters gives (they
+    never promote): float32 updates for bf16 gradients and a float32 moment,
+    whatever dtype the float32 hyperparameters computed them in.
+    """
+    return jax.tree.map(lambda x, *refs: jnp.asarray(x).astype(jnp.result_type(*refs)), tree, *references)
+
+
 def safe_ratio(numerator: jax.Array, denominator: jax.Array, fallback: Any) -> jax.Array:
     """``numerator / denominator``, or ``fallback`` where the denominator is 0 (no 0/0 NaN)."""
     positive = denominator != 0

@@ -172,7 +172,8 @@ def scale_by_ademamix(
       alpha: mixing weight :math:`\alpha` of the slow EMA (scalar or schedule).
       eps: added to the denominator outside the root.
       eps_root: added inside the root.
-      mu_dtype: dtype of both EMAs (default: the params').
+      mu_dtype: dtype of both EMAs and of the second moment (default: the
+        params'), as in Optax.
     """
     _check_bias_corrected_betas(b1=b1, b2=b2)
     _check_betas(b3=b3)
@@ -186,7 +187,7 @@ def scale_by_ademamix(
             count_m2=_common.zero_count(),
             m1=tree_utils.state_zeros_like(params, dtype=mu_dtype),
             m2=tree_utils.state_zeros_like(params, dtype=mu_dtype),
-            nu=tree_utils.state_zeros_like(params),
+            nu=tree_utils.state_zeros_like(params, dtype=mu_dtype),  # as Optax 0.2.8: all three in mu_dtype
         )
 
     def update_fn(updates, state, params=None):
@@ -204,12 +205,9 @@ def scale_by_ademamix(
         m1_hat = tree_utils.tree_bias_correction(m1, b1_, count)
         nu_hat = tree_utils.tree_bias_correction(nu, b2_, count)
         new_updates = jax.tree.map(
-            lambda g, fast, slow, v: ((fast + alpha_now * slow) / (jnp.sqrt(v + eps_root_) + eps_)).astype(g.dtype),
-            updates,
-            m1_hat,
-            m2,
-            nu_hat,
+            lambda fast, slow, v: (fast + alpha_now * slow) / (jnp.sqrt(v + eps_root_) + eps_), m1_hat, m2, nu_hat
         )
+        new_updates = _common.cast_promoted(new_updates, updates, state.m1, state.m2, state.nu)
         # The moments keep the dtypes they were initialised with (mu_dtype, or the params').
         return new_updates, ScaleByAdemamixState(
             count=count,
@@ -424,8 +422,16 @@ def scale_by_adopt(
             )
         else:
             new_updates = mu
-        mu = tree_utils.tree_cast(mu, mu_dtype)
-        new_state = ScaleByAdamState(count=numerics.safe_increment(state.count), mu=mu, nu=nu)
+        # With Python-float b1, b2, eps the arithmetic stays in the arrays'
+        # dtypes; float32 array hyperparameters (inject_hyperparams, a
+        # schedule) would promote bf16 to float32, so the results are cast to
+        # those dtypes: a bf16 state stays bf16 (a scan carry needs that).
+        new_updates = _common.cast_promoted(new_updates, updates, state.nu, state.mu)
+        new_state = ScaleByAdamState(
+            count=numerics.safe_increment(state.count),
+            mu=_common.cast_like(mu, state.mu),
+            nu=_common.cast_like(nu, state.nu),
+        )
         return new_updates, new_state
 
     return base.GradientTransformation(init_fn, update_fn)

@@ -276,8 +276,10 @@ def scale_by_muon(
             return restore(orth)
 
         new_updates = _map_with_numbers(orthogonalise, numbers, mu_hat)
-        new_updates = jax.tree.map(lambda u, g: u.astype(g.dtype), new_updates, updates)
-        return new_updates, MuonState(count=count, mu=tree_utils.tree_cast(mu, mu_dtype), ns_coeffs=state.ns_coeffs)
+        # In the promoted dtype of gradient and stored momentum, as Optax: float32 with mu_dtype=float32.
+        new_updates = _common.cast_promoted(new_updates, updates, state.mu)
+        # The momentum keeps its dtype (mu_dtype, or the params'), even with a float32 array beta.
+        return new_updates, MuonState(count=count, mu=_common.cast_like(mu, state.mu), ns_coeffs=state.ns_coeffs)
 
     return base.GradientTransformation(init_fn, update_fn)
 

@@ -112,7 +112,10 @@ def scale_by_cocob(alpha: float = 100.0, eps: float = 1e-8) -> base.GradientTran
         )
         cumulative = jax.tree.map(lambda c, g: c - g, state.cumulative_gradients, updates)
         new_params = jax.tree.map(
-            lambda p1, c, l, s, r: p1 + c / (l * jnp.maximum(s + l, alpha * l)) * (l + r),
+            # In the arrays' promoted dtype, as with a Python-float alpha.
+            lambda p1, c, l, s, r: (p1 + c / (l * jnp.maximum(s + l, alpha * l)) * (l + r)).astype(
+                jnp.result_type(p1, c, l, s, r)
+            ),
             state.init_particles,
             cumulative,
             scale,

@@ -96,13 +96,14 @@ def _scale_by_sophia(
             nu = _common.cast_like(tree_utils.tree_update_moment(diagonal, nu, b2_, 1), nu)
             return nu, hessian_state
 
-        def precondition(g, m, h):
+        def precondition(g, m_stored, m, h):
             ratio = m / jnp.maximum(gamma_ * h, eps_)
-            return jnp.clip(ratio, -clip_, clip_).astype(g.dtype)
+            # The promoted dtype of gradient, stored moment and Hessian EMA, as Optax gives it.
+            return jnp.clip(ratio, -clip_, clip_).astype(jnp.result_type(g, m_stored, h))
 
         # The step uses the Hessian EMA as it stood before this step's refresh.
         mu_hat = tree_utils.tree_bias_correction(mu, b1_, numerics.safe_increment(state.count))
-        new_updates = jax.tree.map(precondition, updates, mu_hat, state.nu)
+        new_updates = jax.tree.map(precondition, updates, state.mu, mu_hat, state.nu)
         nu, hessian_state = jax.lax.cond(
             state.count % update_interval == 0,
             refresh,
