@@ -10,10 +10,7 @@ import pytest
 import optcore.testing
 
 ARGUMENTS = {"dpsgd": {"l2_norm_clip": 1.0, "noise_multiplier": 0.1, "seed": 0}}
-KNOWN_BUGS = {
-    "dpsgd": "init hands out the PRNG key it holds: donating the state deletes it",
-    "muon": "init hands out its ns_coeffs array: donating the state deletes it",
-}
+KNOWN_BUGS: dict[str, str] = {}  # name -> reason, marked as a strict xfail
 
 
 def _cases():
