@@ -310,7 +310,7 @@ def test_bad_hyperparameters_raise_naming_the_argument(make, arg):
 def test_missing_extra_args_raise_clearly():
     p = jnp.ones(2)
     for opt, word in [(cc.momo(), "value"), (cc.sophia(0.1), "obj_fn"), (cc.reduce_on_plateau(), "value")]:
-        with pytest.raises(ValueError, match=word):
+        with pytest.raises(TypeError, match=rf"missing 1 required keyword argument: .{word}."):
             opt.update(p, opt.init(p), p)
 
 
