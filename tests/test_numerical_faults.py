@@ -157,15 +157,20 @@ def test_float32_second_moment_protects_float16_params():
     """float16 params, g = 300: v = (1 - b2) g^2 = 90 fits float16, but g^2 = 9e4 does not.
 
     With ``nu_dtype=float32`` the square is taken in float32 and the first
-    Adam step is the textbook ``-lr * sign(g)``; the params stay float16.
+    Adam step is the textbook ``-lr * sign(g)``. As with Optax's ``mu_dtype``,
+    the update has the promoted dtype of gradient and moments (float32), so
+    ``apply_updates`` rounds once, and the params stay float16.
     """
     opt = optcore.adam(0.01, nu_dtype=jnp.float32)
     params = {"w": jnp.ones(3, jnp.float16)}
     state = opt.init(params)
     updates, state = opt.update({"w": jnp.full(3, 300.0, jnp.float16)}, state)
-    assert updates["w"].dtype == jnp.float16
+    assert updates["w"].dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(state[0].nu["w"]), 0.001 * 300.0**2, rtol=1e-4)
     np.testing.assert_allclose(np.asarray(updates["w"], np.float32), -0.01, rtol=1e-3)
+    new_params = optcore.apply_updates(params, updates)
+    assert new_params["w"].dtype == jnp.float16
+    np.testing.assert_array_equal(np.asarray(new_params["w"]), np.float16(np.float32(1.0) + np.asarray(updates["w"])))  # one rounding
 
 
 @pytest.mark.parametrize("case", _cases_with(HALF_PRECISION_BUGS))

@@ -357,25 +357,28 @@ def test_from_config_errors_name_the_key(tmp_path):
 
 def test_deprecated_registration_warns_only_on_the_top_level_attribute():
     """register(..., deprecated=msg): optcore.<name> warns with msg; optcore.get stays silent."""
-    import types
     import warnings
 
-    from optcore.plugins._manager import HOST
+    from optcore import plugins
 
     def fixture_old_sgd(learning_rate):
         return optcore.sgd(learning_rate)
 
-    @optcore.hookimpl
-    def optcore_register(register):
-        register("fixture_old_sgd", fixture_old_sgd, kind="optimizer", deprecated="optcore.fixture_old_sgd is deprecated: use X.")
+    class Deprecating:
+        @staticmethod
+        @optcore.hookimpl
+        def optcore_register(register):
+            register("fixture_old_sgd", fixture_old_sgd, kind="optimizer",
+                     deprecated="optcore.fixture_old_sgd is deprecated: use X.")
 
-    @optcore.hookimpl
-    def bad_register(register):
-        register("fixture_bad_deprecation", fixture_old_sgd, kind="optimizer", deprecated=True)
+    class BadDeprecating:
+        @staticmethod
+        @optcore.hookimpl
+        def optcore_register(register):
+            register("fixture_bad_deprecation", fixture_old_sgd, kind="optimizer", deprecated=True)
 
-    HOST.ensure_loaded()
-    HOST.add_plugin(types.SimpleNamespace(optcore_register=optcore_register), name="fixture_deprecating")
-    try:
+    with plugins.scoped_host():
+        plugins.add_plugin(Deprecating, name="fixture_deprecating")
         with pytest.warns(DeprecationWarning, match=r"^optcore\.fixture_old_sgd is deprecated: use X\.$"):
             assert optcore.fixture_old_sgd is fixture_old_sgd
         with warnings.catch_warnings():
@@ -383,11 +386,6 @@ def test_deprecated_registration_warns_only_on_the_top_level_attribute():
             assert optcore.get("fixture_old_sgd") is fixture_old_sgd
             assert optcore.sgd is not None  # names registered without deprecated= stay silent
         with pytest.warns(UserWarning, match="deprecated= of 'fixture_bad_deprecation' must be the warning message"):
-            HOST.add_plugin(types.SimpleNamespace(optcore_register=bad_register), name="fixture_bad_deprecating")
-        assert HOST.statuses["fixture_bad_deprecating"].status == "broken"
-    finally:
-        for name in ("fixture_deprecating", "fixture_bad_deprecating"):
-            HOST.registry.remove_provider(name)
-            HOST.statuses.pop(name, None)
-            if HOST.pm.has_plugin(name):
-                HOST.pm.unregister(name=name)
+            plugins.add_plugin(BadDeprecating, name="fixture_bad_deprecating")
+        statuses = {p.name: p.status for p in plugins.list_plugins()}
+        assert statuses["fixture_bad_deprecating"] == "broken"
