@@ -479,3 +479,18 @@ def test_add_plugin_and_reads_are_safe_across_threads():
     assert names == {f"threaded_{i}_{j}" for i in range(16) for j in range(20)}
     assert all(statuses[f"threaded-{i}"] == "loaded" for i in range(16))
     np.testing.assert_equal(len(names), 320)
+
+
+def test_add_plugin_takes_an_unhashable_namespace():
+    """The plugin guide's ``add_plugin(types.SimpleNamespace(optcore_register=...))``: pluggy keeps
+    plugins in sets, and a SimpleNamespace is unhashable, so the host hands pluggy a stand-in."""
+    import types
+
+    @optcore.hookimpl
+    def optcore_register(register):
+        register("namespace_plugin_sgd", optcore.sgd, kind="optimizer")
+
+    with plugins.scoped_host():
+        plugins.add_plugin(types.SimpleNamespace(optcore_register=optcore_register), name="namespace-plugin")
+        assert {p.name: p.status for p in plugins.list_plugins()}["namespace-plugin"] == "loaded"
+        assert optcore.get("namespace_plugin_sgd") is optcore.sgd

@@ -112,6 +112,24 @@ class _State:
         self.commands_added = False
 
 
+def _hashable_plugin(plugin: Any) -> Any:
+    """``plugin`` itself, or a hashable stand-in carrying its hook functions.
+
+    pluggy keeps plugins in sets (``subset_hook_caller``), so an unhashable
+    object such as a ``types.SimpleNamespace`` (which defines ``__eq__``) is
+    given a plain object holding the same ``optcore_*`` attributes.
+    """
+    try:
+        hash(plugin)
+        return plugin
+    except TypeError:
+        stand_in = type(type(plugin).__name__, (), {})()
+        for attribute in dir(plugin):
+            if attribute.startswith("optcore_"):
+                setattr(stand_in, attribute, getattr(plugin, attribute))
+        return stand_in
+
+
 class _Host:
     """Holds the pluggy manager, the registry and the status of each plugin.
 
@@ -327,6 +345,7 @@ class _Host:
     ) -> None:
         """Registers ``plugin`` with pluggy and runs its ``optcore_register`` hook (safe from any thread)."""
         started = time.perf_counter() if started is None else started
+        plugin = _hashable_plugin(plugin)
         with self.lock:
             if self._pluggy_register(plugin, name, distribution, version, started):
                 self._run_register(name, distribution, version, started)
