@@ -147,9 +147,8 @@ def test_injected_schedules_still_work(name):
 def test_bf16_updates_and_state_keep_their_dtypes(name):
     """Float32 hyperparameters do not promote bf16 updates or state (a scan needs a fixed carry).
 
-    Only the plain optimizers: injected, optcore's own ``add_decayed_weights``
-    and ``trace`` return float32 for bf16 params (``optcore.adamw`` and
-    ``optcore.sgd(momentum=...)`` do the same), which is the core's to fix.
+    The plain optimizers here; the injected ones are covered registry-wide by
+    ``tests/test_dtypes.py`` and ``tests/test_inject.py``.
     """
     factory, kwargs = CASES[name]
     opt = optcore.with_extra_args_support(factory(**kwargs))
