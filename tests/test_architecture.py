@@ -20,6 +20,7 @@ LAYERS = {
     "optcore.validate": 0,
     "optcore.updates": 0,
     "optcore.hookspecs": 0,
+    "optcore.kit": 0,  # the author's kit: only base and validate below it, so the transforms use it too
     "optcore.linalg": 1,
     "optcore.tree_utils": 1,
     "optcore.tree": 1,
