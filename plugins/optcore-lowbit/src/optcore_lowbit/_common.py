@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optcore import tree_utils, validate
-from optcore_lowbit._quantize import QuantizedArray, check_format, dequantize, is_quantized, quantize
+from optcore_lowbit._quantize import QuantizedArray, check_format, dequantize, is_quantized, quantize, quantize_many, requantize
 
 DEFAULT_BLOCK_SIZE = {8: 2048, 4: 128}  # Dettmers et al. 2022 (8-bit); Li et al. 2023 (B128, 4-bit)
 MIN_QUANTIZED_SIZE = 4096  # smaller leaves stay in float (bitsandbytes' min_8bit_size)
@@ -68,6 +68,23 @@ def store(x, like):
     if is_quantized(like):
         return quantize(x, like.kind, like.bits, like.block_size, dtype=like.dtype)
     return x.astype(like.dtype)
+
+
+def step_leaf(step_fn, g, likes):
+    """One leaf's step: ``step_fn(g32, *old states) -> (new states..., update)``, states stored as ``likes``.
+
+    ``step_fn`` is elementwise. When every state leaf is quantized the whole
+    step runs chunk by chunk inside :func:`~optcore_lowbit._quantize.requantize`
+    (one pass over the leaf); otherwise the states are loaded into float32,
+    and each new state is stored on its own. Returns ``(update, *new states)``,
+    the update in float32.
+    """
+    if all(is_quantized(like) for like in likes):
+        stored, (update,) = requantize(step_fn, g, list(likes), n_extra=1)
+        return (update, *stored)
+    g32 = g.astype(jnp.promote_types(g.dtype, jnp.float32))
+    outs = step_fn(g32, *[load(like) for like in likes])
+    return (outs[-1], *[store(x, like) for x, like in zip(outs[:-1], likes)])
 
 
 def stored_dtype(leaf):

@@ -264,20 +264,143 @@ def _unpack(packed):
     return jnp.concatenate([packed & jnp.uint8(15), packed >> 4], axis=-1)
 
 
-def quantize(x, kind: str, bits: int, block_size: int, dtype=None) -> QuantizedArray:
-    """Block-wise quantization of ``x`` (any real float dtype and shape) to codes and absmax scales.
+def _block_absmax(blocks_list):
+    """Each block's absolute maximum, for several equally shaped block arrays in one reduction.
 
-    ``dtype`` is the dtype the leaf dequantizes to (default: ``x``'s).
+    One variadic ``lax.reduce``: XLA:CPU fuses the producers of its operands
+    (the dequantized state and the moment update) into the reduction loop,
+    where a plain ``max`` is handed to a library kernel that first writes the
+    whole float32 array to memory (a full-size temporary per moment).
     """
-    lay = layout(x.shape, block_size, bits)
-    blocks = _blocks(x, lay)
-    absmax = jnp.max(jnp.abs(blocks), axis=-1)
+    operands = tuple(jnp.abs(b) for b in blocks_list)
+    if len(operands) == 1:
+        operands = operands * 2  # a single-operand reduce is the library kernel's case
+    axis = operands[0].ndim - 1
+    zeros = tuple(jnp.float32(0) for _ in operands)
+    out = jax.lax.reduce(operands, zeros, lambda a, b: tuple(jnp.maximum(x, y) for x, y in zip(a, b)), (axis,))
+    return out[: len(blocks_list)]
+
+
+def quantize_many(xs, kinds, bits: int, block_size: int, dtypes=None):
+    """:func:`quantize` of several arrays of one shape, their block maxima in one reduction."""
+    lay = layout(xs[0].shape, block_size, bits)
+    blocks = [_blocks(x, lay) for x in xs]
+    absmaxes = _block_absmax(blocks)
+    dtypes = dtypes or [x.dtype for x in xs]
+    return [_encode_blocks(b, a, x.shape, k, bits, block_size, d)
+            for b, a, x, k, d in zip(blocks, absmaxes, xs, kinds, dtypes)]
+
+
+def _encode_blocks(blocks, absmax, shape, kind, bits, block_size, dtype):
     # A zero block stays zero (its codes then decode to levels times a zero scale).
     inverse = jnp.where(absmax > 0, 1 / jnp.where(absmax > 0, absmax, 1), 0)
     codes = encode(blocks * inverse[..., None], kind, bits)
     if bits == 4:
         codes = _pack(codes)
-    return QuantizedArray(codes, absmax, x.shape, x.dtype if dtype is None else dtype, kind, bits, block_size)
+    return QuantizedArray(codes, absmax, shape, dtype, kind, bits, block_size)
+
+
+def quantize(x, kind: str, bits: int, block_size: int, dtype=None) -> QuantizedArray:
+    """Block-wise quantization of ``x`` (any real float dtype and shape) to codes and absmax scales.
+
+    ``dtype`` is the dtype the leaf dequantizes to (default: ``x``'s).
+    """
+    return quantize_many([x], [kind], bits, block_size, None if dtype is None else [dtype])[0]
+
+
+CHUNK_ENTRIES = 1 << 17
+"""Entries per chunk of :func:`requantize`'s loop: a chunk's float32 temporaries stay in the CPU's L2 cache."""
+
+
+def requantize(moment_fn, g, olds, n_extra: int = 0):
+    """The new state ``moment_fn(g, *old states)``, quantized as the ``olds`` are, chunk by chunk.
+
+    ``olds`` are :class:`QuantizedArray` leaves of one param (same bits and
+    block size); ``moment_fn`` is elementwise: it maps float32 arrays of one
+    shape to ``len(olds)`` new states followed by ``n_extra`` other results
+    (the update). Returns the new :class:`QuantizedArray` leaves and the
+    extra results (float32, of ``g``'s shape).
+
+    Each new block needs its maximum before any of its entries can be
+    encoded. Over a whole leaf that is two passes, and XLA:CPU recomputes the
+    dequantization and the moment update in both (or writes a full float32
+    copy of each moment in between). Here a loop runs over chunks of
+    ``CHUNK_ENTRIES`` entries: each chunk is dequantized, updated, reduced,
+    encoded and written while it sits in cache, so every entry is decoded and
+    encoded once, and the loop is the only reader of the old state (which it
+    overwrites in place). Leaves whose rows need padding and that have
+    leading axes take the whole-leaf path.
+    """
+    first = olds[0]
+    bits, block_size = first.bits, first.block_size
+    lay = layout(tuple(g.shape), block_size, bits)
+    kinds = [q.kind for q in olds]
+    k = len(olds)
+    if lay.pad and lay.lead:
+        outs = moment_fn(g.astype(jnp.float32), *[dequantize(q) for q in olds])
+        return quantize_many(outs[:k], kinds, bits, block_size, [q.dtype for q in olds]), list(outs[k:])
+    L = lay.length
+    n = math.prod(lay.shape)
+    rows = math.prod(lay.lead) * lay.n_blocks
+    g_flat = g.reshape(-1)
+    chunk = max(1, CHUNK_ENTRIES // L)
+    n_chunks = (n // L) // chunk  # chunks of whole, unpadded blocks
+
+    def process(g_blocks, code_chunks, scale_chunks, valid=None):
+        olds_f = [
+            decode(_unpack(c) if bits == 4 else c, kind, bits) * s[:, None]
+            for c, s, kind in zip(code_chunks, scale_chunks, kinds)
+        ]
+        outs = moment_fn(g_blocks.astype(jnp.float32), *olds_f)
+        news, extras = list(outs[:k]), list(outs[k:])
+        if valid is not None:  # padding stays zero, as in quantize()
+            news = [jnp.where(valid, x, 0) for x in news]
+        absmaxes = _block_absmax(news)
+        codes = []
+        for x, a, kind in zip(news, absmaxes, kinds):
+            inverse = jnp.where(a > 0, 1 / jnp.where(a > 0, a, 1), 0)
+            c = encode(x * inverse[:, None], kind, bits)
+            codes.append(_pack(c) if bits == 4 else c)
+        return codes, absmaxes, [e.reshape(-1) for e in extras]
+
+    def body(i, carry):
+        codes, scales, extras = carry
+        row = i * chunk
+        g_blocks = jax.lax.dynamic_slice_in_dim(g_flat, row * L, chunk * L).reshape(chunk, L)
+        new_codes, new_scales, new_extras = process(
+            g_blocks,
+            [jax.lax.dynamic_slice_in_dim(c, row, chunk) for c in codes],
+            [jax.lax.dynamic_slice_in_dim(s, row, chunk) for s in scales],
+        )
+        codes = [jax.lax.dynamic_update_slice_in_dim(c, nc, row, 0) for c, nc in zip(codes, new_codes)]
+        scales = [jax.lax.dynamic_update_slice_in_dim(s, ns, row, 0) for s, ns in zip(scales, new_scales)]
+        extras = [jax.lax.dynamic_update_slice_in_dim(e, ne, row * L, 0) for e, ne in zip(extras, new_extras)]
+        return codes, scales, extras
+
+    codes = [q.codes.reshape(rows, -1) for q in olds]
+    scales = [q.scales.reshape(rows) for q in olds]
+    extras = [jnp.zeros((n,), jnp.float32) for _ in range(n_extra)]
+    if n_chunks:
+        codes, scales, extras = jax.lax.fori_loop(0, n_chunks, body, (codes, scales, extras))
+    start = n_chunks * chunk
+    if start < rows:  # the rest, with the padded last block: static slices
+        tail = g_flat[start * L:]
+        valid = None
+        if lay.pad:
+            valid = (jnp.arange((rows - start) * L) < tail.shape[0]).reshape(rows - start, L)
+            tail = jnp.pad(tail, (0, lay.pad))
+        new_codes, new_scales, new_extras = process(
+            tail.reshape(rows - start, L), [c[start:] for c in codes], [s[start:] for s in scales], valid
+        )
+        codes = [jax.lax.dynamic_update_slice_in_dim(c, nc, start, 0) for c, nc in zip(codes, new_codes)]
+        scales = [jax.lax.dynamic_update_slice_in_dim(s, ns, start, 0) for s, ns in zip(scales, new_scales)]
+        extras = [jax.lax.dynamic_update_slice_in_dim(e, ne[: n - start * L], start * L, 0)
+                  for e, ne in zip(extras, new_extras)]
+    quantized = [
+        QuantizedArray(c.reshape(q.codes.shape), s.reshape(q.scales.shape), q.shape, q.dtype, q.kind, bits, block_size)
+        for c, s, q in zip(codes, scales, olds)
+    ]
+    return quantized, [e.reshape(g.shape) for e in extras]
 
 
 def dequantize(q: QuantizedArray):

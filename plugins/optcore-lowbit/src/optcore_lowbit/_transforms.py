@@ -78,17 +78,18 @@ def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, f
         count = numerics.safe_increment(state.count)
         c1, c2 = _bias_correction(b1_, count), _bias_correction(b2_, count)
 
-        def leaf(g, mu_leaf, nu_leaf):
-            g32 = g.astype(jnp.promote_types(g.dtype, jnp.float32))
-            mu = b1_ * _common.load(mu_leaf) + (1 - b1_) * g32
-            nu = b2_ * _common.load(nu_leaf) + (1 - b2_) * jnp.real(g32 * jnp.conj(g32))
+        def step(g32, mu, nu):
+            mu = b1_ * mu + (1 - b1_) * g32
+            nu = b2_ * nu + (1 - b2_) * jnp.real(g32 * jnp.conj(g32))
             if nesterov:
                 mu_hat = b1_ * mu / _bias_correction(b1_, numerics.safe_increment(count)) + (1 - b1_) * g32 / c1
             else:
                 mu_hat = mu / c1
-            u = mu_hat / (jnp.sqrt(nu / c2 + eps_root_) + eps_)
-            dtype = jnp.result_type(g.dtype, mu_leaf.dtype, nu_leaf.dtype)
-            return u.astype(dtype), _common.store(mu, mu_leaf), _common.store(nu, nu_leaf)
+            return mu, nu, mu_hat / (jnp.sqrt(nu / c2 + eps_root_) + eps_)
+
+        def leaf(g, mu_leaf, nu_leaf):
+            u, mu, nu = _common.step_leaf(step, g, (mu_leaf, nu_leaf))
+            return u.astype(jnp.result_type(g.dtype, mu_leaf.dtype, nu_leaf.dtype)), mu, nu
 
         new_updates, mu, nu = _common.map_leaves(leaf, updates, state.mu, state.nu)
         return new_updates, ScaleByAdamLowBitState(count=count, mu=mu, nu=nu)
@@ -222,12 +223,12 @@ def scale_by_lion_8bit(
         _common.check_updates(updates, state.mu, params)
         b1_, b2_ = f32(b1), f32(b2)
 
+        def step(g32, mu):
+            return b2_ * mu + (1 - b2_) * g32, squash(b1_ * mu + (1 - b1_) * g32)
+
         def leaf(g, mu_leaf):
-            g32 = g.astype(jnp.promote_types(g.dtype, jnp.float32))
-            old = _common.load(mu_leaf)
-            u = squash(b1_ * old + (1 - b1_) * g32)
-            mu = b2_ * old + (1 - b2_) * g32
-            return u.astype(jnp.result_type(g.dtype, mu_leaf.dtype)), _common.store(mu, mu_leaf)
+            u, mu = _common.step_leaf(step, g, (mu_leaf,))
+            return u.astype(jnp.result_type(g.dtype, mu_leaf.dtype)), mu
 
         new_updates, mu = _common.map_leaves(leaf, updates, state.mu)
         return new_updates, ScaleByLionLowBitState(count=numerics.safe_increment(state.count), mu=mu)
@@ -269,11 +270,13 @@ def trace_8bit(
         _common.check_updates(updates, state.trace, params)
         decay_ = f32(decay)
 
+        def step(g32, t):
+            t = g32 + decay_ * t
+            return t, (g32 + decay_ * t if nesterov else t)
+
         def leaf(g, t_leaf):
-            g32 = g.astype(jnp.promote_types(g.dtype, jnp.float32))
-            t = g32 + decay_ * _common.load(t_leaf)
-            u = g32 + decay_ * t if nesterov else t
-            return u.astype(jnp.result_type(g.dtype, t_leaf.dtype)), _common.store(t, t_leaf)
+            u, t = _common.step_leaf(step, g, (t_leaf,))
+            return u.astype(jnp.result_type(g.dtype, t_leaf.dtype)), t
 
         new_updates, trace = _common.map_leaves(leaf, updates, state.trace)
         return new_updates, TraceLowBitState(trace=trace)
