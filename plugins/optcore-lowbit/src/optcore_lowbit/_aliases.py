@@ -12,13 +12,14 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Union
 
 import optcore
-from optcore import base
+from optcore import base, kit
 from optcore_lowbit import _common
 from optcore_lowbit._transforms import scale_by_adam_4bit, scale_by_adam_8bit, scale_by_lion_8bit, trace_8bit
 
 MaskOrFn = Optional[Union[Any, Callable[[base.Params], Any]]]
 
 
+@kit.static_args("block_size", "min_quantized_size")
 def adam_8bit(
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.9,
@@ -58,6 +59,7 @@ def adam_8bit(
     )
 
 
+@kit.static_args("block_size", "min_quantized_size")
 def adamw_8bit(
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.9,
@@ -96,6 +98,7 @@ def adamw_8bit(
     )
 
 
+@kit.static_args("block_size", "min_quantized_size")
 def adamw_4bit(
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.9,
@@ -130,6 +133,7 @@ def adamw_4bit(
     )
 
 
+@kit.static_args("block_size", "min_quantized_size")
 def lion_8bit(
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.9,
@@ -161,6 +165,7 @@ def lion_8bit(
     )
 
 
+@kit.static_args("block_size", "min_quantized_size")
 def sgd_8bit(
     learning_rate: base.ScalarOrSchedule,
     momentum: float = 0.9,

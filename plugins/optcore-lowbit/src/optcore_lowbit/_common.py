@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optcore import tree_utils, validate
+from optcore import kit, tree_utils, validate
 from optcore_lowbit._quantize import QuantizedArray, check_format, dequantize, is_quantized, quantize, quantize_many, requantize
 
 DEFAULT_BLOCK_SIZE = {8: 2048, 4: 128}  # Dettmers et al. 2022 (8-bit); Li et al. 2023 (B128, 4-bit)
@@ -38,18 +38,13 @@ def make_format(bits, block_size, min_quantized_size) -> Format:
     return Format(int(bits), int(block_size), int(min_quantized_size))
 
 
-def f32(value: Any) -> jax.Array:
-    """A hyperparameter as a float32 array (traced values stay traced)."""
-    return jnp.asarray(value, dtype=jnp.float32)
-
-
 def init_leaf(p, fmt: Format, kind: str, dtype=None):
     """The zero state of param ``p``: quantized (``kind`` code) if ``fmt`` quantizes it, else float.
 
     Zeros derived from ``p``'s values (``state_zeros_like``), so that under
     ``jax.jit`` the codes and scales take the param's sharding.
     """
-    dtype = None if dtype is None else jnp.dtype(dtype)
+    dtype = kit.dtype_or_none(dtype)
     if fmt.quantizes(p):
         zeros = tree_utils.state_zeros_like(p, dtype=jnp.float32)
         return quantize(zeros, kind, fmt.bits, fmt.block_size, dtype=dtype or jnp.result_type(p))

@@ -17,9 +17,8 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from optcore import base, numerics, validate
+from optcore import base, kit, numerics
 from optcore_lowbit import _common
-from optcore_lowbit._common import f32
 from optcore_lowbit._quantize import LINEAR_NO_ZERO, SIGNED, UNSIGNED
 
 _LION_MODES = ("hard", "smooth", "refined")
@@ -46,35 +45,27 @@ class TraceLowBitState(NamedTuple):
     trace: base.Updates  # momentum buffer: QuantizedArray leaves (signed dynamic code) or float leaves
 
 
-def _check_beta(name, value):
-    validate.check_range(name, value, low=0.0, high=1.0, high_inclusive=False)
-
-
-def _dtype(dtype):
-    return None if dtype is None else jnp.dtype(dtype)
-
-
 def _bias_correction(decay, count):
     return 1 - decay ** count.astype(jnp.float32)
 
 
 def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, nu_kind):
-    _check_beta("b1", b1)
-    _check_beta("b2", b2)
-    validate.check_non_negative("eps", eps)
-    validate.check_non_negative("eps_root", eps_root)
-    mu_dtype, nu_dtype = _dtype(mu_dtype), _dtype(nu_dtype)
+    kit.check_beta("b1", b1)
+    kit.check_beta("b2", b2)
+    kit.check_non_negative("eps", eps)
+    kit.check_non_negative("eps_root", eps_root)
+    mu_dtype, nu_dtype = kit.dtype_or_none(mu_dtype), kit.dtype_or_none(nu_dtype)
 
     def init_fn(params):
         return ScaleByAdamLowBitState(
-            count=jnp.zeros([], jnp.int32),
+            count=kit.zero_count(),
             mu=jax.tree.map(lambda p: _common.init_leaf(p, fmt, SIGNED, mu_dtype), params),
             nu=jax.tree.map(lambda p: _common.init_leaf(p, fmt, nu_kind, nu_dtype), params),
         )
 
     def update_fn(updates, state, params=None):
         _common.check_updates(updates, state.mu, params)
-        b1_, b2_, eps_, eps_root_ = f32(b1), f32(b2), f32(eps), f32(eps_root)
+        b1_, b2_, eps_, eps_root_ = kit.f32(b1), kit.f32(b2), kit.f32(eps), kit.f32(eps_root)
         count = numerics.safe_increment(state.count)
         c1, c2 = _bias_correction(b1_, count), _bias_correction(b2_, count)
 
@@ -97,6 +88,7 @@ def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, f
     return base.GradientTransformation(init_fn, update_fn)
 
 
+@kit.static_args("block_size", "min_quantized_size")
 def scale_by_adam_8bit(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -136,6 +128,7 @@ def scale_by_adam_8bit(
     return _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, UNSIGNED)
 
 
+@kit.static_args("block_size", "min_quantized_size")
 def scale_by_adam_4bit(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -174,6 +167,7 @@ def scale_by_adam_4bit(
     return _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, LINEAR_NO_ZERO)
 
 
+@kit.static_args("block_size", "min_quantized_size")
 def scale_by_lion_8bit(
     b1: float = 0.9,
     b2: float = 0.99,
@@ -199,29 +193,29 @@ def scale_by_lion_8bit(
       block_size: entries per quantization block.
       min_quantized_size: leaves with fewer entries keep a float momentum.
     """
-    validate.check_decay("b1", b1)
-    validate.check_decay("b2", b2)
+    kit.check_decay("b1", b1)
+    kit.check_decay("b2", b2)
     if mode not in _LION_MODES:
         raise ValueError(f"mode must be one of {_LION_MODES}, got {mode!r}.")
     fmt = _common.make_format(8, block_size, min_quantized_size)
-    mu_dtype = _dtype(mu_dtype)
+    mu_dtype = kit.dtype_or_none(mu_dtype)
 
     def squash(c):
         if mode == "hard":
             return jnp.sign(c)
         if mode == "smooth":
-            return jnp.tanh(f32(smooth_beta) * c)
+            return jnp.tanh(kit.f32(smooth_beta) * c)
         return jnp.clip(c, -1, 1)
 
     def init_fn(params):
         return ScaleByLionLowBitState(
-            count=jnp.zeros([], jnp.int32),
+            count=kit.zero_count(),
             mu=jax.tree.map(lambda p: _common.init_leaf(p, fmt, SIGNED, mu_dtype), params),
         )
 
     def update_fn(updates, state, params=None):
         _common.check_updates(updates, state.mu, params)
-        b1_, b2_ = f32(b1), f32(b2)
+        b1_, b2_ = kit.f32(b1), kit.f32(b2)
 
         def step(g32, mu):
             return b2_ * mu + (1 - b2_) * g32, squash(b1_ * mu + (1 - b1_) * g32)
@@ -236,6 +230,7 @@ def scale_by_lion_8bit(
     return base.GradientTransformation(init_fn, update_fn)
 
 
+@kit.static_args("block_size", "min_quantized_size")
 def trace_8bit(
     decay: float = 0.9,
     nesterov: bool = False,
@@ -257,9 +252,9 @@ def trace_8bit(
       block_size: entries per quantization block.
       min_quantized_size: leaves with fewer entries keep a float buffer.
     """
-    validate.check_decay("decay", decay)
+    kit.check_decay("decay", decay)
     fmt = _common.make_format(8, block_size, min_quantized_size)
-    accumulator_dtype = _dtype(accumulator_dtype)
+    accumulator_dtype = kit.dtype_or_none(accumulator_dtype)
 
     def init_fn(params):
         return TraceLowBitState(
@@ -268,7 +263,7 @@ def trace_8bit(
 
     def update_fn(updates, state, params=None):
         _common.check_updates(updates, state.trace, params)
-        decay_ = f32(decay)
+        decay_ = kit.f32(decay)
 
         def step(g32, t):
             t = g32 + decay_ * t

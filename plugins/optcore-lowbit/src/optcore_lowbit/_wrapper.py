@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 import optcore
-from optcore import base
+from optcore import base, kit
 from optcore_lowbit import _common
 from optcore_lowbit._quantize import LINEAR_NO_ZERO, SIGNED, UNSIGNED, is_quantized, quantize
 
@@ -29,6 +29,7 @@ def _field_name(path) -> Optional[str]:
     return None
 
 
+@kit.static_args("inner", "bits", "block_size", "min_quantized_size", "nonnegative_fields")
 def quantize_state(
     inner: base.GradientTransformation,
     bits: int = 8,
