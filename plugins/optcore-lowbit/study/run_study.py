@@ -2,7 +2,7 @@
 
 The issue's target: the final training and held-out loss of ``adamw_8bit``
 within 1% of float32 ``adamw``'s, ``adamw_4bit`` within 2%, averaged over 3
-seeds, on three tasks (see ``tasks.py``). Every optimizer is built by name
+seeds, on three tasks (see ``lowbit_tasks.py``). Every optimizer is built by name
 through the plugin registry, ``optcore.get(name, learning_rate=...,
 weight_decay=...)``, with the task's fixed learning rate and float32 adamw's
 default weight decay; for a given seed every optimizer starts from the same
@@ -34,9 +34,10 @@ import jax  # noqa: E402
 
 import optcore  # noqa: E402
 
-import report  # noqa: E402
-import tasks as tasks_mod  # noqa: E402
-import train  # noqa: E402
+# Distinct module names: the test imports this script into its own session.
+import lowbit_report as report  # noqa: E402
+import lowbit_tasks as tasks_mod  # noqa: E402
+import lowbit_train as train  # noqa: E402
 
 # The low-bit optimizers keep leaves below about this many elements in float32;
 # the report gives the share of parameters at or above it.
@@ -102,8 +103,9 @@ def run_task(task, optimizers: list[str], seeds: list[int], weight_decay: float)
         "params": train.param_summary(first.params, QUANTIZATION_THRESHOLD),
         "optimizers": {},
     }
+    schedule, result["schedule"] = train.learning_rate_schedule(task.learning_rate, task.steps)
     for name in optimizers:
-        optimizer, hyperparams = train.build_optimizer(name, task.learning_rate, weight_decay)
+        optimizer, hyperparams = train.build_optimizer(name, schedule, weight_decay)
         runner = train.Runner(task, optimizer)
         runs = []
         for seed in seeds:
@@ -113,7 +115,7 @@ def run_task(task, optimizers: list[str], seeds: list[int], weight_decay: float)
             print(f"  {task.name:7s} {name:14s} seed {seed}: train {run['final_train_loss']:.4f}  "
                   f"held-out {run['final_heldout_loss']:.4f}  ({run['seconds']:.1f} s)", flush=True)
         result["optimizers"][name] = {
-            "hyperparams": hyperparams,
+            "arguments": hyperparams,
             "state_bytes": train.state_bytes(optimizer.init(first.params)),
             "runs": runs,
         }
@@ -162,7 +164,7 @@ def main(argv=None) -> dict:
             report.plot_task(name, task, str(out / f"{name}.png"))
             task["plot"] = f"{name}.png"
     if not have_matplotlib:
-        results["meta"]["plot_note"] = f"No loss-curve plots: {report.PLOT_HINT}."
+        results["meta"]["plot_note"] = f"No plots were written: {report.PLOT_HINT}."
         print(f"note: {report.PLOT_HINT}; wrote the tables only.", file=sys.stderr)
 
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")

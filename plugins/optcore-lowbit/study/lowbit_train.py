@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +20,7 @@ import numpy as np
 
 import optcore
 
-from tasks import Task
+from lowbit_tasks import Task
 
 
 def adamw_default_weight_decay() -> float:
@@ -28,10 +28,23 @@ def adamw_default_weight_decay() -> float:
     return float(inspect.signature(optcore.get("adamw")).parameters["weight_decay"].default)
 
 
-def build_optimizer(name: str, learning_rate: float, weight_decay: float) -> tuple[Any, dict]:
+def learning_rate_schedule(peak: float, steps: int):
+    """Linear warmup over the first 5% of the steps, then cosine decay to a tenth of ``peak``.
+
+    The decay makes the final losses depend little on the noise of the last few
+    steps, so optimizers are compared on where they converge, not on a lucky step.
+    Returns the schedule and a description of it for the report.
+    """
+    warmup = max(1, steps // 20)
+    schedule = optcore.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=steps, end_value=peak / 10)
+    return schedule, f"warmup_cosine_decay(peak={peak:g}, warmup_steps={warmup}, decay_steps={steps}, end={peak / 10:g})"
+
+
+def build_optimizer(name: str, learning_rate: Any, weight_decay: float) -> tuple[Any, dict]:
     """``optcore.get(name, learning_rate=..., weight_decay=...)``; the decay only where the factory takes one.
 
-    Returns the optimizer and the hyperparameters it was built with.
+    Returns the optimizer and the names of the hyperparameters it was built with.
     """
     factory = optcore.get(name)
     try:
@@ -41,7 +54,7 @@ def build_optimizer(name: str, learning_rate: float, weight_decay: float) -> tup
     hyperparams: dict[str, Any] = {"learning_rate": learning_rate}
     if "weight_decay" in parameters:
         hyperparams["weight_decay"] = weight_decay
-    return optcore.get(name, **hyperparams), hyperparams
+    return optcore.get(name, **hyperparams), sorted(hyperparams)
 
 
 def state_bytes(state: Any) -> dict:
@@ -121,9 +134,3 @@ def param_summary(params: Any, threshold: int) -> dict:
         "parameters_in_large_leaves": large,
         "fraction_in_large_leaves": large / sum(sizes),
     }
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start

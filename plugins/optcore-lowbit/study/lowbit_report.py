@@ -8,7 +8,7 @@ from typing import Any, Optional
 import numpy as np
 
 REFERENCE = "adamw"
-PLOT_HINT = 'matplotlib is needed for the loss-curve plots: pip install "optcore[plot]"'
+PLOT_HINT = 'the loss-curve plots need matplotlib: pip install "optcore[plot]"'
 
 
 def tolerance(name: str) -> Optional[float]:
@@ -77,7 +77,7 @@ def _pct(value: Optional[float]) -> str:
 
 
 def _bytes(n: int) -> str:
-    return f"{n / 1024:.1f} KiB"
+    return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KiB"
 
 
 def markdown(results: dict) -> str:
@@ -100,7 +100,7 @@ def markdown(results: dict) -> str:
     for task_name, task in results["tasks"].items():
         summary = task["summary"]
         lines += [f"## {task_name}: {task['title']}", "",
-                  f"{task['steps']} steps, learning rate {task['learning_rate']:g}, weight decay "
+                  f"{task['steps']} steps, learning rate {task['schedule']}, weight decay "
                   f"{results['meta']['weight_decay']:g} where the optimizer takes one; "
                   f"{task['params']['parameters']:,} parameters in {task['params']['leaves']} leaves, "
                   f"{100 * task['params']['fraction_in_large_leaves']:.1f}% of them in leaves of at least "
