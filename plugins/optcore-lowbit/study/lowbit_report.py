@@ -55,6 +55,14 @@ def summarize(task_result: dict) -> dict:
         s["rel_diff_train"] = s["final_train_loss_mean"] / ref["final_train_loss_mean"] - 1.0
         s["rel_diff_heldout"] = s["final_heldout_loss_mean"] / ref["final_heldout_loss_mean"] - 1.0
         s["state_bytes_ratio"] = s["state_bytes"] / ref["state_bytes"] if ref["state_bytes"] else None
+        # Paired by seed (same initial parameters, same batches): shows whether a
+        # difference is systematic or within the seed-to-seed noise.
+        ref_runs = {r["seed"]: r for r in optimizers[REFERENCE]["runs"]}
+        for key in ("train", "heldout"):
+            s[f"rel_diff_{key}_per_seed"] = [
+                r[f"final_{key}_loss"] / ref_runs[r["seed"]][f"final_{key}_loss"] - 1.0
+                for r in optimizers[name]["runs"] if r["seed"] in ref_runs
+            ]
         if name == REFERENCE:
             s["verdict"] = "reference"
         elif tol is None:
@@ -115,6 +123,12 @@ def markdown(results: dict) -> str:
                 f"| `{name}` | {s['final_train_loss_mean']:.4f} ± {s['final_train_loss_std']:.4f} | "
                 f"{_pct(s['rel_diff_train'])} | {s['final_heldout_loss_mean']:.4f} ± "
                 f"{s['final_heldout_loss_std']:.4f} | {_pct(s['rel_diff_heldout'])} | {target} | {s['verdict']} |")
+        paired = [(n, s) for n, s in summary.items() if n != REFERENCE and s.get("rel_diff_train_per_seed")]
+        if paired:
+            lines += ["", "Δ per seed (each run against float32 `adamw` on the same seed: same start, same batches):", ""]
+            for name, s in paired:
+                per_seed = lambda key: ", ".join(_pct(v) for v in s[f"rel_diff_{key}_per_seed"])  # noqa: E731
+                lines.append(f"- `{name}`: train {per_seed('train')}; held-out {per_seed('heldout')}")
         lines.append("")
     lines += ["## Optimizer state size", "",
               "Bytes of every leaf of the optimizer state after `init` (`nbytes` over `jax.tree_util.tree_leaves`), "
@@ -140,6 +154,7 @@ def plot_task(task_name: str, task: dict, path: str) -> None:
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    from matplotlib import ticker  # pylint: disable=import-outside-toplevel
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
     for name, entry in task["optimizers"].items():
@@ -154,8 +169,13 @@ def plot_task(task_name: str, task: dict, path: str) -> None:
         ax.set_xlabel("step")
         ax.set_ylabel(label)
         ax.set_yscale("log")
+        # Plain numbers at 1, 2, 3, 5 per decade: readable whether the axis spans one decade or three.
+        ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize="small")
     figure.suptitle(f"{task_name}: {task['title']}", fontsize="medium")
+    figure.tight_layout()
     figure.savefig(path, bbox_inches="tight", dpi=110)
     plt.close(figure)
