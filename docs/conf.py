@@ -78,6 +78,7 @@ api_coverage_packages = [
     "optcore.base",
     "optcore.numerics",
     "optcore.validate",
+    "optcore.kit",
     "optcore.updates",
     "optcore.linalg",
     "optcore.tree",

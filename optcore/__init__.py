@@ -40,7 +40,7 @@ from optcore.tree_utils import (
 )
 from optcore.updates import apply_updates, incremental_update, periodic_update
 from optcore.wrappers import *  # noqa: F401,F403
-from optcore import microbatching, optimizers, plugins, projections, schedules, sharding, transforms, wrappers
+from optcore import kit, microbatching, optimizers, plugins, projections, schedules, sharding, transforms, wrappers
 from optcore.plugins import _namespaces
 
 _namespaces.install()  # `import optcore.losses` for plugin namespaces (no scan until asked)

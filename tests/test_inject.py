@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import optcore
+import optcore.kit
 from optcore import schedules as sch
 from optcore import tree_utils as tu
 
@@ -171,34 +172,61 @@ def test_stateful_schedule_receives_extra_args():
 def test_argument_sorting_static_bool_and_dtype():
     calls = []
 
+    @optcore.kit.static_args("n_steps")
     def factory(learning_rate, n_steps=3, flag=True, mask=None, name="x", weights=np.array([1.0, 2.0])):
         calls.append(dict(learning_rate=learning_rate, n_steps=n_steps, flag=flag, mask=mask, name=name))
         return optcore.scale(-learning_rate)
 
     state = optcore.inject_hyperparams(factory)(0.5).init({"p": jnp.ones(2, jnp.bfloat16)})
-    # n_steps (an int with an int default) is structural, hence static.
+    # n_steps is declared static; flag (bool), mask (None) and name (str) are not numbers.
     assert set(state.hyperparams) == {"learning_rate", "weights"}
     assert calls[-1]["n_steps"] == 3
     # bf16 params still get float32 hyperparameters: the arithmetic of the unwrapped path.
     assert state.hyperparams["learning_rate"].dtype == jnp.float32
     assert state.hyperparams["weights"].dtype == jnp.float32
-    # An int given for an argument without an int default stays a hyperparameter.
+    # An int given for an argument that is not declared static is a hyperparameter.
     assert "learning_rate" in optcore.inject_hyperparams(factory)(1).init({"p": jnp.ones(2)}).hyperparams
-    # An integer array is injected, if that is what the caller asks for.
-    injected_steps = optcore.inject_hyperparams(factory)(0.5, n_steps=jnp.asarray(4)).init({"p": jnp.ones(2)})
-    assert jnp.issubdtype(injected_steps.hyperparams["n_steps"].dtype, jnp.integer)
+    # A declared static argument stays static whatever it is given as, an integer array included.
+    calls.clear()
+    state = optcore.inject_hyperparams(factory)(0.5, n_steps=jnp.asarray(4)).init({"p": jnp.ones(2)})
+    assert "n_steps" not in state.hyperparams and int(calls[-1]["n_steps"]) == 4
     assert calls[-1]["flag"] is True and calls[-1]["name"] == "x" and calls[-1]["mask"] is None
 
     f16 = optcore.inject_hyperparams(factory, hyperparam_dtype=jnp.float16)(0.5).init({"p": jnp.ones(2)})
     assert f16.hyperparams["learning_rate"].dtype == jnp.float16
 
     mask_fn = lambda params: jax.tree.map(lambda _: True, params)  # noqa: E731
-    static = optcore.inject_hyperparams(factory, static_args=("mask", "n_steps"))(0.5, mask=mask_fn)
+    static = optcore.inject_hyperparams(factory, static_args="mask")(0.5, mask=mask_fn)
     state = static.init({"p": jnp.ones(2)})
     assert "mask" not in state.hyperparams and "n_steps" not in state.hyperparams
     assert calls[-1]["mask"] is mask_fn and calls[-1]["n_steps"] == 3
     with pytest.raises(ValueError, match="static_args"):
         optcore.inject_hyperparams(factory, static_args=("not_an_argument",))
+
+
+def test_an_undeclared_factory_is_wrapped_as_optax_wraps_it():
+    """No guessing from names or defaults: every number is injected, every callable given is a schedule."""
+    seen = {}
+
+    def factory(learning_rate, memory_size=10, seed=0, mask=None):
+        seen.update(memory_size=memory_size, seed=seed, mask=mask)
+        return optcore.scale(-learning_rate)
+
+    schedule = lambda count: 0.5 * jnp.ones([])  # noqa: E731
+    state = optcore.inject_hyperparams(factory)(0.1, memory_size=5, seed=3, mask=schedule).init({"p": jnp.ones(2)})
+    assert set(state.hyperparams) == {"learning_rate", "memory_size", "seed", "mask"}
+    assert set(state.hyperparams_states) == {"mask"}
+    assert isinstance(seen["memory_size"], jax.Array) and int(seen["memory_size"]) == 5
+    # Declaring the same names makes them static, mask included (it is then never called with the count).
+    declared = optcore.kit.static_args("memory_size", "seed", "mask")(factory)
+    state = optcore.inject_hyperparams(declared)(0.1, memory_size=5, seed=3, mask=schedule).init({"p": jnp.ones(2)})
+    assert set(state.hyperparams) == {"learning_rate"} and state.hyperparams_states == {}
+    assert seen == {"memory_size": 5, "seed": 3, "mask": schedule}
+
+
+def test_static_args_must_name_parameters():
+    with pytest.raises(TypeError, match=r"\['rank'\].*not parameters of .*learning_rate"):
+        optcore.kit.static_args("rank")(lambda learning_rate: None)
 
 
 def test_bf16_params_keep_their_dtype():
@@ -281,7 +309,7 @@ def test_every_registered_optimizer_can_be_injected(name):
     ]
     if required:
         pytest.skip(f"{name} needs more arguments: {required}")
-    # No static_args: integer arguments (memory sizes, ranks, seeds) are static by themselves.
+    # No static_args: each factory declares its sizes, ranks, seeds and masks (optcore.kit.static_args).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # deprecated aliases still work
         opt = optcore.inject_hyperparams(factory)(learning_rate=0.01)
@@ -361,7 +389,7 @@ def test_injected_optimizer_keeps_bfloat16_updates_and_state(case):
 
 def test_adafactor_injected_without_static_args_jits_on_matrices():
     # Optax issue 412: min_dim_size_to_factor decides the state's shapes, so it
-    # must stay a Python int; optcore keeps int-default arguments static.
+    # must stay a Python int; adafactor declares it static (optcore.kit.static_args).
     params = {"w": jnp.linspace(-1.0, 1.0, 300 * 200).reshape(300, 200), "b": jnp.linspace(0.0, 1.0, 7)}
     injected = optcore.inject_hyperparams(optcore.adafactor)(learning_rate=0.01)
     state = jax.jit(injected.init)(params)

@@ -257,6 +257,7 @@ def test_disable_plugins_by_listed_or_distribution_name(fixture_path):
                 out[name] = optcore.get(name).__name__
             except LookupError as err:
                 out[name] = type(err).__name__
+                out[name + "_error"] = [str(err), list(getattr(err, "disabled_plugins", ()))]
         print(json.dumps(out))
     """
     data, _ = run_json(code, fixture_path,
@@ -267,6 +268,12 @@ def test_disable_plugins_by_listed_or_distribution_name(fixture_path):
         assert name not in data["imported"]
     assert data["statuses"]["optcore_fixture_last"]["status"] == "loaded"
     assert data["first_sgd"] == "UnknownNameError" and data["adam"] == "adam"
+    # A third-party plugin's names are unknown while it is off (it is never imported): the error
+    # says which plugins are off and how to turn each one on, instead of only "not registered".
+    message, disabled = data["first_sgd_error"]
+    assert sorted(disabled) == ["optcore_fixture_first", "optcore_fixture_plain"]
+    assert "may be provided by a disabled plugin" in message
+    assert "remove 'optcore_fixture_first' from OPTCORE_DISABLE_PLUGINS" in message
     assert any("no_such_plugin" in w and "OPTCORE_DISABLE_PLUGINS" in w for w in data["warnings"])
 
     data, _ = run_json(code, fixture_path, env={"OPTCORE_LOAD_PLUGINS": "optcore_fixture_plain"})

@@ -8,6 +8,7 @@ from typing import Any, Callable, Optional, Union
 import jax.numpy as jnp
 
 from optcore import base
+from optcore.kit import static_args
 from optcore.transforms import (
     add_decayed_weights,
     chain,
@@ -98,6 +99,7 @@ def adagrad(
     )
 
 
+@static_args("weight_decay_mask")
 def adadelta(
     learning_rate: Optional[base.ScalarOrSchedule] = None,
     rho: float = 0.9,
@@ -135,6 +137,7 @@ def adadelta(
     )
 
 
+@static_args("min_dim_size_to_factor", "decay_offset", "weight_decay_mask")
 def adafactor(
     learning_rate: Optional[base.ScalarOrSchedule] = None,
     min_dim_size_to_factor: int = 128,

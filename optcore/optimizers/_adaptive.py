@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Union
 
 from optcore import base
+from optcore.kit import static_args
 from optcore.transforms import (
     add_decayed_weights,
     chain,
@@ -70,6 +71,7 @@ def adam(
     )
 
 
+@static_args("mask")
 def adamw(
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.9,
@@ -136,6 +138,7 @@ def nadam(
     return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype)
 
 
+@static_args("mask")
 def nadamw(
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.9,
@@ -227,6 +230,7 @@ def adamax(
     return chain(scale_by_adamax(b1=b1, b2=b2, eps=eps), scale_by_learning_rate(learning_rate))
 
 
+@static_args("mask")
 def adamaxw(
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.9,
@@ -356,6 +360,7 @@ def yogi(
     return chain(scale_by_yogi(b1=b1, b2=b2, eps=eps, nu_dtype=nu_dtype), scale_by_learning_rate(learning_rate))
 
 
+@static_args("mask")
 def adan(
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.98,

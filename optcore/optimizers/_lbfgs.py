@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Optional
 
 from optcore import base
+from optcore.kit import static_args
 from optcore.transforms import chain, scale, scale_by_learning_rate, scale_by_lbfgs, scale_by_zoom_linesearch
 
 
+@static_args("memory_size")
 def lbfgs(
     learning_rate: Optional[base.ScalarOrSchedule] = None,
     memory_size: int = 10,

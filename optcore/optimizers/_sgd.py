@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Optional, Union
 
 from optcore import base
+from optcore.kit import static_args
 from optcore.transforms import add_noise, chain, identity, scale_by_learning_rate, scale_by_polyak, trace
 
 
@@ -48,6 +49,7 @@ def sgd(
     return chain(momentum_tx, scale_by_learning_rate(learning_rate))
 
 
+@static_args("key", "seed")
 def noisy_sgd(
     learning_rate: base.ScalarOrSchedule,
     eta: float = 0.01,

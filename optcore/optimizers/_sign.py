@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Union
 
 from optcore import base
+from optcore.kit import static_args
 from optcore.transforms import (
     add_decayed_weights,
     chain,
@@ -57,6 +58,7 @@ def signum(
     )
 
 
+@static_args("mask")
 def lion(
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.9,

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, validate
+from optcore.kit import static_args
 from optcore.transforms import (
     add_decayed_weights,
     chain,
@@ -21,6 +22,7 @@ from optcore.transforms import (
 MaskOrFn = Optional[Union[Any, Callable[[base.Params], Any]]]
 
 
+@static_args("mask")
 def lamb(
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.9,
@@ -57,6 +59,7 @@ def lamb(
     )
 
 
+@static_args("weight_decay_mask", "trust_ratio_mask")
 def lars(
     learning_rate: base.ScalarOrSchedule,
     weight_decay: float = 0.0,

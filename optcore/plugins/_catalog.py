@@ -149,6 +149,26 @@ FIRST_PARTY: tuple[FirstParty, ...] = (
             # END optcore-contrib names
         ),
     ),
+    FirstParty(
+        distribution="optcore-lowbit",
+        extra="lowbit",
+        source_path="plugins/optcore-lowbit",
+        namespaces=("lowbit",),
+        names=(
+            # BEGIN optcore-lowbit names
+            "adam_8bit",
+            "adamw_4bit",
+            "adamw_8bit",
+            "lion_8bit",
+            "quantize_state",
+            "scale_by_adam_4bit",
+            "scale_by_adam_8bit",
+            "scale_by_lion_8bit",
+            "sgd_8bit",
+            "trace_8bit",
+            # END optcore-lowbit names
+        ),
+    ),
 )
 
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 
 class UnknownNameError(LookupError):
-    """No installed plugin registers the requested name."""
+    """No installed plugin registers the requested name.
+
+    Attributes:
+      disabled_plugins: the third-party plugins turned off by
+        ``OPTCORE_DISABLE_PLUGINS``/``OPTCORE_LOAD_PLUGINS`` when the lookup
+        failed (one of them may provide the name); empty when none is off.
+    """
+
+    def __init__(self, message: str = "", *, disabled_plugins: tuple = ()):
+        super().__init__(message)
+        self.disabled_plugins = tuple(disabled_plugins)
 
     def __str__(self) -> str:  # LookupError would quote the message like a KeyError
         return str(self.args[0]) if self.args else ""

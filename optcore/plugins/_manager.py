@@ -267,7 +267,30 @@ class _Host:
                     self.load_deferred(provider.distribution)
                 elif provider.distribution in self._state.disabled:
                     raise self._disabled_error(name, self._state.disabled[provider.distribution])
+            else:
+                self._raise_if_maybe_disabled(name)
         return self.registry.resolve(name)
+
+    def _raise_if_maybe_disabled(self, name: str) -> None:
+        """An unknown name while third-party plugins are turned off: say which, and how to turn them on.
+
+        A disabled plugin is never imported, so its names are unknown; only the
+        first-party ones are listed in the catalog (and get a
+        :class:`PluginDisabledError` naming the plugin). The error says the
+        name may come from one of the others, rather than that it does not exist.
+        """
+        third_party = [off for off in self._state.disabled.values()
+                       if off.distribution is None or _catalog.by_distribution(off.distribution) is None]
+        if not third_party:
+            return
+        error = self.registry.unknown_name_error(name)
+        listed = "; ".join(f"{off.plugin!r} ({off.distribution or 'no distribution'}): {off.enable_hint}"
+                           for off in third_party)
+        raise UnknownNameError(
+            f"{error} It may be provided by a disabled plugin, whose names are not known while it is off "
+            f"(turned off by {third_party[0].variable}): {listed}.",
+            disabled_plugins=tuple(off.plugin for off in third_party),
+        )
 
     def _resolve_qualified(self, prefix: str, name: str) -> Entry:
         wanted = normalize_prefix(prefix)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optcore import base, numerics
+from optcore import base, kit, numerics
 from optcore.schedules._stateful import StatefulSchedule, WrappedSchedule
 
 
@@ -55,27 +55,6 @@ def _is_numeric(value: Any) -> bool:
     return isinstance(value, (int, float, jax.Array, np.ndarray)) or (
         isinstance(value, numbers.Real) and not isinstance(value, np.generic)
     )
-
-
-# An int given for one of these is a PRNG seed, never a value to schedule.
-_SEED_NAMES = frozenset({"key", "seed", "rng", "rng_key"})
-
-
-def _is_structural_int(name: str, value: Any, default: Any) -> bool:
-    """A Python int given for an argument whose default is a Python int.
-
-    Such arguments (Adafactor's ``min_dim_size_to_factor``, L-BFGS's
-    ``memory_size``, GaLore's ``rank``, a seed) decide shapes, loops and
-    branches at trace time, so they cannot be traced values (Optax issue 412).
-    So is an int seed (``key=0``). A float hyperparameter given as an int
-    (``learning_rate=1``) has a float or no default and stays injected; a
-    ``jnp`` integer array is always injected.
-    """
-
-    def is_plain_int(x: Any) -> bool:
-        return isinstance(x, int) and not isinstance(x, bool)
-
-    return is_plain_int(value) and (is_plain_int(default) or name in _SEED_NAMES)
 
 
 def _float_dtype(tree: Any) -> jnp.dtype:
@@ -131,23 +110,24 @@ def inject_hyperparams(
         \text{state.hyperparams}[k] & \text{numeric} \end{cases}, \qquad
         (u, \text{inner}) \leftarrow \mathrm{factory}(h).\mathrm{update}(g, \text{inner})
 
-    Arguments of the factory are sorted into three kinds: names in
-    ``static_args``, booleans and anything non-numeric (masks, dtypes, None)
-    are passed unchanged; callables passed by the caller are schedules (a
-    step -> value function is wrapped in :class:`WrappedSchedule`, a
-    :class:`StatefulSchedule` is used as is) evaluated at every step; numbers
-    and arrays are stored as arrays. Unlike Optax, a callable *default* (such
-    as a clipping rule) stays static rather than being taken for a schedule.
+    Arguments of the factory are sorted into three kinds. Static arguments
+    are passed unchanged: those the factory declares with
+    :func:`optcore.kit.static_args` (sizes, step counts, seeds, masks: Adafactor's
+    ``min_dim_size_to_factor``, L-BFGS's ``memory_size``, AdamW's ``mask``),
+    those named in ``static_args``, and anything non-numeric (booleans,
+    dtypes, ``None``, transformations). Callables passed by the caller are
+    schedules (a step -> value function is wrapped in
+    :class:`WrappedSchedule`, a :class:`StatefulSchedule` is used as is)
+    evaluated at every step. Numbers and arrays are stored as arrays.
 
-    Python ints given for arguments whose default is an int (sizes, step
-    counts, seeds: Adafactor's ``min_dim_size_to_factor``, L-BFGS's
-    ``memory_size``) are static too, so ``inject_hyperparams(adafactor)(0.01)``
-    jits without ``static_args`` (Optax issue 412; Optax injects them). Pass a
-    ``jnp`` integer array to inject one anyway.
-
-    Arguments named ``mask`` or ``*_mask`` (``weight_decay_mask``, ...) are
-    always static: a mask function takes the params, not the step count
-    (Optax would call it with the step count and silently mask nothing).
+    Every factory of the core and of the first-party plugins declares its
+    static arguments, so ``inject_hyperparams(adafactor)(0.01)`` jits without
+    ``static_args`` (Optax issue 412: Optax injects the int sizes) and
+    ``inject_hyperparams(adamw)(1e-3, mask=fn)`` keeps ``fn`` a mask (Optax
+    calls it with the step count and silently masks nothing). A factory that
+    declares nothing (an Optax factory, a third party's) is wrapped exactly as
+    Optax wraps it. Unlike Optax, a callable *default* (such as a clipping
+    rule) stays static rather than being taken for a schedule.
 
     Unlike Optax, floats are stored as float32 by default (the dtype in which
     optcore's optimizers do hyperparameter arithmetic), so the wrapped and
@@ -169,6 +149,8 @@ def inject_hyperparams(
     """
     static_args = {static_args} if isinstance(static_args, str) else set(static_args)
     signature = inspect.signature(inner_factory)
+    # What the factory declared (optcore.kit.static_args) plus what the caller adds.
+    static = static_args | (kit.declared_static_args(inner_factory) or set())
     unknown = static_args - set(signature.parameters)
     if unknown:
         raise ValueError(
@@ -191,10 +173,8 @@ def inject_hyperparams(
         numeric, schedules = {}, {}
         for name, value in bound_arguments.items():
             kind = signature.parameters[name].kind
-            if name in static_args or kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            if name in static or kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
                 continue
-            if _is_mask_argument(name):
-                continue  # a mask function maps params to booleans: never a schedule of the step
             if isinstance(value, (type, np.dtype)):
                 continue  # a dtype (mu_dtype=jnp.float32 is callable, yet no schedule)
             if isinstance(value, StatefulSchedule):
@@ -203,8 +183,6 @@ def inject_hyperparams(
                 schedules[name] = WrappedSchedule(value)
             elif callable(value):
                 continue  # a default function (a clipping rule, say) is part of the method, not a schedule
-            elif _is_structural_int(name, value, signature.parameters[name].default):
-                continue  # a size, a count of steps or a seed: shapes and loops depend on it
             elif _is_numeric(value):
                 numeric[name] = value
 
@@ -283,6 +261,3 @@ def inject_stateful_hyperparams(
     )
     return inject_hyperparams(inner_factory, static_args=static_args, hyperparam_dtype=hyperparam_dtype)
 
-
-def _is_mask_argument(name: str) -> bool:
-    return name == "mask" or name.endswith("_mask")

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, numerics, tree_utils, validate
-from optcore.transforms._hparams import cast_like, check_beta, dtype_or_none, f32
+from optcore.kit import cast_like, check_beta, dtype_or_none, f32
 
 
 class ScaleByRmsState(NamedTuple):

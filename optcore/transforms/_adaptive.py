@@ -2,7 +2,7 @@
 
 Adam and its relatives: AMSGrad, AdaMax, AdaBelief, Yogi, RAdam and Adan.
 Every hyperparameter enters the arithmetic as a float32 array (see
-``_hparams``); moments are stored in their state dtype and updates are returned
+:mod:`optcore.kit`); moments are stored in their state dtype and updates are returned
 in the dtype of the incoming updates.
 """
 
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, numerics, tree_utils, validate
-from optcore.transforms._hparams import cast_like, cast_promoted, check_beta, dtype_or_none, f32, is_none
+from optcore.kit import cast_like, cast_promoted, check_beta, dtype_or_none, f32
 
 
 class ScaleByAdamState(NamedTuple):
@@ -79,7 +79,7 @@ def _debiased_first_moment(mu, updates, b1, count, nesterov: bool):
         lambda m, g: None if g is None else b1 * m + (1 - b1) * g,
         tree_utils.tree_bias_correction(mu, b1, numerics.safe_increment(count)),
         tree_utils.tree_bias_correction(updates, b1, count),
-        is_leaf=is_none,
+        is_leaf=lambda x: x is None,
     )
 
 
@@ -91,7 +91,7 @@ def _divide(dtype_references, numerator, denominator_fn, *denominators):
     with a float32 ``mu``.
     """
     quotient = jax.tree.map(
-        lambda m, *d: None if m is None else m / denominator_fn(*d), numerator, *denominators, is_leaf=is_none
+        lambda m, *d: None if m is None else m / denominator_fn(*d), numerator, *denominators, is_leaf=lambda x: x is None
     )
     return cast_promoted(quotient, *dtype_references)
 

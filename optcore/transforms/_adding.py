@@ -13,7 +13,7 @@ from optcore import validate, base, numerics, tree_utils
 from optcore.transforms._combining import chain
 from optcore.transforms._masking import masked
 from optcore.transforms._scaling import scale
-from optcore.transforms._hparams import cast_promoted, f32
+from optcore.kit import cast_promoted, f32, static_args
 
 AddDecayedWeightsState = base.EmptyState
 
@@ -38,6 +38,7 @@ class EmaState(NamedTuple):
     ema: base.Params
 
 
+@static_args("mask")
 def add_decayed_weights(
     weight_decay: Union[float, jax.Array] = 0.0,
     mask: Optional[Union[Any, Callable[[base.Params], Any]]] = None,
@@ -128,6 +129,7 @@ def _as_key(key: Any) -> base.PRNGKey:
     return jax.random.wrap_key_data(key)
 
 
+@static_args("key", "seed")
 def add_noise(
     eta: float,
     gamma: float,
@@ -226,6 +228,7 @@ def ema(
     return base.GradientTransformation(init_fn, update_fn)
 
 
+@static_args("mask")
 def scale_and_decay(
     step_size: float,
     weight_decay: Union[float, jax.Array] = 0.0,

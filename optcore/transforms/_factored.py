@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optcore import base, numerics, tree_utils, validate
-from optcore.transforms._hparams import f32
+from optcore.kit import f32, static_args
 
 
 class FactoredState(NamedTuple):
@@ -72,6 +72,7 @@ def _check_against_state(updates, state: FactoredState, factored: bool, min_dim_
                 )
 
 
+@static_args("step_offset", "min_dim_size_to_factor")
 def scale_by_factored_rms(
     factored: bool = True,
     decay_rate: float = 0.8,

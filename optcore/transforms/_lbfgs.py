@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from optcore import base, numerics, tree_utils, validate
+from optcore.kit import static_args
 
 
 class ScaleByLBFGSState(NamedTuple):
@@ -56,6 +57,7 @@ def _weights_dtype(params):
     return jnp.result_type(*leaves) if leaves else jnp.float32
 
 
+@static_args("memory_size")
 def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> base.GradientTransformation:
     r"""Preconditions the updates by the L-BFGS approximation of the inverse Hessian.
 

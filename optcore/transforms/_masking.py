@@ -11,6 +11,7 @@ from typing import Any, Callable, NamedTuple, Union
 import jax
 
 from optcore import base, validate
+from optcore.kit import static_args
 from optcore.tree_utils._state_utils import is_params_placeholder
 
 
@@ -110,6 +111,7 @@ def mask_tree(tree: Any, mask: Any) -> Any:
     return jax.tree.map(lambda m, t: t if m else MaskedNode(), mask, tree)
 
 
+@static_args("mask")
 def masked(
     inner: base.GradientTransformationLike,
     mask: Union[Any, Callable[[base.Params], Any]],

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, numerics, tree_utils, validate
+from optcore.kit import static_args
 from optcore.tree_utils._tree_math import reduce_leaves
 
 
@@ -254,6 +255,7 @@ class ApplyEvery(NamedTuple):
     grad_acc: Any
 
 
+@static_args("k")
 def apply_every(k: int = 1) -> base.GradientTransformation:
     r"""Sums ``k`` consecutive updates and emits the sum every ``k`` steps (zeros otherwise).
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Hashable, Mapping, NamedTuple, Union
 import jax
 
 from optcore import base
+from optcore.kit import static_args
 from optcore.transforms import _masking
 
 
@@ -100,6 +101,7 @@ def partition(
 multi_transform = partition
 
 
+@static_args("mask")
 def freeze(mask: Union[Any, Callable[[base.Params], Any]]) -> base.GradientTransformationExtraArgs:
     r"""Zeroes the updates of the parameters where ``mask`` is True (they stay fixed).
 
@@ -117,6 +119,7 @@ def freeze(mask: Union[Any, Callable[[base.Params], Any]]) -> base.GradientTrans
     return _masking.masked(base.set_to_zero(), mask)
 
 
+@static_args("freeze_mask")
 def selective_transform(
     optimizer: base.GradientTransformationLike,
     *,

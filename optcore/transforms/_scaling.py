@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, numerics, tree_utils, validate
-from optcore.transforms._hparams import cast_like, cast_promoted, dtype_or_none, f32
+from optcore.kit import cast_like, cast_promoted, dtype_or_none, f32
 
 ScaleState = base.EmptyState
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, numerics, tree_utils, validate
-from optcore.transforms._hparams import f32
+from optcore.kit import f32
 
 ScaleByTrustRatioState = base.EmptyState
 

@@ -27,7 +27,7 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PLUGINS = ("optcore-losses", "optcore-stochastic", "optcore-second-order", "optcore-contrib")
+PLUGINS = ("optcore-losses", "optcore-stochastic", "optcore-second-order", "optcore-contrib", "optcore-lowbit")
 
 # The commands of the README, run from the root of a checkout. tests/integration checks the README
 # still shows exactly these.

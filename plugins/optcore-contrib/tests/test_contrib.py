@@ -307,6 +307,39 @@ def test_bad_hyperparameters_raise_naming_the_argument(make, arg):
         make()
 
 
+@pytest.mark.parametrize(
+    "make, arg",
+    [
+        (lambda b: cc.acprop(0.1, b2=b), "b2"),
+        (lambda b: cc.ademamix(0.1, b1=b), "b1"),
+        (lambda b: cc.ademamix(0.1, b2=b), "b2"),
+        (lambda b: cc.simplified_ademamix(0.1, b2=b), "b2"),
+        (lambda b: cc.muon(0.1, beta=b), "beta"),
+        (lambda b: cc.prodigy(betas=(b, 0.999)), r"betas\[0\]"),
+        (lambda b: cc.prodigy(betas=(0.9, b)), r"betas\[1\]"),
+        (lambda b: cc.dadapt_adamw(betas=(0.9, b)), r"betas\[1\]"),
+        (lambda b: cc.momo_adam(b1=b), "b1"),
+        (lambda b: cc.momo_adam(b2=b), "b2"),
+        (lambda b: cc.sophia(0.1, b1=b), "b1"),
+        (lambda b: cc.schedule_free_adamw(0.1, b2=b), "b2"),
+    ],
+)
+def test_a_bias_corrected_decay_of_one_is_rejected(make, arg):
+    """1 - b**t is a divisor: b = 1 divides by zero, so these decays lie in [0, 1) (the kit's check_beta)."""
+    with pytest.raises(ValueError, match=rf"{arg} must be in \[0.0, 1.0\), got 1.0"):
+        make(1.0)
+    make(0.99)  # just below is fine
+
+
+@pytest.mark.parametrize("make", [lambda: cc.acprop(0.1, b1=1.0), lambda: cc.ademamix(0.1, b3=1.0)])
+def test_a_plain_decay_of_one_is_allowed(make):
+    """A decay that is never divided by (acprop's b1, AdEMAMix's slow b3) may be 1: the EMA then stays put."""
+    opt = make()
+    p = {"w": jnp.ones(4096)}
+    updates, _ = opt.update({"w": jnp.ones(4096)}, opt.init(p), p)
+    assert jnp.all(jnp.isfinite(updates["w"]))
+
+
 def test_missing_extra_args_raise_clearly():
     p = jnp.ones(2)
     for opt, word in [(cc.momo(), "value"), (cc.sophia(0.1), "obj_fn"), (cc.reduce_on_plateau(), "value")]:

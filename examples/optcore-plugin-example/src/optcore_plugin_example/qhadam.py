@@ -1,4 +1,4 @@
-"""QHAdam: quasi-hyperbolic Adam, written against optcore's public API only."""
+"""QHAdam: quasi-hyperbolic Adam, written against optcore's public API only (its author's kit)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,7 @@ import jax
 import jax.numpy as jnp
 
 import optcore
-
-
-def _f32(value) -> jax.Array:
-    """A hyperparameter as a float32 array: the same bits with and without ``optcore.inject_hyperparams``."""
-    return jnp.asarray(value, dtype=jnp.float32)
+from optcore import kit
 
 
 class ScaleByQHAdamState(NamedTuple):
@@ -36,14 +32,17 @@ def scale_by_qhadam(
     Ma & Yarats, `Quasi-hyperbolic momentum and Adam for deep learning
     <https://arxiv.org/abs/1810.06801>`_, 2019.
     """
-    for name, value in (("b1", b1), ("b2", b2), ("nu1", nu1), ("nu2", nu2)):
-        optcore.validate.check_decay(name, value)
-    optcore.validate.check_non_negative("eps", eps)
+    # b1 and b2 are bias-corrected (1 - b**t divides): [0, 1). nu1 and nu2 are weights: [0, 1].
+    kit.check_beta("b1", b1)
+    kit.check_beta("b2", b2)
+    kit.check_decay("nu1", nu1)
+    kit.check_decay("nu2", nu2)
+    kit.check_non_negative("eps", eps)
 
     def init_fn(params):
         # state_zeros_like: the moments take the params' shardings, under jax.jit(opt.init) too.
         return ScaleByQHAdamState(
-            count=jnp.zeros([], jnp.int32),
+            count=kit.zero_count(),
             mu=optcore.tree_utils.state_zeros_like(params),
             nu=optcore.tree_utils.state_zeros_like(params),
         )
@@ -55,7 +54,7 @@ def scale_by_qhadam(
         # Every hyperparameter as a float32 array before any arithmetic with it
         # (``1 - b1`` included): a Python float and an injected array then give
         # the same bits.
-        b1_, b2_, nu1_, nu2_, eps_ = (_f32(x) for x in (b1, b2, nu1, nu2, eps))
+        b1_, b2_, nu1_, nu2_, eps_ = (kit.f32(x) for x in (b1, b2, nu1, nu2, eps))
         count = optcore.safe_increment(state.count)
         mu = jax.tree.map(lambda m, g: b1_ * m + (1 - b1_) * g, state.mu, updates)
         nu = jax.tree.map(lambda v, g: b2_ * v + (1 - b2_) * g * g, state.nu, updates)
@@ -69,10 +68,7 @@ def scale_by_qhadam(
 
         new_updates = jax.tree.map(direction, updates, mu, nu)
         # The moments keep their dtypes (the params'), e.g. bfloat16.
-        keep = lambda new, old: new.astype(old.dtype)  # noqa: E731
-        mu = jax.tree.map(keep, mu, state.mu)
-        nu = jax.tree.map(keep, nu, state.nu)
-        return new_updates, ScaleByQHAdamState(count, mu, nu)
+        return new_updates, ScaleByQHAdamState(count, kit.cast_like(mu, state.mu), kit.cast_like(nu, state.nu))
 
     return optcore.GradientTransformation(init_fn, update_fn)
 

@@ -8,9 +8,8 @@ import jax
 import jax.numpy as jnp
 
 import optcore
-from optcore import base, numerics, tree_utils, validate
+from optcore import base, kit, numerics, tree_utils, validate
 
-from optcore_contrib import _common
 
 
 class MadgradState(NamedTuple):
@@ -67,24 +66,24 @@ def scale_by_madgrad(
       momentum: in [0, 1); 0 returns the dual-averaging iterate :math:`z`.
       eps: added to the cube root of the sum of squares, and to the learning rate.
     """
-    _common.check_callable_or("learning_rate", learning_rate, validate.check_not_nan)
+    validate.check_not_nan("learning_rate", learning_rate)
     validate.check_range("momentum", momentum, low=0.0, high=1.0)
     validate.check_non_negative("eps", eps)
 
     def init_fn(params):
         return MadgradState(
-            count=_common.zero_count(),
+            count=kit.zero_count(),
             grad_sum_sq=tree_utils.state_zeros_like(params),
             s=tree_utils.state_zeros_like(params),
-            x0=_common.own_copy(params),
+            x0=kit.own_copy(params),
         )
 
     def update_fn(updates, state, params=None):
-        _common.require_params(params, "scale_by_madgrad", updates)
+        kit.require_params(params, "scale_by_madgrad", updates)
         # Float32 hyperparameters (the schedule evaluated first): the same bits
         # with and without inject_hyperparams.
-        lr = _common.f32(_common.learning_rate_at(learning_rate, state.count))
-        momentum_, eps_ = _common.f32(momentum), _common.f32(eps)
+        lr = kit.f32(kit.learning_rate_at(learning_rate, state.count))
+        momentum_, eps_ = kit.f32(momentum), kit.f32(eps)
         # As in the reference implementation, eps also keeps the step weight positive.
         lamb = (lr + eps_) * jnp.sqrt(state.count + 1.0)
         s = jax.tree.map(lambda acc, g: acc + lamb * g, state.s, updates)
@@ -100,8 +99,8 @@ def scale_by_madgrad(
         # The sums keep the dtypes they were initialised with (the params').
         return new_updates, MadgradState(
             count=numerics.safe_increment(state.count),
-            grad_sum_sq=_common.cast_like(grad_sum_sq, state.grad_sum_sq),
-            s=_common.cast_like(s, state.s),
+            grad_sum_sq=kit.cast_like(grad_sum_sq, state.grad_sum_sq),
+            s=kit.cast_like(s, state.s),
             x0=state.x0,
         )
 
@@ -151,7 +150,7 @@ def _polyak_step(lr, bias_correction, h, lb, d_norm_sq, d_dot_x, weight_decay):
     # d = 0 (a zero gradient, or a second moment overflowed to inf in momo_adam)
     # moves nothing whatever tau is: take the cap rather than 0/0.
     cap = lr / bias_correction
-    tau = jnp.minimum(cap, _common.safe_ratio(jnp.maximum(numerator, 0.0), d_norm_sq, cap))
+    tau = jnp.minimum(cap, kit.safe_ratio(jnp.maximum(numerator, 0.0), d_norm_sq, cap))
     return tau, shrink
 
 
@@ -206,7 +205,7 @@ def momo(
       weight_decay: :math:`\lambda`.
       adapt_lower_bound: estimate the lower bound on the fly.
     """
-    _common.check_callable_or("learning_rate", learning_rate, validate.check_not_nan)
+    validate.check_not_nan("learning_rate", learning_rate)
     validate.check_decay("beta", beta)
     validate.check_not_nan("weight_decay", weight_decay)
 
@@ -216,22 +215,22 @@ def momo(
             barf=jnp.zeros([], jnp.float32),
             gamma=jnp.zeros([], jnp.float32),
             lb=jnp.asarray(lower_bound, jnp.float32),
-            count=_common.zero_count(),
+            count=kit.zero_count(),
         )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del extra_args
-        _common.require_params(params, "momo", updates)
+        kit.require_params(params, "momo", updates)
         validate.require_update_args("momo", value=value)
         # Float32 hyperparameters (the schedule evaluated first): the same bits
         # with and without inject_hyperparams.
-        lr = _common.f32(_common.learning_rate_at(learning_rate, state.count))
-        lower_bound_, weight_decay_ = _common.f32(lower_bound), _common.f32(weight_decay)
-        b = jnp.where(state.count == 0, _common.f32(0.0), _common.f32(beta))
+        lr = kit.f32(kit.learning_rate_at(learning_rate, state.count))
+        lower_bound_, weight_decay_ = kit.f32(lower_bound), kit.f32(weight_decay)
+        b = jnp.where(state.count == 0, kit.f32(0.0), kit.f32(beta))
         exp_avg = jax.tree.map(lambda d, g: b * d + (1 - b) * g, state.exp_avg, updates)
         barf = b * state.barf + (1 - b) * value
-        gamma = b * state.gamma + (1 - b) * _common.tree_vdot(updates, params)
-        d_dot_x = _common.tree_vdot(exp_avg, params)
+        gamma = b * state.gamma + (1 - b) * tree_utils.tree_vdot(updates, params)
+        d_dot_x = tree_utils.tree_vdot(exp_avg, params)
         d_norm_sq = tree_utils.tree_norm(exp_avg, squared=True)
         h = barf + d_dot_x - gamma
         lb = _lower_bound_in_use(adapt_lower_bound, lower_bound_, state.lb, h, 1.0)
@@ -241,7 +240,7 @@ def momo(
         )
         new_lb = _next_lower_bound(adapt_lower_bound, lower_bound_, state.lb, h, tau, d_norm_sq, 1.0)
         return new_updates, MomoState(
-            exp_avg=_common.cast_like(exp_avg, state.exp_avg),
+            exp_avg=kit.cast_like(exp_avg, state.exp_avg),
             barf=jnp.asarray(barf, state.barf.dtype),
             gamma=jnp.asarray(gamma, state.gamma.dtype),
             lb=jnp.asarray(new_lb, state.lb.dtype),
@@ -287,9 +286,10 @@ def momo_adam(
       weight_decay: :math:`\lambda`, AdamW-style.
       adapt_lower_bound: estimate the lower bound on the fly.
     """
-    _common.check_callable_or("learning_rate", learning_rate, validate.check_not_nan)
-    validate.check_decay("b1", b1)
-    validate.check_decay("b2", b2)
+    validate.check_not_nan("learning_rate", learning_rate)
+    # Both are bias-corrected (1 - b**t divides): [0, 1).
+    kit.check_beta("b1", b1)
+    kit.check_beta("b2", b2)
     validate.check_non_negative("eps", eps)
     validate.check_not_nan("weight_decay", weight_decay)
 
@@ -300,29 +300,29 @@ def momo_adam(
             barf=jnp.zeros([], jnp.float32),
             gamma=jnp.zeros([], jnp.float32),
             lb=jnp.asarray(lower_bound, jnp.float32),
-            count=_common.zero_count(),
+            count=kit.zero_count(),
         )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del extra_args
-        _common.require_params(params, "momo_adam", updates)
+        kit.require_params(params, "momo_adam", updates)
         validate.require_update_args("momo_adam", value=value)
         # Float32 hyperparameters (the schedule evaluated first): the same bits
         # with and without inject_hyperparams.
-        lr = _common.f32(_common.learning_rate_at(learning_rate, state.count))
-        b1_, b2_, eps_ = _common.f32(b1), _common.f32(b2), _common.f32(eps)
-        lower_bound_, weight_decay_ = _common.f32(lower_bound), _common.f32(weight_decay)
+        lr = kit.f32(kit.learning_rate_at(learning_rate, state.count))
+        b1_, b2_, eps_ = kit.f32(b1), kit.f32(b2), kit.f32(eps)
+        lower_bound_, weight_decay_ = kit.f32(lower_bound), kit.f32(weight_decay)
         step = state.count + 1
         exp_avg = jax.tree.map(lambda d, g: b1_ * d + (1 - b1_) * g, state.exp_avg, updates)
         exp_avg_sq = jax.tree.map(lambda v, g: b2_ * v + (1 - b2_) * g * g, state.exp_avg_sq, updates)
         barf = b1_ * state.barf + (1 - b1_) * value
-        gamma = b1_ * state.gamma + (1 - b1_) * _common.tree_vdot(updates, params)
+        gamma = b1_ * state.gamma + (1 - b1_) * tree_utils.tree_vdot(updates, params)
         bias_correction1 = 1 - b1_**step
         bias_correction2 = 1 - b2_**step
         preconditioner = jax.tree.map(lambda v: jnp.sqrt(v / bias_correction2) + eps_, exp_avg_sq)
         direction = jax.tree.map(lambda d, denom: d / denom, exp_avg, preconditioner)
-        d_norm_sq = _common.tree_vdot(exp_avg, direction)
-        d_dot_x = _common.tree_vdot(exp_avg, params)
+        d_norm_sq = tree_utils.tree_vdot(exp_avg, direction)
+        d_dot_x = tree_utils.tree_vdot(exp_avg, params)
         h = barf + d_dot_x - gamma
         lb = _lower_bound_in_use(adapt_lower_bound, lower_bound_, state.lb, h, bias_correction1)
         tau, shrink = _polyak_step(lr, bias_correction1, h, lb, d_norm_sq, d_dot_x, weight_decay_)
@@ -334,8 +334,8 @@ def momo_adam(
         )
         # The moments keep the dtypes they were initialised with (the params').
         return new_updates, MomoAdamState(
-            exp_avg=_common.cast_like(exp_avg, state.exp_avg),
-            exp_avg_sq=_common.cast_like(exp_avg_sq, state.exp_avg_sq),
+            exp_avg=kit.cast_like(exp_avg, state.exp_avg),
+            exp_avg_sq=kit.cast_like(exp_avg_sq, state.exp_avg_sq),
             barf=jnp.asarray(barf, state.barf.dtype),
             gamma=jnp.asarray(gamma, state.gamma.dtype),
             lb=jnp.asarray(new_lb, state.lb.dtype),

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 import optcore
-from optcore import base, numerics, validate
+from optcore import base, kit, numerics, validate
 
 from optcore_contrib import _common
 
@@ -150,6 +150,7 @@ def _project_back(r, p, layout: _Layout, shape: tuple):
     return _from_matrix(matrix, layout, shape)
 
 
+@kit.static_args("rank", "update_proj_gap")
 def scale_by_galore(
     rank: int = 128,
     update_proj_gap: int = 200,
@@ -209,7 +210,7 @@ def scale_by_galore(
             lambda lo, p: jnp.zeros((0, 0) if lo is None else lo.projector_shape, p.dtype), layouts, params
         )
         return GaLoreState(
-            count=_common.zero_count(),
+            count=kit.zero_count(),
             base_optimizer_state=base_optimizer.init(low_rank),
             projector=projector,
         )
@@ -246,6 +247,7 @@ def scale_by_galore(
     return base.GradientTransformation(init_fn, update_fn)
 
 
+@kit.static_args("rank", "update_proj_gap", "mask")
 def galore(
     learning_rate: base.ScalarOrSchedule,
     rank: int = 128,

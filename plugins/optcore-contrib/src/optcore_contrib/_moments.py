@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 import optcore
-from optcore import base, numerics, tree_utils, validate
+from optcore import base, kit, numerics, tree_utils, validate
 from optcore.transforms import ScaleByAdamState, ScaleByBeliefState
 
 from optcore_contrib import _common
@@ -33,14 +33,15 @@ class ScaleBySimplifiedAdEMAMixState(NamedTuple):
 
 
 def _check_betas(**betas):
+    """Decays of a plain EMA: [0, 1]."""
     for name, value in betas.items():
-        _common.check_callable_or(name, value, validate.check_decay)
+        kit.check_decay(name, value)
 
 
 def _check_bias_corrected_betas(**betas):
     """Decays whose EMA is divided by ``1 - beta^t``: ``beta = 1`` would divide by zero, so [0, 1)."""
     for name, value in betas.items():
-        _common.check_callable_or(name, value, lambda n, v: validate.check_range(n, v, 0.0, 1.0))
+        kit.check_beta(name, value)
 
 
 def scale_by_acprop(
@@ -71,13 +72,14 @@ def scale_by_acprop(
       eps: added to the denominator outside the root.
       eps_root: added to the belief inside the root.
     """
-    _check_betas(b1=b1, b2=b2)
+    _check_betas(b1=b1)
+    _check_bias_corrected_betas(b2=b2)
     validate.check_non_negative("eps", eps)
     validate.check_non_negative("eps_root", eps_root)
 
     def init_fn(params):
         return ScaleByBeliefState(
-            count=_common.zero_count(),
+            count=kit.zero_count(),
             mu=tree_utils.state_zeros_like(params),
             nu=tree_utils.state_zeros_like(params),
         )
@@ -85,7 +87,7 @@ def scale_by_acprop(
     def update_fn(updates, state, params=None):
         del params
         # Float32 hyperparameters: the same bits with and without inject_hyperparams.
-        b1_, b2_, eps_, eps_root_ = (_common.f32(x) for x in (b1, b2, eps, eps_root))
+        b1_, b2_, eps_, eps_root_ = (kit.f32(x) for x in (b1, b2, eps, eps_root))
         mu = tree_utils.tree_update_moment(updates, state.mu, b1_, 1)
         # The prediction error is measured against the EMA *before* this gradient.
         prediction_error = jax.tree.map(lambda g, m: g - m, updates, state.mu)
@@ -102,12 +104,13 @@ def scale_by_acprop(
         )
         count = numerics.safe_increment(state.count)
         return new_updates, ScaleByBeliefState(
-            count=count, mu=_common.cast_like(mu, state.mu), nu=_common.cast_like(nu, state.nu)
+            count=count, mu=kit.cast_like(mu, state.mu), nu=kit.cast_like(nu, state.nu)
         )
 
     return base.GradientTransformation(init_fn, update_fn)
 
 
+@kit.static_args("mask")
 def acprop(
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.9,
@@ -179,12 +182,12 @@ def scale_by_ademamix(
     _check_betas(b3=b3)
     validate.check_non_negative("eps", eps)
     validate.check_non_negative("eps_root", eps_root)
-    mu_dtype = _common.dtype_or_none(mu_dtype)
+    mu_dtype = kit.dtype_or_none(mu_dtype)
 
     def init_fn(params):
         return ScaleByAdemamixState(
-            count=_common.zero_count(),
-            count_m2=_common.zero_count(),
+            count=kit.zero_count(),
+            count_m2=kit.zero_count(),
             m1=tree_utils.state_zeros_like(params, dtype=mu_dtype),
             m2=tree_utils.state_zeros_like(params, dtype=mu_dtype),
             nu=tree_utils.state_zeros_like(params, dtype=mu_dtype),  # as Optax 0.2.8: all three in mu_dtype
@@ -194,9 +197,9 @@ def scale_by_ademamix(
         del params
         # Float32 hyperparameters (schedules evaluated first): the same bits with
         # and without inject_hyperparams.
-        b1_, b2_, eps_, eps_root_ = (_common.f32(x) for x in (b1, b2, eps, eps_root))
-        b3_now = _common.f32(_common.value_at(b3, state.count_m2))
-        alpha_now = _common.f32(_common.value_at(alpha, state.count_m2))
+        b1_, b2_, eps_, eps_root_ = (kit.f32(x) for x in (b1, b2, eps, eps_root))
+        b3_now = kit.f32(kit.value_at(b3, state.count_m2))
+        alpha_now = kit.f32(kit.value_at(alpha, state.count_m2))
         m1 = tree_utils.tree_update_moment(updates, state.m1, b1_, 1)
         m2 = tree_utils.tree_update_moment(updates, state.m2, b3_now, 1)
         nu = tree_utils.tree_update_moment_per_elem_norm(updates, state.nu, b2_, 2)
@@ -207,19 +210,20 @@ def scale_by_ademamix(
         new_updates = jax.tree.map(
             lambda fast, slow, v: (fast + alpha_now * slow) / (jnp.sqrt(v + eps_root_) + eps_), m1_hat, m2, nu_hat
         )
-        new_updates = _common.cast_promoted(new_updates, updates, state.m1, state.m2, state.nu)
+        new_updates = kit.cast_promoted(new_updates, updates, state.m1, state.m2, state.nu)
         # The moments keep the dtypes they were initialised with (mu_dtype, or the params').
         return new_updates, ScaleByAdemamixState(
             count=count,
             count_m2=count_m2,
-            m1=_common.cast_like(m1, state.m1),
-            m2=_common.cast_like(m2, state.m2),
-            nu=_common.cast_like(nu, state.nu),
+            m1=kit.cast_like(m1, state.m1),
+            m2=kit.cast_like(m2, state.m2),
+            nu=kit.cast_like(nu, state.nu),
         )
 
     return base.GradientTransformation(init_fn, update_fn)
 
 
+@kit.static_args("mask")
 def ademamix(
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.9,
@@ -281,13 +285,14 @@ def scale_by_simplified_ademamix(
       eps: added to the denominator outside the root.
       eps_root: added inside the root.
     """
-    _check_betas(b1=b1, b2=b2)
+    _check_betas(b1=b1)
+    _check_bias_corrected_betas(b2=b2)
     validate.check_non_negative("eps", eps)
     validate.check_non_negative("eps_root", eps_root)
 
     def init_fn(params):
         return ScaleBySimplifiedAdEMAMixState(
-            t=_common.zero_count(),
+            t=kit.zero_count(),
             m=tree_utils.state_zeros_like(params),
             n=tree_utils.state_zeros_like(params),
         )
@@ -297,8 +302,8 @@ def scale_by_simplified_ademamix(
         validate.check_tree_match(updates, state.m)
         # Float32 hyperparameters (schedules evaluated first): the same bits with
         # and without inject_hyperparams.
-        b1_, b2_, eps_, eps_root_ = (_common.f32(x) for x in (b1, b2, eps, eps_root))
-        alpha_now = _common.f32(_common.value_at(alpha, state.t))
+        b1_, b2_, eps_, eps_root_ = (kit.f32(x) for x in (b1, b2, eps, eps_root))
+        alpha_now = kit.f32(kit.value_at(alpha, state.t))
         m = jax.tree.map(lambda old, g: b1_ * old + g, state.m, updates)
         n = tree_utils.tree_update_moment_per_elem_norm(updates, state.n, b2_, 2)
         t = numerics.safe_increment(state.t)
@@ -310,12 +315,13 @@ def scale_by_simplified_ademamix(
             n_hat,
         )
         return new_updates, ScaleBySimplifiedAdEMAMixState(
-            t=t, m=_common.cast_like(m, state.m), n=_common.cast_like(n, state.n)
+            t=t, m=kit.cast_like(m, state.m), n=kit.cast_like(n, state.n)
         )
 
     return base.GradientTransformation(init_fn, update_fn)
 
 
+@kit.static_args("mask")
 def simplified_ademamix(
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.99,
@@ -390,11 +396,11 @@ def scale_by_adopt(
     """
     _check_betas(b1=b1, b2=b2)
     validate.check_non_negative("eps", eps)
-    mu_dtype = _common.dtype_or_none(mu_dtype)
+    mu_dtype = kit.dtype_or_none(mu_dtype)
 
     def init_fn(params):
         return ScaleByAdamState(
-            count=_common.zero_count(),
+            count=kit.zero_count(),
             mu=tree_utils.state_zeros_like(params, dtype=mu_dtype),
             nu=tree_utils.state_zeros_like(params),
         )
@@ -426,11 +432,11 @@ def scale_by_adopt(
         # dtypes; float32 array hyperparameters (inject_hyperparams, a
         # schedule) would promote bf16 to float32, so the results are cast to
         # those dtypes: a bf16 state stays bf16 (a scan carry needs that).
-        new_updates = _common.cast_promoted(new_updates, updates, state.nu, state.mu)
+        new_updates = kit.cast_promoted(new_updates, updates, state.nu, state.mu)
         new_state = ScaleByAdamState(
             count=numerics.safe_increment(state.count),
-            mu=_common.cast_like(mu, state.mu),
-            nu=_common.cast_like(nu, state.nu),
+            mu=kit.cast_like(mu, state.mu),
+            nu=kit.cast_like(nu, state.nu),
         )
         return new_updates, new_state
 

@@ -9,9 +9,8 @@ import jax
 import jax.numpy as jnp
 
 import optcore
-from optcore import base, numerics, tree_utils, validate
+from optcore import base, kit, numerics, tree_utils, validate
 
-from optcore_contrib import _common
 
 
 class MuonDimensionNumbers(NamedTuple):
@@ -184,6 +183,7 @@ def _coefficient_table(ns_coeffs, ns_steps):
     return table
 
 
+@kit.static_args("ns_steps")
 def scale_by_muon(
     ns_coeffs: Any = (3.4445, -4.775, 2.0315),
     ns_steps: int = 5,
@@ -236,14 +236,14 @@ def scale_by_muon(
         raise ValueError(
             f"scale_by_muon: preconditioning must be one of {PRECONDITIONINGS}, got {preconditioning!r}."
         )
-    validate.check_decay("beta", beta)
+    kit.check_beta("beta", beta)  # mu is divided by 1 - beta**t
     validate.check_non_negative("eps", eps)
     table = _coefficient_table(ns_coeffs, ns_steps)
-    mu_dtype = _common.dtype_or_none(mu_dtype)
+    mu_dtype = kit.dtype_or_none(mu_dtype)
 
     def init_fn(params):
         return MuonState(
-            count=_common.zero_count(),
+            count=kit.zero_count(),
             mu=tree_utils.state_zeros_like(params, dtype=mu_dtype),
             # A fresh buffer per init: a donated state (jax.jit(step,
             # donate_argnums=...)) deletes its arrays, and this table is held
@@ -277,9 +277,9 @@ def scale_by_muon(
 
         new_updates = _map_with_numbers(orthogonalise, numbers, mu_hat)
         # In the promoted dtype of gradient and stored momentum, as Optax: float32 with mu_dtype=float32.
-        new_updates = _common.cast_promoted(new_updates, updates, state.mu)
+        new_updates = kit.cast_promoted(new_updates, updates, state.mu)
         # The momentum keeps its dtype (mu_dtype, or the params'), even with a float32 array beta.
-        return new_updates, MuonState(count=count, mu=_common.cast_like(mu, state.mu), ns_coeffs=state.ns_coeffs)
+        return new_updates, MuonState(count=count, mu=kit.cast_like(mu, state.mu), ns_coeffs=state.ns_coeffs)
 
     return base.GradientTransformation(init_fn, update_fn)
 
@@ -307,6 +307,7 @@ def _scale_by_shape(weight_dimension_numbers, consistent_rms):
     return base.GradientTransformation(base.init_empty_state, update_fn)
 
 
+@kit.static_args("ns_steps", "weight_decay_mask")
 def muon(
     learning_rate: base.ScalarOrSchedule,
     ns_coeffs: Any = (3.4445, -4.775, 2.0315),

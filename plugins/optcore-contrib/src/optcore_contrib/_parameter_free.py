@@ -8,9 +8,8 @@ import jax
 import jax.numpy as jnp
 
 import optcore
-from optcore import base, numerics, tree_utils, validate
+from optcore import base, kit, numerics, tree_utils, validate
 
-from optcore_contrib import _common
 
 
 class COCOBState(NamedTuple):
@@ -92,7 +91,7 @@ def scale_by_cocob(alpha: float = 100.0, eps: float = 1e-8) -> base.GradientTran
 
     def init_fn(params):
         return COCOBState(
-            init_particles=_common.own_copy(params),
+            init_particles=kit.own_copy(params),
             cumulative_gradients=tree_utils.state_zeros_like(params),
             scale=tree_utils.state_full_like(params, eps),
             subgradients=tree_utils.state_zeros_like(params),
@@ -100,7 +99,7 @@ def scale_by_cocob(alpha: float = 100.0, eps: float = 1e-8) -> base.GradientTran
         )
 
     def update_fn(updates, state, params=None):
-        _common.require_params(params, "scale_by_cocob", updates)
+        kit.require_params(params, "scale_by_cocob", updates)
         scale = jax.tree.map(lambda l, g: jnp.maximum(l, jnp.abs(g)), state.scale, updates)
         subgradients = jax.tree.map(lambda s, g: s + jnp.abs(g), state.subgradients, updates)
         reward = jax.tree.map(
@@ -134,6 +133,7 @@ def scale_by_cocob(alpha: float = 100.0, eps: float = 1e-8) -> base.GradientTran
     return base.GradientTransformation(init_fn, update_fn)
 
 
+@kit.static_args("mask")
 def cocob(
     learning_rate: base.ScalarOrSchedule = 1.0,
     alpha: float = 100.0,
@@ -181,13 +181,13 @@ def _scale_by_dog(init_step, eps) -> base.GradientTransformation:
             max_dist = jnp.asarray(0.0, jnp.float32)
         return DoGState(
             is_init_step=jnp.asarray(True),
-            init_params=_common.own_copy(params),
+            init_params=kit.own_copy(params),
             max_dist=jnp.asarray(max_dist, jnp.float32),
             sum_sq_norm_grads=jnp.asarray(0.0, jnp.float32),
         )
 
     def update_fn(updates, state, params=None):
-        _common.require_params(params, "dog", updates)
+        kit.require_params(params, "dog", updates)
         distance = tree_utils.tree_norm(jax.tree.map(lambda p, p0: p - p0, params, state.init_params))
         max_dist = jnp.maximum(state.max_dist, distance)
         sum_sq = state.sum_sq_norm_grads + tree_utils.tree_norm(updates, squared=True)
@@ -205,6 +205,7 @@ def _scale_by_dog(init_step, eps) -> base.GradientTransformation:
     return base.GradientTransformation(init_fn, update_fn)
 
 
+@kit.static_args("mask")
 def dog(
     learning_rate: base.ScalarOrSchedule = 1.0,
     init_step: tuple = ("heuristic", 1e-6),
@@ -248,13 +249,13 @@ def _scale_by_dowg(init_estim_sq_dist, eps) -> base.GradientTransformation:
 
     def init_fn(params):
         return DoWGState(
-            init_params=_common.own_copy(params),
+            init_params=kit.own_copy(params),
             weighted_sq_norm_grads=jnp.asarray(0.0, jnp.float32),
             estim_sq_dist=jnp.asarray(initial, jnp.float32),
         )
 
     def update_fn(updates, state, params=None):
-        _common.require_params(params, "dowg", updates)
+        kit.require_params(params, "dowg", updates)
         sq_dist = tree_utils.tree_norm(
             jax.tree.map(lambda p, p0: p - p0, params, state.init_params), squared=True
         )
@@ -271,6 +272,7 @@ def _scale_by_dowg(init_estim_sq_dist, eps) -> base.GradientTransformation:
     return base.GradientTransformation(init_fn, update_fn)
 
 
+@kit.static_args("mask")
 def dowg(
     learning_rate: base.ScalarOrSchedule = 1.0,
     init_estim_sq_dist: Optional[float] = None,
@@ -305,8 +307,9 @@ def dowg(
 def _check_adaptive(betas, eps, estim_lr0, weight_decay):
     if len(betas) != 2:
         raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}.")
-    validate.check_decay("betas[0]", betas[0])
-    validate.check_decay("betas[1]", betas[1])
+    # Both moments are bias-corrected (1 - beta**t divides): [0, 1).
+    kit.check_beta("betas[0]", betas[0])
+    kit.check_beta("betas[1]", betas[1])
     validate.check_non_negative("eps", eps)
     validate.check_range("estim_lr0", estim_lr0, low=0.0, low_inclusive=False)
     validate.check_not_nan("weight_decay", weight_decay)
@@ -354,31 +357,31 @@ def dadapt_adamw(
             grad_sum=zeros(),
             estim_lr=jnp.asarray(estim_lr0, jnp.float32),
             numerator_weighted=jnp.asarray(0.0, jnp.float32),
-            count=_common.zero_count(),
+            count=kit.zero_count(),
         )
 
     def update_fn(updates, state, params=None):
-        _common.require_params(params, "dadapt_adamw", updates)
+        kit.require_params(params, "dadapt_adamw", updates)
         # float32 arithmetic: eps = 1e-8 and d_0 = 1e-6 vanish in float16/bfloat16.
         original_state, original_params = state, params
-        updates, state, params = _common.widen((updates, state, params))
-        lr = _common.learning_rate_at(learning_rate, state.count)
+        updates, state, params = kit.widen((updates, state, params))
+        lr = kit.learning_rate_at(learning_rate, state.count)
         step = state.count + 1
         bias_correction = ((1 - beta2**step) ** 0.5) / (1 - beta1**step)
         dlr = state.estim_lr * lr * bias_correction
         weighted_sum = jax.tree.map(
             lambda s, v: s / (jnp.sqrt(v) + eps), state.grad_sum, state.exp_avg_sq
         )
-        numerator_acum = _common.tree_vdot(updates, weighted_sum)
+        numerator_acum = tree_utils.tree_vdot(updates, weighted_sum)
         exp_avg = jax.tree.map(lambda m, g: beta1 * m + (1 - beta1) * dlr * g, state.exp_avg, updates)
         exp_avg_sq = jax.tree.map(lambda v, g: beta2 * v + (1 - beta2) * g * g, state.exp_avg_sq, updates)
         grad_sum = jax.tree.map(
             lambda s, g: sqrt_beta2 * s + (1 - sqrt_beta2) * dlr * g, state.grad_sum, updates
         )
-        grad_sum_l1 = _common.tree_sum(jax.tree.map(jnp.abs, grad_sum))
+        grad_sum_l1 = tree_utils.tree_sum(jax.tree.map(jnp.abs, grad_sum))
         numerator_weighted = sqrt_beta2 * state.numerator_weighted + (1 - sqrt_beta2) * dlr * numerator_acum
         # All gradients so far underflowed to 0 (e.g. 1e-30): no evidence, d stays.
-        d_estimate = _common.safe_ratio(numerator_weighted, (1 - sqrt_beta2) * grad_sum_l1, state.estim_lr)
+        d_estimate = kit.safe_ratio(numerator_weighted, (1 - sqrt_beta2) * grad_sum_l1, state.estim_lr)
         estim_lr = jnp.maximum(state.estim_lr, d_estimate)
         new_updates = jax.tree.map(
             lambda m, v, p: -weight_decay * dlr * p - m / (jnp.sqrt(v) + eps), exp_avg, exp_avg_sq, params
@@ -391,9 +394,9 @@ def dadapt_adamw(
             numerator_weighted=numerator_weighted,
             count=numerics.safe_increment(state.count),
         )
-        return _common.cast_like(new_updates, original_params), _common.cast_like(new_state, original_state)
+        return kit.cast_like(new_updates, original_params), kit.cast_like(new_state, original_state)
 
-    return base.GradientTransformationExtraArgs(init_fn, _common.ignore_extra_args(update_fn))
+    return base.with_extra_args_support(base.GradientTransformation(init_fn, update_fn))
 
 
 def prodigy(
@@ -447,25 +450,25 @@ def prodigy(
             exp_avg=zeros(),
             exp_avg_sq=zeros(),
             grad_sum=zeros(),
-            params0=_common.own_copy(params),
+            params0=kit.own_copy(params),
             estim_lr=jnp.asarray(estim_lr0, jnp.float32),
             numerator_weighted=jnp.asarray(0.0, jnp.float32),
-            count=_common.zero_count(),
+            count=kit.zero_count(),
         )
 
     def update_fn(updates, state, params=None):
-        _common.require_params(params, "prodigy", updates)
+        kit.require_params(params, "prodigy", updates)
         # float32 arithmetic: eps = 1e-8 and d_0 = 1e-6 vanish in float16/bfloat16.
         original_state, original_params = state, params
-        updates, state, params = _common.widen((updates, state, params))
-        lr = _common.learning_rate_at(learning_rate, state.count)
+        updates, state, params = kit.widen((updates, state, params))
+        lr = kit.learning_rate_at(learning_rate, state.count)
         step = state.count + 1
         bias_correction = ((1 - beta2**step) ** 0.5) / (1 - beta1**step)
         d = state.estim_lr
         dlr = d * lr * bias_correction
         d_ratio = d / estim_lr0
         param_diff = jax.tree.map(lambda p0, p: p0 - p, state.params0, params)
-        numerator_acum = _common.tree_vdot(updates, param_diff)
+        numerator_acum = tree_utils.tree_vdot(updates, param_diff)
         exp_avg = jax.tree.map(lambda m, g: beta1 * m + (1 - beta1) * d * g, state.exp_avg, updates)
         exp_avg_sq = jax.tree.map(
             lambda v, g: beta2 * v + (1 - beta2) * d * d * g * g, state.exp_avg_sq, updates
@@ -473,9 +476,9 @@ def prodigy(
         sum_weight = d_ratio * (d if safeguard_warmup else dlr)
         grad_sum = jax.tree.map(lambda s, g: beta3_value * s + sum_weight * g, state.grad_sum, updates)
         numerator_weighted = beta3_value * state.numerator_weighted + d_ratio * dlr * numerator_acum
-        denominator = _common.tree_sum(jax.tree.map(jnp.abs, grad_sum))
+        denominator = tree_utils.tree_sum(jax.tree.map(jnp.abs, grad_sum))
         # All gradients so far underflowed to 0 (e.g. 1e-30): no evidence, d stays.
-        d_estimate = _common.safe_ratio(estim_lr_coef * numerator_weighted, denominator, d)
+        d_estimate = kit.safe_ratio(estim_lr_coef * numerator_weighted, denominator, d)
         estim_lr = jnp.maximum(d, d_estimate)
         new_updates = jax.tree.map(
             lambda m, v, p: -weight_decay * dlr * p - dlr * m / (jnp.sqrt(v) + estim_lr * eps),
@@ -492,6 +495,6 @@ def prodigy(
             numerator_weighted=numerator_weighted,
             count=numerics.safe_increment(state.count),
         )
-        return _common.cast_like(new_updates, original_params), _common.cast_like(new_state, original_state)
+        return kit.cast_like(new_updates, original_params), kit.cast_like(new_state, original_state)
 
-    return base.GradientTransformationExtraArgs(init_fn, _common.ignore_extra_args(update_fn))
+    return base.with_extra_args_support(base.GradientTransformation(init_fn, update_fn))

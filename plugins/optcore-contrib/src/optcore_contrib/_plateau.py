@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optcore import base, validate
+from optcore import base, kit, validate
 
 
 class ReduceLROnPlateauState(NamedTuple):
@@ -21,6 +21,7 @@ class ReduceLROnPlateauState(NamedTuple):
     avg_value: jax.Array
 
 
+@kit.static_args("patience", "cooldown", "accumulation_size")
 def reduce_on_plateau(
     factor: float = 0.1,
     patience: int = 10,

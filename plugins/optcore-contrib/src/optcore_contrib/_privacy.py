@@ -8,9 +8,8 @@ import jax
 import jax.numpy as jnp
 
 import optcore
-from optcore import base, validate
+from optcore import base, kit, validate
 
-from optcore_contrib import _common
 
 
 class DifferentiallyPrivateAggregateState(NamedTuple):
@@ -78,6 +77,7 @@ def _noise_key(key, seed) -> jax.Array:
     )
 
 
+@kit.static_args("key", "seed")
 def differentially_private_aggregate(
     l2_norm_clip: float,
     noise_multiplier: float,
@@ -124,7 +124,7 @@ def differentially_private_aggregate(
         # scalar) keeps XLA from folding the std into the normal sampler's
         # constants: with it folded, the programs for a constant and an injected
         # std contracted different multiply-adds into FMAs on CPU (1 ulp apart).
-        clip, multiplier = _common.f32(l2_norm_clip), _common.f32(noise_multiplier)
+        clip, multiplier = kit.f32(l2_norm_clip), kit.f32(noise_multiplier)
         noise_std = jax.lax.optimization_barrier(clip * multiplier)
         leaves, treedef = jax.tree.flatten(updates)
         batch_size = leaves[0].shape[0]
@@ -145,6 +145,7 @@ def differentially_private_aggregate(
     return base.GradientTransformation(init_fn, update_fn)
 
 
+@kit.static_args("seed")
 def dpsgd(
     learning_rate: base.ScalarOrSchedule,
     l2_norm_clip: float,

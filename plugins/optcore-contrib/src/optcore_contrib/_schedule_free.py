@@ -8,9 +8,8 @@ import jax
 import jax.numpy as jnp
 
 import optcore
-from optcore import base, numerics, tree_utils, validate
+from optcore import base, kit, numerics, tree_utils, validate
 
-from optcore_contrib import _common
 
 
 class ScheduleFreeState(NamedTuple):
@@ -90,13 +89,13 @@ def schedule_free(
       state_dtype: dtype of :math:`z` (default: the params').
     """
     validate.check_decay("b1", b1)
-    state_dtype = _common.dtype_or_none(state_dtype)
+    state_dtype = kit.dtype_or_none(state_dtype)
     optcore.check_gradient_transformation(base_optimizer, "schedule_free base_optimizer")
     base_optimizer = optcore.with_extra_args_support(base_optimizer)
 
     def init_fn(params):
         # z starts at the params but in its own buffers (a cast to the same dtype is no copy).
-        z = _common.own_copy(params if state_dtype is None else tree_utils.tree_cast(params, state_dtype))
+        z = kit.own_copy(params if state_dtype is None else tree_utils.tree_cast(params, state_dtype))
         return ScheduleFreeState(
             b1=jnp.asarray(b1, jnp.float32),
             weight_sum=jnp.zeros([], jnp.float32),
@@ -107,8 +106,8 @@ def schedule_free(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
-        _common.require_params(params, "schedule_free", updates)
-        lr = _common.learning_rate_at(learning_rate, state.step_count)
+        kit.require_params(params, "schedule_free", updates)
+        lr = kit.learning_rate_at(learning_rate, state.step_count)
         max_lr = jnp.maximum(state.max_lr, lr)
         weight = max_lr**weight_lr_power
         weight_sum = state.weight_sum + weight
@@ -211,6 +210,7 @@ def schedule_free_adamw(
       weight_lr_power: power of the learning rate in the averaging weights.
       state_dtype: dtype of :math:`z`.
     """
+    kit.check_beta("b2", b2)  # the second moment is bias-corrected (1 - b2**t divides)
     lr = _warmed_up(learning_rate, warmup_steps)
     optimizer = optcore.chain(
         optcore.scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True),

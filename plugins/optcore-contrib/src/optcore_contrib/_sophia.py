@@ -8,9 +8,8 @@ import jax
 import jax.numpy as jnp
 
 import optcore
-from optcore import base, numerics, tree_utils, validate
+from optcore import base, kit, numerics, tree_utils, validate
 
-from optcore_contrib import _common
 
 
 class HutchinsonState(NamedTuple):
@@ -52,7 +51,7 @@ def hutchinson_estimator_diag_hessian(random_seed: Optional[jax.Array] = None):
 
     def update_fn(updates, state, params=None, *, obj_fn=None, **extra_args):
         del updates, extra_args
-        _common.require_params(params, "hutchinson_estimator_diag_hessian")
+        kit.require_params(params, "hutchinson_estimator_diag_hessian")
         validate.require_update_args("hutchinson_estimator_diag_hessian", obj_fn=obj_fn)
         key, subkey = jax.random.split(state.key)
         signs = tree_utils.tree_random_like(subkey, params, jax.random.rademacher)
@@ -68,23 +67,23 @@ def _scale_by_sophia(
     b1, b2, eps, gamma, clip_threshold, update_interval, hessian_diagonal_fn, mu_dtype,
     verbose, print_win_rate_every_n_steps,
 ) -> base.GradientTransformationExtraArgs:
-    mu_dtype = _common.dtype_or_none(mu_dtype)
+    mu_dtype = kit.dtype_or_none(mu_dtype)
     optcore.check_gradient_transformation(hessian_diagonal_fn, "sophia hessian_diagonal_fn")
     hessian_diagonal_fn = optcore.with_extra_args_support(hessian_diagonal_fn)
 
     def init_fn(params):
         return SophiaState(
-            count=_common.zero_count(),
+            count=kit.zero_count(),
             mu=tree_utils.state_zeros_like(params, dtype=mu_dtype),
             nu=tree_utils.state_zeros_like(params),
             hessian_fn_state=hessian_diagonal_fn.init(params),
         )
 
     def update_fn(updates, state, params=None, *, obj_fn=None, **extra_args):
-        _common.require_params(params, "sophia")
+        kit.require_params(params, "sophia")
         validate.require_update_args("sophia", obj_fn=obj_fn)
         # Float32 hyperparameters: the same bits with and without inject_hyperparams.
-        b1_, b2_, eps_, gamma_, clip_ = (_common.f32(x) for x in (b1, b2, eps, gamma, clip_threshold))
+        b1_, b2_, eps_, gamma_, clip_ = (kit.f32(x) for x in (b1, b2, eps, gamma, clip_threshold))
         mu = tree_utils.tree_update_moment(updates, state.mu, b1_, 1)
 
         def refresh(operand):
@@ -93,7 +92,7 @@ def _scale_by_sophia(
                 updates, hessian_state, params, obj_fn=obj_fn, **extra_args
             )
             # The EMA keeps its dtype, so both branches of the cond agree.
-            nu = _common.cast_like(tree_utils.tree_update_moment(diagonal, nu, b2_, 1), nu)
+            nu = kit.cast_like(tree_utils.tree_update_moment(diagonal, nu, b2_, 1), nu)
             return nu, hessian_state
 
         def precondition(g, m_stored, m, h):
@@ -120,7 +119,7 @@ def _scale_by_sophia(
             )
         return new_updates, SophiaState(
             count=numerics.safe_increment(state.count),
-            mu=_common.cast_like(mu, state.mu),  # mu_dtype, or the params'
+            mu=kit.cast_like(mu, state.mu),  # mu_dtype, or the params'
             nu=nu,
             hessian_fn_state=hessian_state,
         )
@@ -128,6 +127,7 @@ def _scale_by_sophia(
     return base.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@kit.static_args("weight_decay_mask", "update_interval", "print_win_rate_every_n_steps")
 def sophia(
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.965,
@@ -178,7 +178,7 @@ def sophia(
       verbose: print the win rate (share of unclipped coordinates) with ``jax.debug.print``.
       print_win_rate_every_n_steps: how often to print it when ``verbose``.
     """
-    validate.check_decay("b1", b1)
+    kit.check_beta("b1", b1)  # mu is divided by 1 - b1**t
     validate.check_decay("b2", b2)
     validate.check_non_negative("eps", eps)
     validate.check_non_negative("gamma", gamma)

@@ -8,9 +8,8 @@ import jax
 import jax.numpy as jnp
 
 import optcore
-from optcore import base, numerics, tree_utils, validate
+from optcore import base, kit, numerics, tree_utils, validate
 
-from optcore_contrib import _common
 
 NormalizeState = base.EmptyState
 
@@ -42,6 +41,7 @@ def _select(condition, on_true, on_false):
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
 
 
+@kit.static_args("sync_period")
 def sam(
     optimizer: base.GradientTransformationLike,
     adv_optimizer: base.GradientTransformationLike,
@@ -83,7 +83,7 @@ def sam(
 
     def init_fn(params):
         return SAMState(
-            steps_since_sync=_common.zero_count(),
+            steps_since_sync=kit.zero_count(),
             opt_state=optimizer.init(params),
             adv_state=adv_optimizer.init(params),
             cache=params,
@@ -94,7 +94,7 @@ def sam(
         return jax.tree.map(lambda u: -u, adv_updates), adv_state
 
     def transparent_update(updates, state, params=None, **extra_args):
-        _common.require_params(params, "sam")
+        kit.require_params(params, "sam")
         first = state.steps_since_sync == 0
         last = state.steps_since_sync == sync_period - 1
         cache = _select(first, params, state.cache)
@@ -113,7 +113,7 @@ def sam(
         )
 
     def opaque_update(updates, state, params=None, *, grad_fn=None, **extra_args):
-        _common.require_params(params, "sam")
+        kit.require_params(params, "sam")
         validate.require_update_args("sam(opaque_mode=True)", grad_fn=grad_fn)
         adv_params, adv_state, grads = params, state.adv_state, updates
         for step in range(sync_period - 1):
@@ -205,6 +205,7 @@ class MechanicState(NamedTuple):
     x0: base.Params
 
 
+@kit.static_args("num_betas")
 def mechanize(
     base_optimizer: base.GradientTransformationLike,
     weight_decay: float = 1e-2,
@@ -250,16 +251,16 @@ def mechanize(
         zeros = lambda: jnp.zeros([num_betas], dtype)  # noqa: E731
         return MechanicState(
             base_optimizer_state=base_optimizer.init(params),
-            count=_common.zero_count(),
+            count=kit.zero_count(),
             r=zeros(),
             m=zeros(),
             v=zeros(),
             s=jnp.full([num_betas], s_init / num_betas, dtype),
-            x0=_common.own_copy(params),
+            x0=kit.own_copy(params),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
-        _common.require_params(params, "mechanize")
+        kit.require_params(params, "mechanize")
         dtype = state.s.dtype
         betas = (1.0 - 0.1 ** jnp.arange(1, num_betas + 1, dtype=jnp.float32)).astype(dtype)
         base_updates, base_state = base_optimizer.update(
@@ -272,7 +273,7 @@ def mechanize(
         param_norm = tree_utils.tree_norm(params)
         decay_scale = weight_decay * grad_norm * s_sum / (param_norm + eps)
         regularised = jax.tree.map(lambda g, p: g + decay_scale * p, updates, params)
-        h = _common.tree_vdot(delta_prev, regularised)
+        h = tree_utils.tree_vdot(delta_prev, regularised)
         # The wealth only moves by h clipped to the largest |h| seen so far
         # (m_{t-1}): one outlier step cannot wipe out (or inflate) the wealth.
         clipped_h = jnp.clip(h, -state.m, state.m)

@@ -1,0 +1,172 @@
+"""Low-bit optimizer states, side by side: Optax adamw, optcore adamw, adamw_8bit, adamw_4bit.
+
+For each tree (one array of ``--size`` floats; the ``--leaves``-leaf tree of
+``step_bench.py``) and each row: the bytes of the optimizer state, the peak
+memory of the compiled, donated step (XLA's memory analysis: arguments +
+temporaries + outputs not aliased to arguments), and the median step time,
+interleaved over ``--repeats`` repeats with the other rows (as in
+``step_bench.py``), for a state from an eager ``init`` and from a jitted one.
+Ratios are against optcore's float32 adamw in the same run. Each row also
+reports its first step's largest relative difference in the params from
+optcore's adamw (quantization error, not a bug: a few code spacings times
+the learning rate).
+
+Targets (issue 18; asserted nowhere, this is a measurement): state bytes of
+adamw_8bit at most 0.27 of adamw's, adamw_4bit at most 0.15; peak memory no
+higher than adamw's; adamw_8bit step time at most 1.3x adamw's on the CPU.
+
+    python benchmarks/lowbit_bench.py [--size 16000000] [--leaves 1000] [--repeats 15] [--json out.json]
+    python benchmarks/lowbit_bench.py --smoke    # seconds, to keep the script working
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from step_bench import max_rel_diff, time_interleaved, transformer_like_tree  # noqa: E402
+
+TARGETS = {"adamw_8bit": {"state": 0.27, "peak": 1.0, "time": 1.3}, "adamw_4bit": {"state": 0.15, "peak": 1.0}}
+
+
+def rows(lr: float = 1e-3, wd: float = 1e-4) -> dict[str, tuple[Any, Callable[[], Any]]]:
+    """Row name -> (library with ``apply_updates``, optimizer factory)."""
+    import optax
+
+    import optcore
+    import optcore_lowbit
+
+    return {
+        "optax adamw": (optax, lambda: optax.adamw(lr, weight_decay=wd)),
+        "optcore adamw": (optcore, lambda: optcore.adamw(lr, weight_decay=wd)),
+        "adamw_8bit": (optcore, lambda: optcore_lowbit.adamw_8bit(lr, weight_decay=wd)),
+        "adamw_4bit": (optcore, lambda: optcore_lowbit.adamw_4bit(lr, weight_decay=wd)),
+    }
+
+
+def tree_bytes(tree) -> int:
+    return sum(x.nbytes for x in jax.tree.leaves(tree))
+
+
+def peak_bytes(compiled) -> int | None:
+    memory = compiled.memory_analysis()
+    if memory is None:
+        return None
+    return int(memory.argument_size_in_bytes + memory.temp_size_in_bytes
+               + memory.output_size_in_bytes - memory.alias_size_in_bytes)
+
+
+class Runner:
+    """A compiled, donated step of one optimizer on one tree, from an eager or a jitted ``init``."""
+
+    def __init__(self, lib, factory, params, jit_init: bool):
+        opt = factory()
+        self.lib = lib
+        state = (jax.jit(opt.init) if jit_init else opt.init)(params)
+        self.state_bytes = tree_bytes(state)
+
+        def step(params, state, grads):
+            updates, state = opt.update(grads, state, params)
+            return lib.apply_updates(params, updates), state
+
+        start = time.perf_counter()
+        self.compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile()
+        self.compile_s = time.perf_counter() - start
+        self.peak_bytes = peak_bytes(self.compiled)
+        self.grads = jax.tree.map(lambda x: x * 1e-3, params)
+        self.params = jax.tree.map(jnp.copy, params)
+        self.state = state
+        self.run()  # the first step: also the warm-up
+        self.first_params = jax.tree.map(np.asarray, self.params)
+
+    def run(self):
+        self.params, self.state = self.compiled(self.params, self.state, self.grads)
+        jax.block_until_ready((self.params, self.state))
+
+
+def measure(tree_name: str, params, repeats: int) -> list[dict]:
+    out = []
+    for jit_init in (False, True):
+        runners = {name: Runner(lib, factory, params, jit_init) for name, (lib, factory) in rows().items()}
+        reference = runners["optcore adamw"]
+        medians = time_interleaved({name: r.run for name, r in runners.items()}, repeats)
+        for name, r in runners.items():
+            out.append({
+                "tree": tree_name,
+                "init": "jit" if jit_init else "eager",
+                "row": name,
+                "state_bytes": r.state_bytes,
+                "state_ratio": r.state_bytes / reference.state_bytes,
+                "peak_bytes": r.peak_bytes,
+                "peak_ratio": None if r.peak_bytes is None or not reference.peak_bytes else r.peak_bytes / reference.peak_bytes,
+                "step_s": medians[name],
+                "time_ratio": medians[name] / medians["optcore adamw"],
+                "compile_s": r.compile_s,
+                "max_rel_diff": max_rel_diff(r.first_params, reference.first_params),
+            })
+        del runners, reference
+    return out
+
+
+def verdicts(results: list[dict]) -> list[str]:
+    lines = []
+    for name, targets in TARGETS.items():
+        for key, bound in targets.items():
+            values = [r[f"{key}_ratio"] for r in results if r["row"] == name and r[f"{key}_ratio"] is not None]
+            if values:
+                worst = max(values)
+                lines.append(f"{name} {key} ratio: worst {worst:.3f} (target <= {bound}): {'met' if worst <= bound else 'MISSED'}")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=16_000_000)
+    parser.add_argument("--leaves", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script runs (seconds)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.leaves, args.repeats = 50_000, 20, 3
+
+    trees = {
+        "one array": {"w": jnp.asarray(np.random.default_rng(0).normal(size=args.size).astype(np.float32))},
+        f"{args.leaves} leaves": transformer_like_tree(args.size, args.leaves),
+    }
+    results = []
+    for tree_name, params in trees.items():
+        results += measure(tree_name, params, args.repeats)
+
+    header = f"{'tree':<12} {'init':<5} {'row':<14} {'state MB':>9} {'state x':>8} {'peak MB':>8} {'peak x':>7} {'step ms':>8} {'time x':>7} {'rel diff':>9}"
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {platform.machine()}, {os.cpu_count()} CPUs; "
+          f"size {args.size}, {args.leaves} leaves, {args.repeats} repeats")
+    print(header)
+    for r in results:
+        peak = "-" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 1e6:8.1f}"
+        peak_x = "-" if r["peak_ratio"] is None else f"{r['peak_ratio']:7.3f}"
+        print(f"{r['tree']:<12} {r['init']:<5} {r['row']:<14} {r['state_bytes'] / 1e6:9.2f} {r['state_ratio']:8.3f} "
+              f"{peak:>8} {peak_x:>7} {r['step_s'] * 1e3:8.2f} {r['time_ratio']:7.3f} {r['max_rel_diff']:9.2e}")
+    for line in verdicts(results):
+        print(line)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"jax": jax.__version__, "platform": jax.devices()[0].platform, "size": args.size,
+                       "leaves": args.leaves, "repeats": args.repeats, "results": results,
+                       "verdicts": verdicts(results)}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""What the low-bit transformations share: the format arguments, state leaves in and out of float32."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optcore import kit, tree_utils, validate
+from optcore_lowbit._quantize import QuantizedArray, check_format, dequantize, is_quantized, quantize, quantize_many, requantize
+
+DEFAULT_BLOCK_SIZE = {8: 2048, 4: 128}  # Dettmers et al. 2022 (8-bit); Li et al. 2023 (B128, 4-bit)
+MIN_QUANTIZED_SIZE = 4096  # smaller leaves stay in float (bitsandbytes' min_8bit_size)
+
+
+class Format(NamedTuple):
+    """How a transformation stores its large state leaves."""
+
+    bits: int
+    block_size: int
+    min_quantized_size: int
+
+    def quantizes(self, p) -> bool:
+        """Whether the state of param ``p`` is quantized: a real float leaf of at least the threshold size."""
+        dtype = jnp.result_type(p)
+        return (
+            jnp.issubdtype(dtype, jnp.floating)
+            and int(np.prod(np.shape(p))) >= max(1, self.min_quantized_size)
+        )
+
+
+def make_format(bits, block_size, min_quantized_size) -> Format:
+    if block_size is None and bits in DEFAULT_BLOCK_SIZE:
+        block_size = DEFAULT_BLOCK_SIZE[bits]
+    check_format(bits, block_size, min_quantized_size)
+    return Format(int(bits), int(block_size), int(min_quantized_size))
+
+
+def init_leaf(p, fmt: Format, kind: str, dtype=None):
+    """The zero state of param ``p``: quantized (``kind`` code) if ``fmt`` quantizes it, else float.
+
+    Zeros derived from ``p``'s values (``state_zeros_like``), so that under
+    ``jax.jit`` the codes and scales take the param's sharding.
+    """
+    dtype = kit.dtype_or_none(dtype)
+    if fmt.quantizes(p):
+        zeros = tree_utils.state_zeros_like(p, dtype=jnp.float32)
+        return quantize(zeros, kind, fmt.bits, fmt.block_size, dtype=dtype or jnp.result_type(p))
+    return tree_utils.state_zeros_like(p, dtype=dtype)
+
+
+def load(leaf):
+    """A state leaf in float32 arithmetic (complex stays complex)."""
+    if is_quantized(leaf):
+        return dequantize(leaf)
+    return leaf.astype(jnp.promote_types(leaf.dtype, jnp.float32))
+
+
+def store(x, like):
+    """``x`` stored as ``like`` is: requantized with its code, or cast to its dtype."""
+    if is_quantized(like):
+        return quantize(x, like.kind, like.bits, like.block_size, dtype=like.dtype)
+    return x.astype(like.dtype)
+
+
+def step_leaf(step_fn, g, likes):
+    """One leaf's step: ``step_fn(g32, *old states) -> (new states..., update)``, states stored as ``likes``.
+
+    ``step_fn`` is elementwise. When every state leaf is quantized the whole
+    step runs chunk by chunk inside :func:`~optcore_lowbit._quantize.requantize`
+    (one pass over the leaf); otherwise the states are loaded into float32,
+    and each new state is stored on its own. Returns ``(update, *new states)``,
+    the update in float32.
+    """
+    if all(is_quantized(like) for like in likes):
+        stored, (update,) = requantize(step_fn, g, list(likes), n_extra=1)
+        return (update, *stored)
+    g32 = g.astype(jnp.promote_types(g.dtype, jnp.float32))
+    outs = step_fn(g32, *[load(like) for like in likes])
+    return (outs[-1], *[store(x, like) for x, like in zip(outs[:-1], likes)])
+
+
+def stored_dtype(leaf):
+    """The dtype a state leaf stands for (a quantized leaf's float dtype)."""
+    return leaf.dtype
+
+
+def shape_view(field: Any) -> Any:
+    """``field`` with each quantized leaf as a zero-cost array of the shape and dtype it stands for."""
+    return jax.tree.map(
+        lambda x: np.broadcast_to(np.zeros((), np.float32), x.shape) if is_quantized(x) else x,
+        field,
+        is_leaf=is_quantized,
+    )
+
+
+def check_updates(updates: Any, field: Any, params: Any = None) -> None:
+    """A ``ValueError`` naming the path where ``updates`` does not match the state (or the params)."""
+    validate.check_tree_match(updates, shape_view(field))
+    if params is not None:
+        validate.check_tree_match(updates, params, against="params")
+
+
+def map_leaves(fn, updates: Any, *fields: Any):
+    """``fn(g, *state_leaves) -> (update, *new_state_leaves)`` per leaf of ``updates``.
+
+    Returns the updates tree and one tree per field. A ``None`` update (a
+    masked-out leaf) keeps its state and stays ``None``.
+    """
+    is_none = lambda x: x is None  # noqa: E731
+    g_leaves, treedef = jax.tree.flatten(updates, is_leaf=is_none)
+    field_leaves = [treedef.flatten_up_to(f) for f in fields]
+    outs = []
+    for i, g in enumerate(g_leaves):
+        states = [leaves[i] for leaves in field_leaves]
+        outs.append((None, *states) if g is None else fn(g, *states))
+    columns = list(zip(*outs)) if outs else [()] * (1 + len(fields))
+    return tuple(treedef.unflatten(list(col)) for col in columns)
+
+
+__all__ = ["QuantizedArray"]

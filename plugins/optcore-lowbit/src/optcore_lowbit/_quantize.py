@@ -1,0 +1,426 @@
+r"""Block-wise quantization of optimizer state: layouts, codes, quantize and dequantize.
+
+A state leaf is split into blocks of at most ``block_size`` entries, each
+stored as one float32 scale (the block's absolute maximum) and one small code
+per entry: 8 bits (Dettmers et al., `8-bit Optimizers via Block-wise
+Quantization <https://arxiv.org/abs/2110.02861>`_, 2022) or 4 bits, two codes
+packed per byte (Li et al., `Memory Efficient Optimizers with 4-bit States
+<https://arxiv.org/abs/2309.01507>`_, 2023).
+
+**Layout.** A leaf of shape ``s`` is viewed as ``(*s[:k], row)`` where ``row``
+is the product of the smallest trailing suffix ``s[k:]`` with at least
+``block_size`` entries (the whole leaf when it is smaller). Each row is cut into
+``n`` near-equal blocks of ``length <= block_size`` entries (a divisor of the
+row when there is one in ``(block_size/2, block_size]``, else padded by fewer
+than ``n`` zeros). Codes have shape ``(*s[:k], n, length)`` (``length/2`` for 4
+bits) and scales ``(*s[:k], n)``: a block never spans two rows, so a leading
+axis sharded over devices shards codes and scales the same way, and a sharded
+trailing axis does too when each shard holds whole blocks.
+
+**Codes.** The dynamic (exponent) code of Dettmers (2016) with ``B`` magnitude
+bits: in ``[0, 1]`` the decades :math:`[10^{-e-1}, 10^{-e}]`, ``e = 0..B-2``,
+hold :math:`2^{B-1-e}` equally spaced levels each (the top one
+:math:`10^{-e}`), the last interval :math:`[0, 10^{-B+1}]` holds the level
+:math:`10^{-B+1}`, and 0 is a level. Signed codes add a sign bit (8-bit
+signed: ``B = 7``, 8-bit unsigned: ``B = 8``, 4-bit signed: ``B = 3``). The
+level of magnitude index ``m`` in decade ``e`` is
+:math:`\mathrm{lo}_e + (m - k_e + 1) w_e / k_e` with :math:`k_e = 2^{B-1-e}`,
+so the levels of a decade and the top level of the next one are equally
+spaced: round-to-nearest is one rounding of an affine function of the value,
+once its decade is known from a few comparisons (no table search). 4-bit
+second moments use the linear code without zero,
+:math:`(m + 1) / 16`, the 4-bit paper's fix of the zero-point problem (a
+second moment rounded to 0 turns into an unbounded step).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SIGNED = "signed"  # dynamic code with a sign bit
+UNSIGNED = "unsigned"  # dynamic code for non-negative values
+LINEAR_NO_ZERO = "linear_no_zero"  # (m + 1) / 2^bits, for 4-bit second moments
+KINDS = (SIGNED, UNSIGNED, LINEAR_NO_ZERO)
+BITS = (4, 8)
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class QuantizedArray:
+    """A block-quantized state leaf: ``codes`` (uint8) and one float32 ``scales`` entry per block.
+
+    The two arrays are its pytree children; what they stand for (``shape``,
+    ``dtype``, the code ``kind``, ``bits`` and ``block_size``) is static pytree
+    metadata, so that the leaf describes itself under ``jax.jit``: any
+    transformation (:func:`optcore_lowbit.quantize_state`) can dequantize it,
+    and a gradient of the wrong shape is an error naming its path. Checkpoints
+    hold only the two arrays; the metadata comes back from a fresh ``init``.
+    """
+
+    __slots__ = ("codes", "scales", "shape", "dtype", "kind", "bits", "block_size")
+
+    def __init__(self, codes, scales, shape, dtype, kind, bits, block_size):
+        self.codes = codes  # uint8, (*lead, n_blocks, length), or length // 2 for packed 4-bit codes
+        self.scales = scales  # float32, (*lead, n_blocks): each block's absolute maximum
+        self.shape = tuple(shape)
+        self.dtype = jnp.dtype(dtype)
+        self.kind = kind
+        self.bits = bits
+        self.block_size = block_size
+
+    def tree_flatten_with_keys(self):
+        children = ((jax.tree_util.GetAttrKey("codes"), self.codes), (jax.tree_util.GetAttrKey("scales"), self.scales))
+        return children, (self.shape, self.dtype.name, self.kind, self.bits, self.block_size)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children, *aux)
+
+    def dequantize(self):
+        """The float array (of ``shape`` and ``dtype``) this leaf stands for."""
+        return dequantize(self).astype(self.dtype)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def __repr__(self):
+        return (f"QuantizedArray(shape={self.shape}, dtype={self.dtype.name}, kind={self.kind!r}, "
+                f"bits={self.bits}, block_size={self.block_size}, codes={self.codes!r}, scales={self.scales!r})")
+
+
+def is_quantized(x) -> bool:
+    return isinstance(x, QuantizedArray)
+
+
+class Layout(NamedTuple):
+    """How a leaf of ``shape`` is cut into blocks (see the module docstring)."""
+
+    shape: tuple
+    lead: tuple  # the leading axes kept
+    n_blocks: int  # blocks per row
+    length: int  # entries per block
+
+    @property
+    def row(self) -> int:
+        return math.prod(self.shape[len(self.lead):])
+
+    @property
+    def pad(self) -> int:
+        return self.n_blocks * self.length - self.row
+
+
+@functools.lru_cache(maxsize=4096)
+def layout(shape: tuple, block_size: int, bits: int) -> Layout:
+    """The block layout of a leaf of ``shape`` (cached: it runs at trace time for every leaf)."""
+    shape = tuple(int(d) for d in shape)
+    k = len(shape)
+    while k > 0 and math.prod(shape[k:]) < block_size:
+        k -= 1
+    lead, row = shape[:k], math.prod(shape[k:])
+    even = 2 if bits == 4 else 1  # two 4-bit codes per byte: blocks of even length
+    n_blocks = max(1, -(-row // block_size))
+    length = None
+    for candidate in range(block_size - block_size % even, block_size // 2, -even):
+        if candidate and row % candidate == 0:
+            length, n_blocks = candidate, row // candidate
+            break
+    if length is None:
+        length = -(-row // n_blocks)
+        length += length % even
+    return Layout(shape, lead, n_blocks, length)
+
+
+# ---------------------------------------------------------------------------
+# Codes.
+# ---------------------------------------------------------------------------
+
+
+def _magnitude_bits(kind: str, bits: int) -> int:
+    return bits - 1 if kind == SIGNED else bits
+
+
+def _decades(magnitude_bits: int):
+    """Per decade ``e``: (lower bound, upper bound, number of levels k_e), from the top decade down."""
+    out = []
+    for e in range(magnitude_bits):
+        hi = 10.0 ** -e
+        lo = 0.0 if e == magnitude_bits - 1 else hi / 10.0
+        out.append((lo, hi, 2 ** (magnitude_bits - 1 - e)))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def code_values(kind: str, bits: int) -> np.ndarray:
+    """The levels of a code, indexed by the code (float32; ``2**bits`` entries).
+
+    Signed codes: bit ``bits-1`` is the sign, the low bits the magnitude index.
+    """
+    n = 2**bits
+    if kind == LINEAR_NO_ZERO:
+        return ((np.arange(n) + 1) / n).astype(np.float32)
+    mb = _magnitude_bits(kind, bits)
+    magnitudes = np.zeros(2**mb, np.float64)
+    for lo, hi, k in _decades(mb):
+        for j in range(1, k + 1):  # the level j of the decade has magnitude index k - 1 + j
+            magnitudes[k - 1 + j] = lo + j * (hi - lo) / k
+    if kind == UNSIGNED:
+        return magnitudes.astype(np.float32)
+    return np.concatenate([magnitudes, -magnitudes]).astype(np.float32)
+
+
+def _select_by_threshold(x, thresholds, values):
+    """``values[i]`` for the first ``i`` with ``x >= thresholds[i]``, else ``values[-1]`` (a select chain).
+
+    A handful of compares and selects per entry fuse into the surrounding
+    elementwise loop; a gather or ``searchsorted`` does not vectorize as well.
+    """
+    out = jnp.asarray(values[-1], jnp.float32)
+    for t, v in zip(reversed(thresholds), reversed(values[:-1])):
+        out = jnp.where(x >= t, jnp.float32(v), out)
+    return out
+
+
+def _encode_magnitude(a, magnitude_bits: int):
+    """Nearest magnitude index of ``a`` in ``[0, 1]`` (float32 result, integral)."""
+    decades = _decades(magnitude_bits)
+    # Index m = k_e - 1 + round((a - lo_e) k_e / w_e) = round(a * slope_e + offset_e).
+    slopes = [k / (hi - lo) for lo, hi, k in decades]
+    offsets = [k - 1 - lo * k / (hi - lo) for lo, hi, k in decades]
+    thresholds = [lo for lo, _, _ in decades[:-1]]
+    slope = _select_by_threshold(a, thresholds, slopes)
+    offset = _select_by_threshold(a, thresholds, offsets)
+    top = 2**magnitude_bits - 1
+    return jnp.clip(jnp.round(a * slope + offset), 0, top)
+
+
+def _decode_magnitude(m, magnitude_bits: int):
+    """The level of magnitude index ``m`` (an integer-valued float32 array)."""
+    decades = _decades(magnitude_bits)
+    # In decade e the indices k_e .. 2k_e - 1 hold lo_e + (m - k_e + 1) w_e / k_e = m * step_e + base_e;
+    # m = 0 falls in the last decade's formula (lo = 0, k = 1), which gives 0.
+    steps = [(hi - lo) / k for lo, hi, k in decades]
+    bases = [lo - (k - 1) * (hi - lo) / k for lo, hi, k in decades]
+    thresholds = [k for _, _, k in decades[:-1]]
+    return m * _select_by_threshold(m, thresholds, steps) + _select_by_threshold(m, thresholds, bases)
+
+
+def encode(x, kind: str, bits: int):
+    """Nearest code (uint8, one per entry, unpacked) of ``x`` normalized to ``[-1, 1]`` (``[0, 1]`` unsigned)."""
+    x = x.astype(jnp.float32)
+    if kind == LINEAR_NO_ZERO:
+        n = 2**bits
+        return jnp.clip(jnp.round(x * n) - 1, 0, n - 1).astype(jnp.uint8)
+    mb = _magnitude_bits(kind, bits)
+    if kind == UNSIGNED:
+        return _encode_magnitude(jnp.clip(x, 0, 1), mb).astype(jnp.uint8)
+    m = _encode_magnitude(jnp.minimum(jnp.abs(x), 1), mb).astype(jnp.uint8)
+    return jnp.where(x < 0, m | jnp.uint8(2**mb), m)
+
+
+def decode(codes, kind: str, bits: int):
+    """The float32 levels of unpacked ``codes`` (arithmetic: the inverse of :func:`encode`)."""
+    if kind == LINEAR_NO_ZERO:
+        return (codes.astype(jnp.float32) + 1) * jnp.float32(1 / 2**bits)
+    mb = _magnitude_bits(kind, bits)
+    if kind == UNSIGNED:
+        return _decode_magnitude(codes.astype(jnp.float32), mb)
+    magnitude = _decode_magnitude((codes & jnp.uint8(2**mb - 1)).astype(jnp.float32), mb)
+    return jnp.where(codes >= 2**mb, -magnitude, magnitude)
+
+
+# ---------------------------------------------------------------------------
+# Leaves.
+# ---------------------------------------------------------------------------
+
+
+def _blocks(x, lay: Layout):
+    """``x`` (shape ``lay.shape``) as float32 blocks ``(*lead, n_blocks, length)``, zero-padded."""
+    rows = x.astype(jnp.float32).reshape(*lay.lead, lay.row)
+    if lay.pad:
+        rows = jnp.pad(rows, [(0, 0)] * len(lay.lead) + [(0, lay.pad)])
+    return rows.reshape(*lay.lead, lay.n_blocks, lay.length)
+
+
+def _unblocks(blocks, lay: Layout):
+    rows = blocks.reshape(*lay.lead, lay.n_blocks * lay.length)
+    if lay.pad:
+        rows = rows[..., : lay.row]
+    return rows.reshape(lay.shape)
+
+
+def _pack(codes):
+    """Two 4-bit codes per byte: the first half of each block in the low nibbles, the second in the high."""
+    half = codes.shape[-1] // 2
+    return codes[..., :half] | (codes[..., half:] << 4)
+
+
+def _unpack(packed):
+    return jnp.concatenate([packed & jnp.uint8(15), packed >> 4], axis=-1)
+
+
+def _block_absmax(blocks_list):
+    """Each block's absolute maximum, for several equally shaped block arrays in one reduction.
+
+    One variadic ``lax.reduce``: XLA:CPU fuses the producers of its operands
+    (the dequantized state and the moment update) into the reduction loop,
+    where a plain ``max`` is handed to a library kernel that first writes the
+    whole float32 array to memory (a full-size temporary per moment).
+    """
+    operands = tuple(jnp.abs(b) for b in blocks_list)
+    if len(operands) == 1:
+        operands = operands * 2  # a single-operand reduce is the library kernel's case
+    axis = operands[0].ndim - 1
+    zeros = tuple(jnp.float32(0) for _ in operands)
+    out = jax.lax.reduce(operands, zeros, lambda a, b: tuple(jnp.maximum(x, y) for x, y in zip(a, b)), (axis,))
+    return out[: len(blocks_list)]
+
+
+def quantize_many(xs, kinds, bits: int, block_size: int, dtypes=None):
+    """:func:`quantize` of several arrays of one shape, their block maxima in one reduction."""
+    lay = layout(xs[0].shape, block_size, bits)
+    blocks = [_blocks(x, lay) for x in xs]
+    absmaxes = _block_absmax(blocks)
+    dtypes = dtypes or [x.dtype for x in xs]
+    return [_encode_blocks(b, a, x.shape, k, bits, block_size, d)
+            for b, a, x, k, d in zip(blocks, absmaxes, xs, kinds, dtypes)]
+
+
+def _encode_blocks(blocks, absmax, shape, kind, bits, block_size, dtype):
+    # A zero block stays zero (its codes then decode to levels times a zero scale).
+    inverse = jnp.where(absmax > 0, 1 / jnp.where(absmax > 0, absmax, 1), 0)
+    codes = encode(blocks * inverse[..., None], kind, bits)
+    if bits == 4:
+        codes = _pack(codes)
+    return QuantizedArray(codes, absmax, shape, dtype, kind, bits, block_size)
+
+
+def quantize(x, kind: str, bits: int, block_size: int, dtype=None) -> QuantizedArray:
+    """Block-wise quantization of ``x`` (any real float dtype and shape) to codes and absmax scales.
+
+    ``dtype`` is the dtype the leaf dequantizes to (default: ``x``'s).
+    """
+    return quantize_many([x], [kind], bits, block_size, None if dtype is None else [dtype])[0]
+
+
+CHUNK_ENTRIES = 1 << 17
+"""Entries per chunk of :func:`requantize`'s loop: a chunk's float32 temporaries stay in the CPU's L2 cache."""
+
+
+def requantize(moment_fn, g, olds, n_extra: int = 0):
+    """The new state ``moment_fn(g, *old states)``, quantized as the ``olds`` are, chunk by chunk.
+
+    ``olds`` are :class:`QuantizedArray` leaves of one param (same bits and
+    block size); ``moment_fn`` is elementwise: it maps float32 arrays of one
+    shape to ``len(olds)`` new states followed by ``n_extra`` other results
+    (the update). Returns the new :class:`QuantizedArray` leaves and the
+    extra results (float32, of ``g``'s shape).
+
+    Each new block needs its maximum before any of its entries can be
+    encoded. Over a whole leaf that is two passes, and XLA:CPU recomputes the
+    dequantization and the moment update in both (or writes a full float32
+    copy of each moment in between). Here a loop runs over chunks of
+    ``CHUNK_ENTRIES`` entries: each chunk is dequantized, updated, reduced,
+    encoded and written while it sits in cache, so every entry is decoded and
+    encoded once, and the loop is the only reader of the old state (which it
+    overwrites in place). Leaves whose rows need padding and that have
+    leading axes take the whole-leaf path.
+    """
+    first = olds[0]
+    bits, block_size = first.bits, first.block_size
+    lay = layout(tuple(g.shape), block_size, bits)
+    kinds = [q.kind for q in olds]
+    k = len(olds)
+    if lay.pad and lay.lead:
+        outs = moment_fn(g.astype(jnp.float32), *[dequantize(q) for q in olds])
+        return quantize_many(outs[:k], kinds, bits, block_size, [q.dtype for q in olds]), list(outs[k:])
+    L = lay.length
+    n = math.prod(lay.shape)
+    rows = math.prod(lay.lead) * lay.n_blocks
+    g_flat = g.reshape(-1)
+    chunk = max(1, CHUNK_ENTRIES // L)
+    n_chunks = (n // L) // chunk  # chunks of whole, unpadded blocks
+
+    def process(g_blocks, code_chunks, scale_chunks, valid=None):
+        olds_f = [
+            decode(_unpack(c) if bits == 4 else c, kind, bits) * s[:, None]
+            for c, s, kind in zip(code_chunks, scale_chunks, kinds)
+        ]
+        outs = moment_fn(g_blocks.astype(jnp.float32), *olds_f)
+        news, extras = list(outs[:k]), list(outs[k:])
+        if valid is not None:  # padding stays zero, as in quantize()
+            news = [jnp.where(valid, x, 0) for x in news]
+        absmaxes = _block_absmax(news)
+        codes = []
+        for x, a, kind in zip(news, absmaxes, kinds):
+            inverse = jnp.where(a > 0, 1 / jnp.where(a > 0, a, 1), 0)
+            c = encode(x * inverse[:, None], kind, bits)
+            codes.append(_pack(c) if bits == 4 else c)
+        return codes, absmaxes, [e.reshape(-1) for e in extras]
+
+    def body(i, carry):
+        codes, scales, extras = carry
+        row = i * chunk
+        g_blocks = jax.lax.dynamic_slice_in_dim(g_flat, row * L, chunk * L).reshape(chunk, L)
+        new_codes, new_scales, new_extras = process(
+            g_blocks,
+            [jax.lax.dynamic_slice_in_dim(c, row, chunk) for c in codes],
+            [jax.lax.dynamic_slice_in_dim(s, row, chunk) for s in scales],
+        )
+        codes = [jax.lax.dynamic_update_slice_in_dim(c, nc, row, 0) for c, nc in zip(codes, new_codes)]
+        scales = [jax.lax.dynamic_update_slice_in_dim(s, ns, row, 0) for s, ns in zip(scales, new_scales)]
+        extras = [jax.lax.dynamic_update_slice_in_dim(e, ne, row * L, 0) for e, ne in zip(extras, new_extras)]
+        return codes, scales, extras
+
+    codes = [q.codes.reshape(rows, -1) for q in olds]
+    scales = [q.scales.reshape(rows) for q in olds]
+    extras = [jnp.zeros((n,), jnp.float32) for _ in range(n_extra)]
+    if n_chunks:
+        codes, scales, extras = jax.lax.fori_loop(0, n_chunks, body, (codes, scales, extras))
+    start = n_chunks * chunk
+    if start < rows:  # the rest, with the padded last block: static slices
+        tail = g_flat[start * L:]
+        valid = None
+        if lay.pad:
+            valid = (jnp.arange((rows - start) * L) < tail.shape[0]).reshape(rows - start, L)
+            tail = jnp.pad(tail, (0, lay.pad))
+        new_codes, new_scales, new_extras = process(
+            tail.reshape(rows - start, L), [c[start:] for c in codes], [s[start:] for s in scales], valid
+        )
+        codes = [jax.lax.dynamic_update_slice_in_dim(c, nc, start, 0) for c, nc in zip(codes, new_codes)]
+        scales = [jax.lax.dynamic_update_slice_in_dim(s, ns, start, 0) for s, ns in zip(scales, new_scales)]
+        extras = [jax.lax.dynamic_update_slice_in_dim(e, ne[: n - start * L], start * L, 0)
+                  for e, ne in zip(extras, new_extras)]
+    quantized = [
+        QuantizedArray(c.reshape(q.codes.shape), s.reshape(q.scales.shape), q.shape, q.dtype, q.kind, bits, block_size)
+        for c, s, q in zip(codes, scales, olds)
+    ]
+    return quantized, [e.reshape(g.shape) for e in extras]
+
+
+def dequantize(q: QuantizedArray):
+    """The float32 array that ``q`` stands for (of its ``shape``)."""
+    lay = layout(q.shape, q.block_size, q.bits)
+    codes = _unpack(q.codes) if q.bits == 4 else q.codes
+    return _unblocks(decode(codes, q.kind, q.bits) * q.scales[..., None], lay)
+
+
+def check_format(bits, block_size, min_quantized_size) -> None:
+    """Raises ``ValueError`` naming a bad quantization argument."""
+    if isinstance(bits, bool) or bits not in BITS:
+        raise ValueError(f"bits must be one of {BITS}, got {bits!r}.")
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 2:
+        raise ValueError(f"block_size must be an integer of at least 2, got {block_size!r}.")
+    if bits == 4 and block_size % 2:
+        raise ValueError(f"block_size must be even for 4-bit states (two codes per byte), got {block_size!r}.")
+    if (
+        isinstance(min_quantized_size, bool)
+        or not isinstance(min_quantized_size, (int, np.integer))
+        or min_quantized_size < 0
+    ):
+        raise ValueError(f"min_quantized_size must be a non-negative integer, got {min_quantized_size!r}.")

@@ -1,0 +1,279 @@
+r"""Adam, Lion and momentum with block-quantized states: the ``scale_by_*`` transforms.
+
+Each keeps its float twin's equations (:func:`optcore.scale_by_adam`,
+:func:`optcore.scale_by_lion`, :func:`optcore.trace`) and its arithmetic in
+float32; only the storage of the params-shaped state changes. Every step
+dequantizes each state leaf, applies the twin's update, and requantizes the
+new state block-wise (see :mod:`optcore_lowbit._quantize`); the update is
+computed from the new float moments, before they are rounded, as in
+bitsandbytes. Leaves with fewer than ``min_quantized_size`` entries (and
+complex ones) keep a float state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from optcore import base, kit, numerics
+from optcore_lowbit import _common
+from optcore_lowbit._quantize import LINEAR_NO_ZERO, SIGNED, UNSIGNED
+
+_LION_MODES = ("hard", "smooth", "refined")
+
+
+class ScaleByAdamLowBitState(NamedTuple):
+    """State of :func:`scale_by_adam_8bit` and :func:`scale_by_adam_4bit`."""
+
+    count: jax.Array  # shape=(), dtype=int32
+    mu: base.Updates  # first moment: QuantizedArray leaves (signed dynamic code) or float leaves
+    nu: base.Updates  # second moment: QuantizedArray leaves (unsigned dynamic / linear code) or float leaves
+
+
+class ScaleByLionLowBitState(NamedTuple):
+    """State of :func:`scale_by_lion_8bit`."""
+
+    count: jax.Array  # shape=(), dtype=int32
+    mu: base.Updates  # momentum: QuantizedArray leaves (signed dynamic code) or float leaves
+
+
+class TraceLowBitState(NamedTuple):
+    """State of :func:`trace_8bit`."""
+
+    trace: base.Updates  # momentum buffer: QuantizedArray leaves (signed dynamic code) or float leaves
+
+
+def _bias_correction(decay, count):
+    return 1 - decay ** count.astype(jnp.float32)
+
+
+def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, nu_kind):
+    kit.check_beta("b1", b1)
+    kit.check_beta("b2", b2)
+    kit.check_non_negative("eps", eps)
+    kit.check_non_negative("eps_root", eps_root)
+    mu_dtype, nu_dtype = kit.dtype_or_none(mu_dtype), kit.dtype_or_none(nu_dtype)
+
+    def init_fn(params):
+        return ScaleByAdamLowBitState(
+            count=kit.zero_count(),
+            mu=jax.tree.map(lambda p: _common.init_leaf(p, fmt, SIGNED, mu_dtype), params),
+            nu=jax.tree.map(lambda p: _common.init_leaf(p, fmt, nu_kind, nu_dtype), params),
+        )
+
+    def update_fn(updates, state, params=None):
+        _common.check_updates(updates, state.mu, params)
+        b1_, b2_, eps_, eps_root_ = kit.f32(b1), kit.f32(b2), kit.f32(eps), kit.f32(eps_root)
+        count = numerics.safe_increment(state.count)
+        c1, c2 = _bias_correction(b1_, count), _bias_correction(b2_, count)
+
+        def step(g32, mu, nu):
+            mu = b1_ * mu + (1 - b1_) * g32
+            nu = b2_ * nu + (1 - b2_) * jnp.real(g32 * jnp.conj(g32))
+            if nesterov:
+                mu_hat = b1_ * mu / _bias_correction(b1_, numerics.safe_increment(count)) + (1 - b1_) * g32 / c1
+            else:
+                mu_hat = mu / c1
+            return mu, nu, mu_hat / (jnp.sqrt(nu / c2 + eps_root_) + eps_)
+
+        def leaf(g, mu_leaf, nu_leaf):
+            u, mu, nu = _common.step_leaf(step, g, (mu_leaf, nu_leaf))
+            return u.astype(jnp.result_type(g.dtype, mu_leaf.dtype, nu_leaf.dtype)), mu, nu
+
+        new_updates, mu, nu = _common.map_leaves(leaf, updates, state.mu, state.nu)
+        return new_updates, ScaleByAdamLowBitState(count=count, mu=mu, nu=nu)
+
+    return base.GradientTransformation(init_fn, update_fn)
+
+
+@kit.static_args("block_size", "min_quantized_size")
+def scale_by_adam_8bit(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Optional[Any] = None,
+    *,
+    nesterov: bool = False,
+    nu_dtype: Optional[Any] = None,
+    block_size: int = 2048,
+    min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
+) -> base.GradientTransformation:
+    r"""Adam's rescaling (:func:`optcore.scale_by_adam`) with 8-bit block-quantized moments.
+
+    .. math::
+        m_t = \beta_1 Q^{-1}(\bar m_{t-1}) + (1-\beta_1) g_t, \quad
+        v_t = \beta_2 Q^{-1}(\bar v_{t-1}) + (1-\beta_2) g_t^2, \\
+        u_t = \frac{m_t / (1-\beta_1^t)}{\sqrt{v_t / (1-\beta_2^t) + \epsilon_{root}} + \epsilon}, \quad
+        \bar m_t = Q_{signed}(m_t), \quad \bar v_t = Q_{unsigned}(v_t)
+
+    where :math:`Q` rounds each entry, divided by its block's absolute
+    maximum, to the nearest level of the dynamic code (signed for
+    :math:`m`, unsigned for :math:`v`): one byte per entry and a float32
+    scale per block of ``block_size`` entries.
+
+    Dettmers et al., `8-bit Optimizers via Block-wise Quantization
+    <https://arxiv.org/abs/2110.02861>`_, ICLR 2022.
+
+    Args:
+      b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype: as :func:`optcore.scale_by_adam`;
+        ``mu_dtype`` and ``nu_dtype`` give the dtype of the moments kept in
+        float (small leaves) and the dtype quantized moments stand for.
+      block_size: entries per quantization block (the paper's 2048).
+      min_quantized_size: leaves with fewer entries keep float moments.
+    """
+    fmt = _common.make_format(8, block_size, min_quantized_size)
+    return _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, UNSIGNED)
+
+
+@kit.static_args("block_size", "min_quantized_size")
+def scale_by_adam_4bit(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Optional[Any] = None,
+    *,
+    nesterov: bool = False,
+    nu_dtype: Optional[Any] = None,
+    block_size: int = 128,
+    min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
+) -> base.GradientTransformation:
+    r"""Adam's rescaling with 4-bit block-quantized moments (two codes per byte).
+
+    The equations of :func:`scale_by_adam_8bit`, with the choices of Li et al.:
+    blocks of 128 entries; the first moment on the signed 4-bit dynamic
+    exponent code (B128/DE); the second moment on the linear code *without
+    zero*, levels :math:`(i+1)/16` of the block maximum. A second moment
+    rounded to zero would make :math:`m / (\sqrt{v} + \epsilon)` explode (the
+    paper's zero-point problem); its smallest level here is 1/16 of the block
+    maximum. The paper's best variant normalizes the second moment by rank-1
+    (row and column) maxima instead of blocks; this implementation keeps
+    block-wise scales for both moments (B128/Linear-without-zero, which the
+    paper also reports as stable), so that every state leaf has its param's
+    layout and sharding.
+
+    Li et al., `Memory Efficient Optimizers with 4-bit States
+    <https://arxiv.org/abs/2309.01507>`_, NeurIPS 2023.
+
+    Args:
+      b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype: as :func:`optcore.scale_by_adam`.
+      block_size: entries per quantization block (even; the paper's 128).
+      min_quantized_size: leaves with fewer entries keep float moments.
+    """
+    fmt = _common.make_format(4, block_size, min_quantized_size)
+    return _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, LINEAR_NO_ZERO)
+
+
+@kit.static_args("block_size", "min_quantized_size")
+def scale_by_lion_8bit(
+    b1: float = 0.9,
+    b2: float = 0.99,
+    mu_dtype: Optional[Any] = None,
+    *,
+    mode: str = "hard",
+    smooth_beta: float = 1.0,
+    block_size: int = 2048,
+    min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
+) -> base.GradientTransformation:
+    r"""Lion's rescaling (:func:`optcore.scale_by_lion`) with an 8-bit block-quantized momentum.
+
+    .. math::
+        u_t = \sigma(\beta_1 Q^{-1}(\bar m_{t-1}) + (1-\beta_1) g_t), \quad
+        \bar m_t = Q_{signed}(\beta_2 Q^{-1}(\bar m_{t-1}) + (1-\beta_2) g_t)
+
+    Chen et al., `Symbolic Discovery of Optimization Algorithms
+    <https://arxiv.org/abs/2302.06675>`_, 2023; the quantization of
+    :func:`scale_by_adam_8bit` (Dettmers et al., 2022).
+
+    Args:
+      b1, b2, mu_dtype, mode, smooth_beta: as :func:`optcore.scale_by_lion`.
+      block_size: entries per quantization block.
+      min_quantized_size: leaves with fewer entries keep a float momentum.
+    """
+    kit.check_decay("b1", b1)
+    kit.check_decay("b2", b2)
+    if mode not in _LION_MODES:
+        raise ValueError(f"mode must be one of {_LION_MODES}, got {mode!r}.")
+    fmt = _common.make_format(8, block_size, min_quantized_size)
+    mu_dtype = kit.dtype_or_none(mu_dtype)
+
+    def squash(c):
+        if mode == "hard":
+            return jnp.sign(c)
+        if mode == "smooth":
+            return jnp.tanh(kit.f32(smooth_beta) * c)
+        return jnp.clip(c, -1, 1)
+
+    def init_fn(params):
+        return ScaleByLionLowBitState(
+            count=kit.zero_count(),
+            mu=jax.tree.map(lambda p: _common.init_leaf(p, fmt, SIGNED, mu_dtype), params),
+        )
+
+    def update_fn(updates, state, params=None):
+        _common.check_updates(updates, state.mu, params)
+        b1_, b2_ = kit.f32(b1), kit.f32(b2)
+
+        def step(g32, mu):
+            return b2_ * mu + (1 - b2_) * g32, squash(b1_ * mu + (1 - b1_) * g32)
+
+        def leaf(g, mu_leaf):
+            u, mu = _common.step_leaf(step, g, (mu_leaf,))
+            return u.astype(jnp.result_type(g.dtype, mu_leaf.dtype)), mu
+
+        new_updates, mu = _common.map_leaves(leaf, updates, state.mu)
+        return new_updates, ScaleByLionLowBitState(count=numerics.safe_increment(state.count), mu=mu)
+
+    return base.GradientTransformation(init_fn, update_fn)
+
+
+@kit.static_args("block_size", "min_quantized_size")
+def trace_8bit(
+    decay: float = 0.9,
+    nesterov: bool = False,
+    accumulator_dtype: Optional[Any] = None,
+    *,
+    block_size: int = 2048,
+    min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
+) -> base.GradientTransformation:
+    r"""Momentum (:func:`optcore.trace`) with an 8-bit block-quantized buffer.
+
+    .. math::
+        m_t = g_t + \beta Q^{-1}(\bar m_{t-1}), \quad \bar m_t = Q_{signed}(m_t), \quad
+        u_t = m_t \ (\text{Nesterov: } g_t + \beta m_t)
+
+    The quantization of :func:`scale_by_adam_8bit` (Dettmers et al., 2022).
+
+    Args:
+      decay, nesterov, accumulator_dtype: as :func:`optcore.trace`.
+      block_size: entries per quantization block.
+      min_quantized_size: leaves with fewer entries keep a float buffer.
+    """
+    kit.check_decay("decay", decay)
+    fmt = _common.make_format(8, block_size, min_quantized_size)
+    accumulator_dtype = kit.dtype_or_none(accumulator_dtype)
+
+    def init_fn(params):
+        return TraceLowBitState(
+            trace=jax.tree.map(lambda p: _common.init_leaf(p, fmt, SIGNED, accumulator_dtype), params)
+        )
+
+    def update_fn(updates, state, params=None):
+        _common.check_updates(updates, state.trace, params)
+        decay_ = kit.f32(decay)
+
+        def step(g32, t):
+            t = g32 + decay_ * t
+            return t, (g32 + decay_ * t if nesterov else t)
+
+        def leaf(g, t_leaf):
+            u, t = _common.step_leaf(step, g, (t_leaf,))
+            return u.astype(jnp.result_type(g.dtype, t_leaf.dtype)), t
+
+        new_updates, trace = _common.map_leaves(leaf, updates, state.trace)
+        return new_updates, TraceLowBitState(trace=trace)
+
+    return base.GradientTransformation(init_fn, update_fn)

@@ -1,0 +1,101 @@
+r"""``quantize_state``: block-quantized storage for the state of any transformation."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import jax
+import numpy as np
+
+import optcore
+from optcore import base, kit
+from optcore_lowbit import _common
+from optcore_lowbit._quantize import LINEAR_NO_ZERO, SIGNED, UNSIGNED, is_quantized, quantize
+
+NONNEGATIVE_FIELDS = ("nu", "nu_max", "sum_of_squares", "v_row", "v_col", "v")
+"""State fields the wrapper stores on an unsigned code by default: second moments, non-negative by construction."""
+
+
+
+
+def _field_name(path) -> Optional[str]:
+    """The name of the innermost named field (a ``NamedTuple`` attribute) on ``path``.
+
+    Dict keys are skipped: below a state field they are the params' names.
+    """
+    for key in reversed(path):
+        if isinstance(key, jax.tree_util.GetAttrKey):
+            return key.name
+    return None
+
+
+@kit.static_args("inner", "bits", "block_size", "min_quantized_size", "nonnegative_fields")
+def quantize_state(
+    inner: base.GradientTransformation,
+    bits: int = 8,
+    block_size: Optional[int] = None,
+    min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
+    *,
+    nonnegative_fields: Sequence[str] = NONNEGATIVE_FIELDS,
+) -> base.GradientTransformationExtraArgs:
+    r"""Stores the params-shaped float state of ``inner`` block-quantized, to ``bits`` bits.
+
+    ``init`` quantizes each state leaf of ``inner`` that is a real float array
+    of at least ``min_quantized_size`` entries with the shape of one of the
+    params (moments, momentum buffers, EMAs); ``update`` dequantizes them,
+    runs ``inner.update`` on the float state and quantizes the new state
+    again. Other leaves (counts, keys, small or factored statistics) are kept
+    as they are. So any transformation, a plugin's included, gets 8-bit (or
+    4-bit) state; its equations are unchanged, applied to the rounded state.
+
+    Codes: a leaf whose innermost field is named in ``nonnegative_fields``
+    (second moments: ``nu``, ``sum_of_squares``...) is stored on the unsigned
+    dynamic code (8 bits) or the linear code without zero (4 bits), as
+    :func:`scale_by_adam_8bit` and :func:`scale_by_adam_4bit` store ``nu``;
+    any other leaf on the signed dynamic code, which is right for any sign.
+    The field is the innermost ``NamedTuple`` attribute on the leaf's path.
+    A negative value in a leaf declared non-negative is stored as 0.
+
+    Unlike the dedicated transforms, the dequantized state exists as a whole
+    float array during ``update`` (the inner update is a black box that XLA
+    may or may not fuse with the quantization), so the memory of the step is
+    larger than that of :func:`scale_by_adam_8bit`; the stored state is as small.
+
+    Args:
+      inner: the transformation whose state to quantize.
+      bits: 8 or 4.
+      block_size: entries per block (default: 2048 for 8 bits, 128 for 4).
+      min_quantized_size: leaves with fewer entries stay float.
+      nonnegative_fields: state field names stored on the unsigned code.
+    """
+    fmt = _common.make_format(bits, block_size, min_quantized_size)
+    nonnegative = frozenset(nonnegative_fields)
+    inner = optcore.with_extra_args_support(inner)
+
+    def init_fn(params):
+        state = inner.init(params)
+        shapes = {tuple(np.shape(p)) for p in jax.tree.leaves(params)}
+
+        def maybe_quantize(path, leaf):
+            if not (hasattr(leaf, "dtype") and tuple(np.shape(leaf)) in shapes and fmt.quantizes(leaf)):
+                return leaf
+            if _field_name(path) in nonnegative:
+                kind = UNSIGNED if fmt.bits == 8 else LINEAR_NO_ZERO
+            else:
+                kind = SIGNED
+            return quantize(leaf, kind, fmt.bits, fmt.block_size)
+
+        return jax.tree_util.tree_map_with_path(maybe_quantize, state)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        floats = jax.tree.map(lambda x: x.dequantize() if is_quantized(x) else x, state, is_leaf=is_quantized)
+        new_updates, new_floats = inner.update(updates, floats, params, **extra_args)
+        new_state = jax.tree.map(
+            lambda old, new: _common.store(new, old) if is_quantized(old) else new,
+            state,
+            new_floats,
+            is_leaf=is_quantized,
+        )
+        return new_updates, new_state
+
+    return base.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,0 +1,41 @@
+"""Every optimizer optcore-lowbit registers keeps optcore's guarantees (the conformance kit).
+
+Twice: with the defaults (the kit's small params stay in float32, below
+``min_quantized_size``) and with every leaf quantized in blocks of 4 (so jit,
+dtypes, path errors, checkpoints, donation, ``lax.scan`` carries and
+``apply_if_finite`` are checked on quantized states, padded blocks included).
+The ``quantize_state`` wrapper is checked around a few core optimizers.
+"""
+
+import pytest
+
+import optcore
+import optcore.testing
+import optcore_lowbit
+
+QUANTIZED = {"min_quantized_size": 1, "block_size": 4}
+
+
+def test_lowbit_registers_its_optimizers():
+    names = {case.name for case in optcore.testing.optimizer_cases("optcore-lowbit")}
+    assert names == set(optcore_lowbit.OPTIMIZERS)
+
+
+@optcore.testing.parametrize_registry(distribution="optcore-lowbit")
+def test_every_lowbit_optimizer_conforms(case):
+    case.check()
+
+
+@optcore.testing.parametrize_registry(distribution="optcore-lowbit")
+def test_every_lowbit_optimizer_conforms_quantized(case):
+    case.check(**QUANTIZED)
+
+
+@pytest.mark.parametrize("inner,bits", [("adamw", 8), ("sgd", 4)])
+def test_quantize_state_conforms(inner, bits):
+    def factory(learning_rate):
+        tx = {"adamw": optcore.adamw, "lion": optcore.lion,
+              "sgd": lambda lr: optcore.sgd(lr, momentum=0.9)}[inner](learning_rate)
+        return optcore_lowbit.quantize_state(tx, bits=bits, min_quantized_size=1, block_size=4)
+
+    optcore.testing.check_optimizer(factory, learning_rate=0.01)

@@ -1,0 +1,128 @@
+"""Quantized states keep their params' sharding, on 8 fake CPU devices.
+
+One subprocess (this file run as a script with
+``XLA_FLAGS=--xla_force_host_platform_device_count=8``: the flag must be set
+before JAX starts) prints a JSON report that the tests read. Params are
+sharded on a leading axis, on the last axis (each shard holding whole
+blocks), and a 1-D param over all devices. ``jax.jit(init)`` must give the
+codes and scales of each param the param's sharding (codes of shape
+``(*lead, n_blocks, length)`` split like the param, the block axis taking the
+split of the row), and jitted steps on the mesh must give the numbers of
+single-device steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+DEVICES = 8
+
+
+def _report() -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    import optcore
+    import optcore_lowbit
+
+    assert jax.device_count() == DEVICES, jax.devices()
+    mesh = Mesh(np.array(jax.devices()), ("x",))
+    rng = np.random.default_rng(0)
+    shapes = {"lead": (64, 4096), "last": (16, 8 * 2048), "flat": (16 * 2048,)}
+    param_specs = {"lead": P("x", None), "last": P(None, "x"), "flat": P("x")}
+    # The shardings the codes and scales should have: the param's, with the row's split on the block axis.
+    code_specs = {"lead": P("x", None, None), "last": P(None, "x", None), "flat": P("x", None)}
+    scale_specs = {"lead": P("x", None), "last": P(None, "x"), "flat": P("x")}
+    host = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+    sharded = {k: jax.device_put(v, NamedSharding(mesh, param_specs[k])) for k, v in host.items()}
+    report = {}
+    for name in ("adamw_8bit", "adamw_4bit", "lion_8bit", "sgd_8bit"):
+        opt = optcore.get(name)(1e-2)
+        state = jax.jit(opt.init)(sharded)
+        entry = {"init": {}, "step": {}}
+        moments = [x for x in jax.tree.leaves(state[0], is_leaf=optcore_lowbit.QuantizedArray.__instancecheck__)
+                   if isinstance(x, optcore_lowbit.QuantizedArray)]
+        by_shape = {}
+        for q in moments:
+            by_shape.setdefault(q.shape, []).append(q)
+
+        def keeps(state):
+            out = {}
+            for k, shape in shapes.items():
+                qs = [x for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, optcore_lowbit.QuantizedArray))
+                      if isinstance(x, optcore_lowbit.QuantizedArray) and x.shape == shape]
+                out[k] = bool(qs) and all(
+                    q.codes.sharding.is_equivalent_to(NamedSharding(mesh, code_specs[k]), q.codes.ndim)
+                    and q.scales.sharding.is_equivalent_to(NamedSharding(mesh, scale_specs[k]), q.scales.ndim)
+                    for q in qs
+                )
+            return out
+
+        entry["init"] = keeps(state)
+
+        def step(params, state, grads):
+            updates, state = opt.update(grads, state, params)
+            return optcore.apply_updates(params, updates), state
+
+        def run(params):
+            state = jax.jit(opt.init)(params)
+            jitted = jax.jit(step)
+            for t in range(3):
+                grads = jax.tree.map(lambda p: p * 0.1 + 0.01 * t, params)
+                params, state = jitted(params, state, grads)
+            return params, state
+
+        p_sharded, s_sharded = run(sharded)
+        entry["step"] = keeps(s_sharded)
+        single = jax.devices()[0]
+        p_single, s_single = run({k: jax.device_put(v, single) for k, v in host.items()})
+        entry["max_param_diff"] = max(float(np.max(np.abs(np.asarray(p_sharded[k]) - np.asarray(p_single[k]))))
+                                      for k in shapes)
+        codes = lambda s: [np.asarray(x) for x in jax.tree.leaves(s)]  # noqa: E731
+        entry["state_equal"] = all(np.array_equal(a, b) for a, b in zip(codes(s_sharded), codes(s_single)))
+        report[name] = entry
+    return report
+
+
+@pytest.fixture(scope="module")
+def report():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES}"
+    env["JAX_PLATFORMS"] = "cpu"
+    out = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", ["adamw_8bit", "adamw_4bit", "lion_8bit", "sgd_8bit"])
+def test_init_under_jit_keeps_the_params_sharding(report, name):
+    assert report[name]["init"] == {"lead": True, "last": True, "flat": True}
+
+
+@pytest.mark.parametrize("name", ["adamw_8bit", "adamw_4bit", "lion_8bit", "sgd_8bit"])
+def test_sharded_steps_give_the_single_device_numbers(report, name):
+    assert report[name]["max_param_diff"] <= 1e-6
+    assert report[name]["state_equal"]
+
+
+@pytest.mark.parametrize("name", ["adamw_8bit", "adamw_4bit", "lion_8bit", "sgd_8bit"])
+def test_steps_keep_the_sharding_of_leading_axes(report, name):
+    """A step jitted without ``out_shardings`` keeps the split of a leading axis and of a 1-D param.
+
+    For a param split on its last axis (of more than one row), the step's chunked loop runs
+    over the rows of all blocks, and XLA chooses its own layout for the new codes (the
+    numbers stay the same, see above); pass the state's shardings as the step's
+    ``out_shardings`` (as :func:`optcore.sharding.state_shardings` gives them) to keep it.
+    """
+    assert report[name]["step"]["lead"] and report[name]["step"]["flat"]
+
+
+if __name__ == "__main__":
+    print(json.dumps(_report()))

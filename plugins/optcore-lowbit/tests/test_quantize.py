@@ -1,0 +1,194 @@
+"""Block-wise quantization: the codes, round-to-nearest, error bounds, layouts, and bad arguments."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optcore_lowbit
+from optcore_lowbit import _quantize
+from optcore_lowbit._quantize import LINEAR_NO_ZERO, SIGNED, UNSIGNED, decode, encode, layout
+
+from _reference import level_gap, nearest, quantize_dequantize, to_blocks
+
+CODES = [(SIGNED, 8), (UNSIGNED, 8), (SIGNED, 4), (LINEAR_NO_ZERO, 4)]
+
+
+@pytest.mark.parametrize("kind,bits", CODES)
+def test_code_tables(kind, bits):
+    table = optcore_lowbit.code_values(kind, bits)
+    assert table.shape == (2**bits,) and table.dtype == np.float32
+    magnitudes = np.unique(np.abs(table))
+    assert magnitudes.max() == 1.0
+    if kind == LINEAR_NO_ZERO:  # (i + 1) / 16: no zero level (the 4-bit paper's zero-point fix)
+        np.testing.assert_array_equal(table, (np.arange(16) + 1) / 16)
+        return
+    assert 0.0 in table
+    # The dynamic code: 2^(B-1-e) equally spaced levels in each decade [10^-e-1, 10^-e] (B magnitude bits).
+    mb = bits - 1 if kind == SIGNED else bits
+    assert magnitudes.size == 2**mb  # every magnitude index is a distinct level
+    for e in range(mb - 1):
+        inside = magnitudes[(magnitudes > 10.0 ** (-e - 1) * (1 + 1e-6)) & (magnitudes <= 10.0**-e * (1 + 1e-6))]
+        assert inside.size == 2 ** (mb - 1 - e)
+        np.testing.assert_allclose(np.diff(np.concatenate([[10.0 ** (-e - 1)], inside])),
+                                   0.9 * 10.0**-e / 2 ** (mb - 1 - e), rtol=1e-5)
+    assert magnitudes[1] == np.float32(10.0 ** -(mb - 1))  # the smallest non-zero level
+    if kind == SIGNED:
+        np.testing.assert_array_equal(table[2**mb:], -table[: 2**mb])
+
+
+@pytest.mark.parametrize("kind,bits", CODES)
+def test_decode_gives_the_table(kind, bits):
+    """The arithmetic decoder agrees with the table to float32 rounding (a few ulps: m * step + base)."""
+    decoded = np.asarray(jax.jit(lambda c: decode(c, kind, bits))(jnp.arange(2**bits, dtype=jnp.uint8)))
+    np.testing.assert_allclose(decoded, optcore_lowbit.code_values(kind, bits), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("kind,bits", CODES)
+def test_encode_rounds_to_the_nearest_level(kind, bits):
+    """Against brute force over the table: uniform and log-uniform values, the levels and their midpoints."""
+    rng = np.random.default_rng(0)
+    table = optcore_lowbit.code_values(kind, bits)
+    low = -1.0 if kind == SIGNED else 0.0
+    levels = np.unique(table)
+    sign = rng.choice([-1.0, 1.0], 20000) if kind == SIGNED else 1.0
+    x = np.concatenate([
+        rng.uniform(low, 1.0, 20000),
+        sign * 10.0 ** rng.uniform(-9, 0, 20000),
+        levels,
+        (levels[1:] + levels[:-1]) / 2 + 1e-6 * (levels[1:] - levels[:-1]),  # just above each midpoint
+        (levels[1:] + levels[:-1]) / 2 - 1e-6 * (levels[1:] - levels[:-1]),  # just below
+    ]).astype(np.float32)
+    codes = np.asarray(jax.jit(lambda v: encode(v, kind, bits))(jnp.asarray(x)))
+    assert codes.dtype == np.uint8 and codes.max() < 2**bits
+    error = np.abs(x.astype(np.float64) - table[codes])
+    best = np.abs(x.astype(np.float64) - table[nearest(x, kind, bits)])
+    # Nearest up to the float32 rounding of the affine map a * slope + offset, whose value (the
+    # code index, up to 2^bits) carries an absolute error of ~1e-5: 2e-5 of the gap between levels.
+    # Away from midpoints (all but ~1e-5 of random values) the choice is exact.
+    slack = 2e-5 * level_gap(x, kind, bits)
+    assert np.all(error <= best + slack), np.max(error - best - slack)
+    assert np.mean(error[:40000] == best[:40000]) > 0.9999  # the random values
+    np.testing.assert_array_equal(table[np.asarray(encode(jnp.asarray(levels), kind, bits))], levels)
+
+
+@pytest.mark.parametrize("kind,bits,block", [(SIGNED, 8, 2048), (UNSIGNED, 8, 2048), (SIGNED, 4, 128),
+                                             (LINEAR_NO_ZERO, 4, 128), (SIGNED, 8, 100)])
+@pytest.mark.parametrize("shape", [(10_000,), (3, 5000), (64, 100), (7,), (2, 3, 1500)])
+def test_quantization_error_is_half_the_level_gap(kind, bits, block, shape):
+    """|x - Q^-1(Q(x))| <= absmax * gap/2 at each entry, and equals the brute-force reference."""
+    rng = np.random.default_rng(1)
+    x = (rng.standard_t(3, size=shape) * 10.0 ** rng.uniform(-3, 1, size=shape)).astype(np.float32)
+    if kind != SIGNED:
+        x = np.abs(x)
+    q = optcore_lowbit.quantize(jnp.asarray(x), kind, bits, block)
+    back = np.asarray(optcore_lowbit.dequantize(q))
+    assert back.shape == x.shape and q.codes.dtype == jnp.uint8 and q.scales.dtype == jnp.float32
+    blocks = to_blocks(x, block, bits)
+    absmax = np.abs(blocks).max(axis=-1, keepdims=True)
+    gap = level_gap(np.abs(blocks) / np.where(absmax > 0, absmax, 1), kind, bits)
+    bound = to_blocks_inverse(absmax * gap / 2, x.shape, block, bits)
+    assert np.all(np.abs(back - x) <= bound * (1 + 1e-5) + 1e-12)
+    reference = quantize_dequantize(x, kind, bits, block)
+    close = np.isclose(back, reference, rtol=1e-6, atol=0)
+    assert close.mean() > 0.999, close.mean()  # ties may round either way
+
+
+def to_blocks_inverse(blocks, shape, block, bits):
+    from _reference import from_blocks
+
+    return from_blocks(blocks, shape, block, bits)
+
+
+def test_layouts():
+    # 16M floats: blocks of 2000 (a divisor in (1024, 2048]), no padding.
+    assert layout((16_000_000,), 2048, 8) == _quantize.Layout((16_000_000,), (), 8000, 2000)
+    # Rows of 3072 keep the leading axis: (768, 2, 1536).
+    assert layout((768, 3072), 2048, 8) == _quantize.Layout((768, 3072), (768,), 2, 1536)
+    # Rows shorter than a block merge with the axes before them: one row of 768*768.
+    lay = layout((768, 768), 2048, 8)
+    assert lay.lead == () and lay.n_blocks * lay.length >= 768 * 768 and lay.length <= 2048
+    # A prime row: near-equal blocks, padded by fewer entries than there are blocks.
+    lay = layout((5003,), 2048, 8)
+    assert lay.n_blocks == 3 and lay.length <= 2048 and 0 < lay.pad < lay.n_blocks
+    # 4-bit blocks have an even length (two codes per byte).
+    for shape in [(5003,), (892, 892), (3, 7)]:
+        lay = layout(shape, 128, 4)
+        assert lay.length % 2 == 0 and lay.length <= 128 and lay.pad < 2 * lay.n_blocks
+
+
+@pytest.mark.parametrize("bits,block", [(8, 2048), (4, 128)])
+def test_state_bytes(bits, block):
+    """Codes plus scales: 1 (or 1/2) byte per entry and 4 bytes per block, against 4 bytes per float."""
+    x = jnp.ones((2**20,), jnp.float32)  # blocks of exactly block_size
+    q = optcore_lowbit.quantize(x, SIGNED, bits, block)
+    assert (q.codes.nbytes + q.scales.nbytes) / x.nbytes == bits / 32 + 1 / block
+    # A size whose best divisor is shorter than a block (1e6 = 10^6: blocks of 2000 or 100):
+    # at most twice the scales, within the targets (0.27 and 0.15).
+    y = jnp.ones((1_000_000,), jnp.float32)
+    q = optcore_lowbit.quantize(y, SIGNED, bits, block)
+    assert (q.codes.nbytes + q.scales.nbytes) / y.nbytes <= bits / 32 + 2 / block
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_chunked_requantize_equals_whole_leaf(bits, monkeypatch):
+    """The chunked loop (with a padded tail) stores the codes and scales that quantizing the leaf gives."""
+    monkeypatch.setattr(_quantize, "CHUNK_ENTRIES", 3000)
+    block = 2048 if bits == 8 else 128
+    rng = np.random.default_rng(2)
+    shape = (50_001,)
+    kinds = [SIGNED, UNSIGNED if bits == 8 else LINEAR_NO_ZERO]
+    olds = [optcore_lowbit.quantize(jnp.asarray(np.abs(rng.normal(size=shape)).astype(np.float32)) * s, k, bits, block)
+            for k, s in zip(kinds, (-1.0, 1.0))]
+    g = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+
+    def step(g, m, v):
+        return 0.9 * m + 0.1 * g, 0.99 * v + 0.01 * g * g, m + v
+
+    @jax.jit
+    def both(g, olds):
+        chunked, (extra,) = _quantize.requantize(step, g, olds, n_extra=1)
+        news = step(g, *[optcore_lowbit.dequantize(q) for q in olds])
+        whole = _quantize.quantize_many(list(news[:2]), kinds, bits, block)
+        return chunked, whole, extra, news[2]
+
+    chunked, whole, extra, expected_extra = both(g, olds)
+    assert layout(shape, block, bits).pad > 0 and 50_001 // 3000 > 1  # the loop and the padded tail both ran
+    for c, w in zip(chunked, whole):
+        # Equal up to XLA fusing the moment update differently (a contracted multiply-add: one ulp).
+        np.testing.assert_allclose(np.asarray(c.scales), np.asarray(w.scales), rtol=3e-7)
+        assert np.mean(np.asarray(c.codes) == np.asarray(w.codes)) > 0.9999
+    np.testing.assert_allclose(np.asarray(extra), np.asarray(expected_extra), rtol=1e-6)
+
+
+def test_quantized_array_is_a_pytree_with_static_metadata():
+    q = optcore_lowbit.quantize(jnp.linspace(-1, 1, 10, dtype=jnp.bfloat16), SIGNED, 8, 4)
+    leaves, treedef = jax.tree.flatten(q)
+    assert [x.dtype for x in leaves] == [jnp.uint8, jnp.float32]
+    again = jax.tree.unflatten(treedef, leaves)
+    assert again.shape == (10,) and again.dtype == jnp.bfloat16 and again.kind == SIGNED
+    assert again.dequantize().dtype == jnp.bfloat16
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(q)[0]]
+    assert paths == [".codes", ".scales"]
+    assert math.prod(q.shape) == q.size == 10
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"bits": 3}, "bits must be one of"),
+        ({"bits": True}, "bits must be one of"),
+        ({"block_size": 1}, "block_size must be an integer of at least 2"),
+        ({"block_size": 64.0}, "block_size must be an integer"),
+        ({"bits": 4, "block_size": 127}, "block_size must be even"),
+        ({"min_quantized_size": -1}, "min_quantized_size must be a non-negative integer"),
+    ],
+)
+def test_bad_format_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        optcore_lowbit.quantize_state(__import__("optcore").sgd(0.1, momentum=0.9), **kwargs)
+    if "bits" not in kwargs:
+        with pytest.raises(ValueError, match=message):
+            optcore_lowbit.adamw_8bit(0.1, **kwargs)
