@@ -135,13 +135,17 @@ def markdown(results: dict) -> str:
               "split by dtype; the ratio is to float32 `adamw`'s state on the same parameters. Integer-dtype "
               "bytes are the quantized codes; float32 bytes are block scales, the leaves below the threshold "
               "and the step count.", "",
-              "| task | optimizer | state bytes | ratio to adamw | by dtype |", "|---|---|---|---|---|"]
+              "| task | optimizer | parameters with quantized state | state bytes | ratio to adamw | by dtype |",
+              "|---|---|---|---|---|---|"]
     for task_name, task in results["tasks"].items():
         for name, entry in task["optimizers"].items():
             sb = entry["state_bytes"]
             ratio = task["summary"][name]["state_bytes_ratio"]
             split = ", ".join(f"{k}: {_bytes(v)}" for k, v in sb["by_dtype"].items())
-            lines.append(f"| {task_name} | `{name}` | {_bytes(sb['total'])} | "
+            fraction = entry.get("quantized_fraction")
+            quantized = "none (float state)" if fraction is None else (
+                f"{100 * fraction:.1f}% (leaves ≥ {entry['min_quantized_size']} entries)")
+            lines.append(f"| {task_name} | `{name}` | {quantized} | {_bytes(sb['total'])} | "
                          f"{'—' if ratio is None else f'{ratio:.3f}'} | {split} |")
     if meta.get("plot_note"):
         lines += ["", meta["plot_note"]]

@@ -10,6 +10,7 @@ one compilation).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from typing import Any
@@ -57,6 +58,17 @@ def build_optimizer(name: str, learning_rate: Any, weight_decay: float) -> tuple
     return optcore.get(name, **hyperparams), sorted(hyperparams)
 
 
+def min_quantized_size(name: str) -> Any:
+    """The optimizer's default ``min_quantized_size`` (leaves with fewer entries keep float state), or None."""
+    try:
+        parameter = inspect.signature(optcore.get(name)).parameters.get("min_quantized_size")
+    except (TypeError, ValueError):
+        return None
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return None
+    return int(parameter.default)
+
+
 def state_bytes(state: Any) -> dict:
     """The optimizer state's size: total bytes and bytes per dtype, over the state tree's leaves."""
     by_dtype: dict[str, int] = {}
@@ -65,6 +77,16 @@ def state_bytes(state: Any) -> dict:
             key = str(leaf.dtype)
             by_dtype[key] = by_dtype.get(key, 0) + int(leaf.nbytes)
     return {"total": sum(by_dtype.values()), "by_dtype": dict(sorted(by_dtype.items()))}
+
+
+@functools.lru_cache(maxsize=None)
+def _evaluator(task: Task):
+    """The jitted (training loss, held-out loss) of a task: compiled once, shared by its optimizers."""
+
+    def evaluate(params, train_eval, heldout_eval):
+        return task.loss(params, train_eval), task.loss(params, heldout_eval)
+
+    return jax.jit(evaluate)
 
 
 class Runner:
@@ -85,11 +107,8 @@ class Runner:
                 lambda carry, row: step(carry, row, data), (params, opt_state), rows)
             return params, opt_state, losses
 
-        def evaluate(params, train_eval, heldout_eval):
-            return task.loss(params, train_eval), task.loss(params, heldout_eval)
-
         self.chunk = jax.jit(chunk)
-        self.evaluate = jax.jit(evaluate)
+        self.evaluate = _evaluator(task)
 
     def run(self, problem) -> dict:
         """Trains from ``problem.params``; returns the loss curves and final losses as Python floats."""
@@ -117,7 +136,8 @@ class Runner:
             "heldout_loss": heldout_eval,
             "final_train_loss": train_eval[-1],
             "final_heldout_loss": heldout_eval[-1],
-            "finite": bool(np.all(np.isfinite(train_eval)) and np.all(np.isfinite(heldout_eval))),
+            "finite": bool(np.all(np.isfinite(train_eval)) and np.all(np.isfinite(heldout_eval))
+                           and np.all(np.isfinite(np.concatenate(step_losses)))),
             "seconds": seconds,
         }
 

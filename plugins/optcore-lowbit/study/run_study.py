@@ -114,9 +114,15 @@ def run_task(task, optimizers: list[str], seeds: list[int], weight_decay: float)
             runs.append(run)
             print(f"  {task.name:7s} {name:14s} seed {seed}: train {run['final_train_loss']:.4f}  "
                   f"held-out {run['final_heldout_loss']:.4f}  ({run['seconds']:.1f} s)", flush=True)
+        threshold = train.min_quantized_size(name)
         result["optimizers"][name] = {
             "arguments": hyperparams,
             "state_bytes": train.state_bytes(optimizer.init(first.params)),
+            # Share of the parameters whose state this optimizer quantizes (leaves of at
+            # least its default min_quantized_size entries); None for float optimizers.
+            "min_quantized_size": threshold,
+            "quantized_fraction": None if threshold is None else
+            train.param_summary(first.params, threshold)["fraction_in_large_leaves"],
             "runs": runs,
         }
     result["summary"] = report.summarize(result)

@@ -109,6 +109,13 @@ def test_quick_study_lm_and_logistic_regression(tmp_path):
     assert math.isclose(logreg0["heldout_loss"][0], math.log(20), rel_tol=1e-5)
     charlm0 = results["tasks"]["charlm"]["optimizers"]["adamw"]["runs"][0]
     assert abs(charlm0["train_loss"][0] - math.log(256)) < 0.1
+    if PEER != "adam":
+        # The plugin's state really is quantized: most parameters, about a quarter of the bytes.
+        peer = results["tasks"]["charlm"]["optimizers"][PEER]
+        assert peer["quantized_fraction"] > 0.9
+        assert results["tasks"]["charlm"]["summary"][PEER]["state_bytes_ratio"] < 0.3
+    else:
+        assert results["tasks"]["charlm"]["optimizers"]["adam"]["quantized_fraction"] is None
     corpus = results["tasks"]["charlm"]["info"]["corpus"]
     assert corpus["bytes"] == 70_000 and len(corpus["sha256"]) == 64
 
