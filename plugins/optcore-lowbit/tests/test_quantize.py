@@ -132,13 +132,15 @@ def test_state_bytes(bits, block):
     assert (q.codes.nbytes + q.scales.nbytes) / y.nbytes <= bits / 32 + 2 / block
 
 
-@pytest.mark.parametrize("bits", [8, 4])
-def test_chunked_requantize_equals_whole_leaf(bits, monkeypatch):
-    """The chunked loop (with a padded tail) stores the codes and scales that quantizing the leaf gives."""
+@pytest.mark.parametrize("bits,shape", [(8, (50_001,)), (4, (50_001,)), (8, (13, 3001)), (4, (37, 892))])
+def test_chunked_requantize_equals_whole_leaf(bits, shape, monkeypatch):
+    """The chunked loops store the codes and scales that quantizing the whole leaf gives.
+
+    1-D: chunks of blocks and a padded tail; leading axes with padded rows: chunks of rows.
+    """
     monkeypatch.setattr(_quantize, "CHUNK_ENTRIES", 3000)
     block = 2048 if bits == 8 else 128
     rng = np.random.default_rng(2)
-    shape = (50_001,)
     kinds = [SIGNED, UNSIGNED if bits == 8 else LINEAR_NO_ZERO]
     olds = [optcore_lowbit.quantize(jnp.asarray(np.abs(rng.normal(size=shape)).astype(np.float32)) * s, k, bits, block)
             for k, s in zip(kinds, (-1.0, 1.0))]
@@ -155,7 +157,7 @@ def test_chunked_requantize_equals_whole_leaf(bits, monkeypatch):
         return chunked, whole, extra, news[2]
 
     chunked, whole, extra, expected_extra = both(g, olds)
-    assert layout(shape, block, bits).pad > 0 and 50_001 // 3000 > 1  # the loop and the padded tail both ran
+    assert layout(shape, block, bits).pad > 0 and math.prod(shape) // 3000 > 1  # the loop and a padded tail ran
     for c, w in zip(chunked, whole):
         # Equal up to XLA fusing the moment update differently (a contracted multiply-add: one ulp).
         np.testing.assert_allclose(np.asarray(c.scales), np.asarray(w.scales), rtol=3e-7)

@@ -312,6 +312,72 @@ CHUNK_ENTRIES = 1 << 17
 """Entries per chunk of :func:`requantize`'s loop: a chunk's float32 temporaries stay in the CPU's L2 cache."""
 
 
+def _process_blocks(moment_fn, g_blocks, code_chunks, scale_chunks, kinds, bits, k, valid=None):
+    """One chunk of :func:`requantize`: blocks ``(..., length)`` of the gradient and the old codes and scales.
+
+    Returns the new codes, the new scales and the extra results (flattened).
+    """
+    olds_f = [
+        decode(_unpack(c) if bits == 4 else c, kind, bits) * s[..., None]
+        for c, s, kind in zip(code_chunks, scale_chunks, kinds)
+    ]
+    outs = moment_fn(g_blocks.astype(jnp.float32), *olds_f)
+    news, extras = list(outs[:k]), list(outs[k:])
+    if valid is not None:  # padding stays zero, as in quantize()
+        news = [jnp.where(valid, x, 0) for x in news]
+    absmaxes = _block_absmax(news)
+    codes = []
+    for x, a, kind in zip(news, absmaxes, kinds):
+        inverse = jnp.where(a > 0, 1 / jnp.where(a > 0, a, 1), 0)
+        c = encode(x * inverse[..., None], kind, bits)
+        codes.append(_pack(c) if bits == 4 else c)
+    return codes, absmaxes, extras
+
+
+def _requantize_rows(moment_fn, g, olds, lay: Layout, n_extra: int):
+    """:func:`requantize` for a leaf with leading axes and padded rows: a loop over chunks of rows."""
+    bits, kinds, k = olds[0].bits, [q.kind for q in olds], len(olds)
+    R, row, nb, L = math.prod(lay.lead), lay.row, lay.n_blocks, lay.length
+    g_rows = g.reshape(R, row)
+    codes = [q.codes.reshape(R, nb, -1) for q in olds]
+    scales = [q.scales.reshape(R, nb) for q in olds]
+    extras = [jnp.zeros((R, row), jnp.float32) for _ in range(n_extra)]
+    chunk = max(1, CHUNK_ENTRIES // (nb * L))
+    valid = (jnp.arange(nb * L) < row).reshape(nb, L)
+
+    def run(g_part, code_parts, scale_parts):
+        c = g_part.shape[0]
+        blocks = jnp.pad(g_part, ((0, 0), (0, lay.pad))).reshape(c, nb, L)
+        new_codes, new_scales, new_extras = _process_blocks(
+            moment_fn, blocks, code_parts, scale_parts, kinds, bits, k, valid)
+        return new_codes, new_scales, [e.reshape(c, nb * L)[:, :row] for e in new_extras]
+
+    def body(i, carry):
+        codes, scales, extras = carry
+        r = i * chunk
+        sl = lambda x: jax.lax.dynamic_slice_in_dim(x, r, chunk)  # noqa: E731
+        new_codes, new_scales, new_extras = run(sl(g_rows), [sl(c) for c in codes], [sl(s) for s in scales])
+        put = lambda x, y: jax.lax.dynamic_update_slice_in_dim(x, y, r, 0)  # noqa: E731
+        return ([put(c, n) for c, n in zip(codes, new_codes)], [put(s, n) for s, n in zip(scales, new_scales)],
+                [put(e, n) for e, n in zip(extras, new_extras)])
+
+    n_chunks = R // chunk
+    if n_chunks:
+        codes, scales, extras = jax.lax.fori_loop(0, n_chunks, body, (codes, scales, extras))
+    start = n_chunks * chunk
+    if start < R:
+        new_codes, new_scales, new_extras = run(g_rows[start:], [c[start:] for c in codes], [s[start:] for s in scales])
+        put = lambda x, y: jax.lax.dynamic_update_slice_in_dim(x, y, start, 0)  # noqa: E731
+        codes = [put(c, n) for c, n in zip(codes, new_codes)]
+        scales = [put(s, n) for s, n in zip(scales, new_scales)]
+        extras = [put(e, n) for e, n in zip(extras, new_extras)]
+    quantized = [
+        QuantizedArray(c.reshape(q.codes.shape), s.reshape(q.scales.shape), q.shape, q.dtype, q.kind, bits, q.block_size)
+        for c, s, q in zip(codes, scales, olds)
+    ]
+    return quantized, [e.reshape(g.shape) for e in extras]
+
+
 def requantize(moment_fn, g, olds, n_extra: int = 0):
     """The new state ``moment_fn(g, *old states)``, quantized as the ``olds`` are, chunk by chunk.
 
@@ -328,17 +394,16 @@ def requantize(moment_fn, g, olds, n_extra: int = 0):
     ``CHUNK_ENTRIES`` entries: each chunk is dequantized, updated, reduced,
     encoded and written while it sits in cache, so every entry is decoded and
     encoded once, and the loop is the only reader of the old state (which it
-    overwrites in place). Leaves whose rows need padding and that have
-    leading axes take the whole-leaf path.
+    overwrites in place). Leaves with leading axes whose rows need padding
+    loop over chunks of whole rows instead (:func:`_requantize_rows`).
     """
     first = olds[0]
     bits, block_size = first.bits, first.block_size
     lay = layout(tuple(g.shape), block_size, bits)
     kinds = [q.kind for q in olds]
     k = len(olds)
-    if lay.pad and lay.lead:
-        outs = moment_fn(g.astype(jnp.float32), *[dequantize(q) for q in olds])
-        return quantize_many(outs[:k], kinds, bits, block_size, [q.dtype for q in olds]), list(outs[k:])
+    if lay.lead and lay.pad:
+        return _requantize_rows(moment_fn, g, olds, lay, n_extra)
     L = lay.length
     n = math.prod(lay.shape)
     rows = math.prod(lay.lead) * lay.n_blocks
@@ -347,21 +412,8 @@ def requantize(moment_fn, g, olds, n_extra: int = 0):
     n_chunks = (n // L) // chunk  # chunks of whole, unpadded blocks
 
     def process(g_blocks, code_chunks, scale_chunks, valid=None):
-        olds_f = [
-            decode(_unpack(c) if bits == 4 else c, kind, bits) * s[:, None]
-            for c, s, kind in zip(code_chunks, scale_chunks, kinds)
-        ]
-        outs = moment_fn(g_blocks.astype(jnp.float32), *olds_f)
-        news, extras = list(outs[:k]), list(outs[k:])
-        if valid is not None:  # padding stays zero, as in quantize()
-            news = [jnp.where(valid, x, 0) for x in news]
-        absmaxes = _block_absmax(news)
-        codes = []
-        for x, a, kind in zip(news, absmaxes, kinds):
-            inverse = jnp.where(a > 0, 1 / jnp.where(a > 0, a, 1), 0)
-            c = encode(x * inverse[:, None], kind, bits)
-            codes.append(_pack(c) if bits == 4 else c)
-        return codes, absmaxes, [e.reshape(-1) for e in extras]
+        codes, scales, extras = _process_blocks(moment_fn, g_blocks, code_chunks, scale_chunks, kinds, bits, k, valid)
+        return codes, scales, [e.reshape(-1) for e in extras]
 
     def body(i, carry):
         codes, scales, extras = carry
