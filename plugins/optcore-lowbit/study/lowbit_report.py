@@ -98,6 +98,8 @@ def markdown(results: dict) -> str:
         "",
         f"Seeds: {', '.join(map(str, meta['seeds']))}; Python {meta['python']}, JAX {meta['jax']}, "
         f"optcore {meta['optcore']}; {meta['platform']}; {'quick run' if meta['quick'] else 'full run'}; "
+        + ("providers: " + ", ".join(f"`{n}` {v}" for n, v in meta["providers"].items()) + "; "
+           if meta.get("providers") else "") +
         f"{meta['seconds']:.0f} s in all.",
         "",
         "Losses are the final cross-entropy over a fixed training evaluation set and over the held-out set, "

@@ -130,7 +130,8 @@ class Runner:
         train_eval = [float(t) for t, _ in evals]
         heldout_eval = [float(h) for _, h in evals]
         return {
-            "step_loss": [float(v) for v in np.concatenate(step_losses)],
+            # Six significant digits: the curves, not float32 noise (keeps results.json small).
+            "step_loss": [float(f"{v:.6g}") for v in np.concatenate(step_losses)],
             "eval_steps": list(range(0, task.steps + 1, task.eval_every)),
             "train_loss": train_eval,
             "heldout_loss": heldout_eval,

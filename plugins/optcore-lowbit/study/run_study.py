@@ -91,6 +91,15 @@ def _check_optimizers(names: list[str]) -> None:
         print(f"note: {report.REFERENCE!r} is not among --optimizers: no relative differences.", file=sys.stderr)
 
 
+def _providers(names: list[str]) -> dict:
+    """Which distribution (and version) provides each optimizer name."""
+    out = {}
+    for name in names:
+        info = optcore.plugins.describe(name)
+        out[name] = f"{info.distribution or info.plugin} {info.version or ''}".strip()
+    return out
+
+
 def run_task(task, optimizers: list[str], seeds: list[int], weight_decay: float) -> dict:
     problems = {seed: task.build(seed) for seed in seeds}
     first = problems[seeds[0]]
@@ -140,8 +149,8 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     results = {
         "meta": {
-            "command": "python plugins/optcore-lowbit/study/run_study.py " + " ".join(
-                sys.argv[1:] if argv is None else list(argv)),
+            "command": " ".join(["python plugins/optcore-lowbit/study/run_study.py",
+                                 *(sys.argv[1:] if argv is None else list(argv))]),
             "optimizers": args.optimizers,
             "seeds": args.seeds,
             "quick": args.quick,
@@ -149,6 +158,7 @@ def main(argv=None) -> dict:
             "python": platform.python_version(),
             "jax": jax.__version__,
             "optcore": optcore.__version__,
+            "providers": _providers(args.optimizers),
             "platform": f"{platform.system()} {platform.machine()}, {jax.default_backend()}, "
                         f"{os.cpu_count()} CPUs visible",
         },
