@@ -68,17 +68,23 @@ def store(x, like):
 def step_leaf(step_fn, g, likes):
     """One leaf's step: ``step_fn(g32, *old states) -> (new states..., update)``, states stored as ``likes``.
 
-    ``step_fn`` is elementwise. When every state leaf is quantized the whole
-    step runs chunk by chunk inside :func:`~optcore_lowbit._quantize.requantize`
-    (one pass over the leaf); otherwise the states are loaded into float32,
-    and each new state is stored on its own. Returns ``(update, *new states)``,
-    the update in float32.
+    ``step_fn`` is elementwise. When every state leaf is quantized, the new
+    states are computed and requantized chunk by chunk inside
+    :func:`~optcore_lowbit._quantize.requantize` (one pass over the leaf), and
+    the update is computed from the dequantized old state and the gradient as
+    an elementwise expression, which XLA fuses into the parameter update
+    downstream (one more pass, reading one byte per state entry). Writing the
+    update from inside the loop instead needs a full-size float32 buffer for
+    it, which measured slower on the CPU. Otherwise the states are loaded into
+    float32 and each new state is stored on its own. Returns
+    ``(update, *new states)``, the update in float32.
     """
-    if all(is_quantized(like) for like in likes):
-        stored, (update,) = requantize(step_fn, g, list(likes), n_extra=1)
-        return (update, *stored)
     g32 = g.astype(jnp.promote_types(g.dtype, jnp.float32))
     outs = step_fn(g32, *[load(like) for like in likes])
+    if all(is_quantized(like) for like in likes):
+        k = len(likes)
+        stored, _ = requantize(lambda g, *olds: list(step_fn(g, *olds))[:k], g, list(likes))
+        return (outs[-1], *stored)
     return (outs[-1], *[store(x, like) for x, like in zip(outs[:-1], likes)])
 
 

@@ -393,8 +393,7 @@ def requantize(moment_fn, g, olds, n_extra: int = 0):
     copy of each moment in between). Here a loop runs over chunks of
     ``CHUNK_ENTRIES`` entries: each chunk is dequantized, updated, reduced,
     encoded and written while it sits in cache, so every entry is decoded and
-    encoded once, and the loop is the only reader of the old state (which it
-    overwrites in place). Leaves with leading axes whose rows need padding
+    encoded once per loop, and written in place. Leaves with leading axes whose rows need padding
     loop over chunks of whole rows instead (:func:`_requantize_rows`).
     """
     first = olds[0]
