@@ -20,13 +20,21 @@ def tolerance(name: str) -> Optional[float]:
     return None
 
 
+def reference_for(name: str, names: list[str]) -> Optional[str]:
+    """What ``name`` is compared with: its float32 twin when it was run (``lion_8bit`` -> ``lion``), else adamw."""
+    twin = re.sub(r"_(8|4)bit$", "", name)
+    if twin != name and twin in names:
+        return twin
+    return REFERENCE if REFERENCE in names else None
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=np.float64)
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
 def summarize(task_result: dict) -> dict:
-    """Per optimizer: mean and std over seeds, relative differences to adamw, verdicts."""
+    """Per optimizer: mean and std over seeds, relative differences to its reference, verdicts."""
     optimizers = task_result["optimizers"]
     summary: dict[str, Any] = {}
     for name, entry in optimizers.items():
@@ -44,20 +52,22 @@ def summarize(task_result: dict) -> dict:
             "state_bytes": entry["state_bytes"]["total"],
             "seconds_per_run": float(np.mean([r["seconds"] for r in runs])),
         }
-    ref = summary.get(REFERENCE)
     for name, s in summary.items():
         tol = tolerance(name)
         s["tolerance"] = tol
-        if ref is None:
+        ref_name = reference_for(name, list(summary))
+        s["reference"] = ref_name
+        if ref_name is None:
             s["rel_diff_train"] = s["rel_diff_heldout"] = s["state_bytes_ratio"] = None
             s["verdict"] = "no adamw reference in this run"
             continue
+        ref = summary[ref_name]
         s["rel_diff_train"] = s["final_train_loss_mean"] / ref["final_train_loss_mean"] - 1.0
         s["rel_diff_heldout"] = s["final_heldout_loss_mean"] / ref["final_heldout_loss_mean"] - 1.0
         s["state_bytes_ratio"] = s["state_bytes"] / ref["state_bytes"] if ref["state_bytes"] else None
         # Paired by seed (same initial parameters, same batches): shows whether a
         # difference is systematic or within the seed-to-seed noise.
-        ref_runs = {r["seed"]: r for r in optimizers[REFERENCE]["runs"]}
+        ref_runs = {r["seed"]: r for r in optimizers[ref_name]["runs"]}
         for key in ("train", "heldout"):
             s[f"rel_diff_{key}_per_seed"] = [
                 r[f"final_{key}_loss"] / ref_runs[r["seed"]][f"final_{key}_loss"] - 1.0
@@ -67,6 +77,9 @@ def summarize(task_result: dict) -> dict:
             s["verdict"] = "reference"
         elif tol is None:
             s["verdict"] = "no target"
+        elif ref_name != re.sub(r"_(8|4)bit$", "", name):
+            # The target compares a low-bit optimizer with its own float32 twin only.
+            s["verdict"] = f"no verdict: its float32 twin `{re.sub(r'_(8|4)bit$', '', name)}` was not run"
         elif not s["all_finite"]:
             s["verdict"] = "FAIL (non-finite loss)"
         else:
@@ -82,6 +95,11 @@ def summarize(task_result: dict) -> dict:
 
 def _pct(value: Optional[float]) -> str:
     return "—" if value is None else f"{100 * value:+.2f}%"
+
+
+def _loss(s: dict, key: str) -> str:
+    mean, std = s[f"final_{key}_loss_mean"], s[f"final_{key}_loss_std"]
+    return f"{mean:.4f}" if len(s["seeds"]) == 1 else f"{mean:.4f} ± {std:.4f}"
 
 
 def _bytes(n: int) -> str:
@@ -103,8 +121,9 @@ def markdown(results: dict) -> str:
         f"{meta['seconds']:.0f} s in all.",
         "",
         "Losses are the final cross-entropy over a fixed training evaluation set and over the held-out set, "
-        "mean ± sample std over the seeds. Δ is the relative difference of the mean to float32 `adamw`'s "
-        "(negative: lower loss). Target: |Δ| ≤ 1% for 8-bit states, ≤ 2% for 4-bit states, on both losses.",
+        "mean ± sample std over the seeds. Δ is the relative difference of the mean to the reference's: "
+        "float32 `adamw`, or the optimizer's float32 twin when it was run (`lion` for `lion_8bit`); negative: "
+        "lower loss. Target: |Δ| ≤ 1% for 8-bit states, ≤ 2% for 4-bit states, on both losses.",
         "",
     ]
     for task_name, task in results["tasks"].items():
@@ -117,27 +136,28 @@ def markdown(results: dict) -> str:
                   f"{task['params']['threshold']} elements.", ""]
         if task.get("plot"):
             lines += [f"![{task_name} loss curves]({task['plot']})", ""]
-        lines += ["| optimizer | final train loss | Δ train | held-out loss | Δ held-out | target | result |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["| optimizer | final train loss | Δ train | held-out loss | Δ held-out | Δ against | target | result |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name, s in summary.items():
             target = "—" if s["tolerance"] is None else f"±{100 * s['tolerance']:g}%"
+            against = "—" if s["reference"] in (None, name) else f"`{s['reference']}`"
             lines.append(
-                f"| `{name}` | {s['final_train_loss_mean']:.4f} ± {s['final_train_loss_std']:.4f} | "
-                f"{_pct(s['rel_diff_train'])} | {s['final_heldout_loss_mean']:.4f} ± "
-                f"{s['final_heldout_loss_std']:.4f} | {_pct(s['rel_diff_heldout'])} | {target} | {s['verdict']} |")
-        paired = [(n, s) for n, s in summary.items() if n != REFERENCE and s.get("rel_diff_train_per_seed")]
-        if paired:
-            lines += ["", "Δ per seed (each run against float32 `adamw` on the same seed: same start, same batches):", ""]
+                f"| `{name}` | {_loss(s, 'train')} | {_pct(s['rel_diff_train'])} | {_loss(s, 'heldout')} | "
+                f"{_pct(s['rel_diff_heldout'])} | {against} | {target} | {s['verdict']} |")
+        paired = [(n, s) for n, s in summary.items()
+                  if s.get("reference") not in (None, n) and s.get("rel_diff_train_per_seed")]
+        if paired and len(results["meta"]["seeds"]) > 1:
+            lines += ["", "Δ per seed (each run against its reference on the same seed: same start, same batches):", ""]
             for name, s in paired:
                 per_seed = lambda key: ", ".join(_pct(v) for v in s[f"rel_diff_{key}_per_seed"])  # noqa: E731
                 lines.append(f"- `{name}`: train {per_seed('train')}; held-out {per_seed('heldout')}")
         lines.append("")
     lines += ["## Optimizer state size", "",
               "Bytes of every leaf of the optimizer state after `init` (`nbytes` over `jax.tree_util.tree_leaves`), "
-              "split by dtype; the ratio is to float32 `adamw`'s state on the same parameters. Integer-dtype "
+              "split by dtype; the ratio is to the reference's state (as above) on the same parameters. Integer-dtype "
               "bytes are the quantized codes; float32 bytes are block scales, the leaves below the threshold "
               "and the step count.", "",
-              "| task | optimizer | parameters with quantized state | state bytes | ratio to adamw | by dtype |",
+              "| task | optimizer | parameters with quantized state | state bytes | ratio to reference | by dtype |",
               "|---|---|---|---|---|---|"]
     for task_name, task in results["tasks"].items():
         for name, entry in task["optimizers"].items():
