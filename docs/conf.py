@@ -100,6 +100,7 @@ api_coverage_packages = [
     "optcore_stochastic.utils",
     "optcore_second_order",
     "optcore_contrib",
+    "optcore_lowbit",
     "optcore_plugin_example",
 ]
 

@@ -76,7 +76,7 @@ def test_encode_rounds_to_the_nearest_level(kind, bits):
 
 @pytest.mark.parametrize("kind,bits,block", [(SIGNED, 8, 2048), (UNSIGNED, 8, 2048), (SIGNED, 4, 128),
                                              (LINEAR_NO_ZERO, 4, 128), (SIGNED, 8, 100)])
-@pytest.mark.parametrize("shape", [(10_000,), (3, 5000), (64, 100), (7,), (2, 3, 1500)])
+@pytest.mark.parametrize("shape", [(10_000,), (3, 5000), (7,), (2, 3, 1500)])
 def test_quantization_error_is_half_the_level_gap(kind, bits, block, shape):
     """|x - Q^-1(Q(x))| <= absmax * gap/2 at each entry, and equals the brute-force reference."""
     rng = np.random.default_rng(1)

@@ -37,17 +37,13 @@ OPTIMIZERS = ("adam_8bit", "adamw_4bit", "adamw_8bit", "lion_8bit", "sgd_8bit")
 TRANSFORMS = ("scale_by_adam_4bit", "scale_by_adam_8bit", "scale_by_lion_8bit", "trace_8bit")
 WRAPPERS = ("quantize_state",)
 
+# The constants (code kinds, defaults) are importable and described in docs/api/lowbit.rst.
 __all__ = [
-    "DEFAULT_BLOCK_SIZE",
-    "LINEAR_NO_ZERO",
-    "MIN_QUANTIZED_SIZE",
     "NONNEGATIVE_FIELDS",
     "QuantizedArray",
-    "SIGNED",
     "ScaleByAdamLowBitState",
     "ScaleByLionLowBitState",
     "TraceLowBitState",
-    "UNSIGNED",
     "adam_8bit",
     "adamw_4bit",
     "adamw_8bit",

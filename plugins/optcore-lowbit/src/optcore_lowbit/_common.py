@@ -11,8 +11,10 @@ import numpy as np
 from optcore import kit, tree_utils, validate
 from optcore_lowbit._quantize import QuantizedArray, check_format, dequantize, is_quantized, quantize, quantize_many, requantize
 
-DEFAULT_BLOCK_SIZE = {8: 2048, 4: 128}  # Dettmers et al. 2022 (8-bit); Li et al. 2023 (B128, 4-bit)
-MIN_QUANTIZED_SIZE = 4096  # smaller leaves stay in float (bitsandbytes' min_8bit_size)
+DEFAULT_BLOCK_SIZE = {8: 2048, 4: 128}
+"""Entries per block by bits: Dettmers et al. 2022 (8-bit), Li et al. 2023 (4-bit, B128)."""
+MIN_QUANTIZED_SIZE = 4096
+"""Leaves with fewer entries keep a float state (bitsandbytes' ``min_8bit_size``)."""
 
 
 class Format(NamedTuple):

@@ -43,9 +43,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SIGNED = "signed"  # dynamic code with a sign bit
-UNSIGNED = "unsigned"  # dynamic code for non-negative values
-LINEAR_NO_ZERO = "linear_no_zero"  # (m + 1) / 2^bits, for 4-bit second moments
+SIGNED = "signed"
+"""The dynamic code with a sign bit (first moments, momentum)."""
+UNSIGNED = "unsigned"
+"""The dynamic code for non-negative values (8-bit second moments)."""
+LINEAR_NO_ZERO = "linear_no_zero"
+"""The linear code without zero, levels ``(i + 1) / 2**bits`` (4-bit second moments)."""
 KINDS = (SIGNED, UNSIGNED, LINEAR_NO_ZERO)
 BITS = (4, 8)
 
