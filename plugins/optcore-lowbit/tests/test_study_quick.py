@@ -1,0 +1,132 @@
+"""The quality study's ``--quick`` run: it runs, writes its outputs, and its numbers make sense.
+
+The study is a script (``study/run_study.py``); it is loaded here from its file
+and its ``main`` called in this process (one JAX start-up for all the tests;
+its modules are named ``lowbit_*`` so they cannot shadow others). The main
+test uses the two tasks that need no scikit-learn; the digits task has its own
+test, skipped when scikit-learn is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import optcore
+
+SCRIPT = Path(__file__).resolve().parents[1] / "study" / "run_study.py"
+
+
+def _load_study():
+    spec = importlib.util.spec_from_file_location("lowbit_run_study", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+STUDY = _load_study()
+
+
+def _registered(name: str) -> bool:
+    try:
+        optcore.get(name)
+    except LookupError:
+        return False
+    return True
+
+
+# The low-bit optimizer when this plugin provides it; otherwise a float32 peer,
+# so the harness itself is still checked.
+PEER = "adamw_8bit" if _registered("adamw_8bit") else "adam"
+
+
+def _run_study(out: Path, *args: str) -> dict:
+    returned = STUDY.main(["--quick", "--out", str(out), *args])
+    assert (out / "results.md").is_file()
+    results = json.loads((out / "results.json").read_text())
+    assert results["tasks"].keys() == returned["tasks"].keys()
+    return results
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:
+        return False
+    return True
+
+
+def _check_task(results: dict, task: str, optimizers: list[str], out: Path) -> None:
+    entry = results["tasks"][task]
+    assert list(entry["optimizers"]) == optimizers
+    initial = {}
+    for name in optimizers:
+        opt = entry["optimizers"][name]
+        for run in opt["runs"]:
+            curves = run["train_loss"] + run["heldout_loss"] + run["step_loss"]
+            assert run["finite"] and all(math.isfinite(v) for v in curves), (task, name)
+            assert len(run["step_loss"]) == entry["steps"]
+            assert len(run["train_loss"]) == len(run["eval_steps"]) == entry["steps"] // entry["eval_every"] + 1
+            # Same seed, same initial parameters for every optimizer.
+            initial.setdefault(run["seed"], run["train_loss"][0])
+            assert run["train_loss"][0] == initial[run["seed"]], (task, name)
+    # float32 adamw trains: the final training loss is well below the initial one, on every seed.
+    for run in entry["optimizers"]["adamw"]["runs"]:
+        assert run["final_train_loss"] < 0.8 * run["train_loss"][0], (task, run)
+    summary = entry["summary"]
+    assert summary["adamw"]["rel_diff_train"] == 0.0 and summary["adamw"]["verdict"] == "reference"
+    for name in optimizers:
+        s = summary[name]
+        expected = s["final_train_loss_mean"] / summary["adamw"]["final_train_loss_mean"] - 1
+        assert math.isclose(s["rel_diff_train"], expected, rel_tol=1e-12, abs_tol=1e-15)
+    # float32 adamw's state: two float32 moments per parameter, and two int32 step
+    # counts (the moments' bias correction and the learning-rate schedule).
+    state = entry["optimizers"]["adamw"]["state_bytes"]
+    assert state["by_dtype"] == {"float32": 8 * entry["params"]["parameters"], "int32": 8}
+    assert state["total"] == 8 * entry["params"]["parameters"] + 8
+    if _has_matplotlib():
+        assert (out / f"{task}.png").stat().st_size > 1000
+    markdown = (out / "results.md").read_text()
+    assert f"## {task}:" in markdown
+    for name in optimizers:
+        assert f"| `{name}` |" in markdown
+
+
+def test_quick_study_lm_and_logistic_regression(tmp_path):
+    optimizers = ["adamw", PEER]
+    results = _run_study(tmp_path, "--tasks", "charlm,logreg", "--optimizers", ",".join(optimizers), "--seeds", "0")
+    for task in ("charlm", "logreg"):
+        _check_task(results, task, optimizers, tmp_path)
+    # Independent references for the starting points: zero weights give the uniform
+    # distribution over 20 classes; the LM's small initial weights nearly the uniform
+    # distribution over 256 bytes.
+    logreg0 = results["tasks"]["logreg"]["optimizers"]["adamw"]["runs"][0]
+    assert math.isclose(logreg0["train_loss"][0], math.log(20), rel_tol=1e-5)
+    assert math.isclose(logreg0["heldout_loss"][0], math.log(20), rel_tol=1e-5)
+    charlm0 = results["tasks"]["charlm"]["optimizers"]["adamw"]["runs"][0]
+    assert abs(charlm0["train_loss"][0] - math.log(256)) < 0.1
+    if PEER != "adam":
+        # The plugin's state really is quantized: most parameters, about a quarter of the bytes.
+        peer = results["tasks"]["charlm"]["optimizers"][PEER]
+        assert peer["quantized_fraction"] > 0.9
+        assert results["tasks"]["charlm"]["summary"][PEER]["state_bytes_ratio"] < 0.3
+    else:
+        assert results["tasks"]["charlm"]["optimizers"]["adam"]["quantized_fraction"] is None
+    corpus = results["tasks"]["charlm"]["info"]["corpus"]
+    assert corpus["bytes"] == 70_000 and len(corpus["sha256"]) == 64
+
+
+def test_quick_study_digits(tmp_path):
+    pytest.importorskip("sklearn", reason="the digits task needs scikit-learn (study/requirements.txt)")
+    results = _run_study(tmp_path, "--tasks", "digits", "--optimizers", "adamw", "--seeds", "0")
+    _check_task(results, "digits", ["adamw"], tmp_path)
+
+
+def test_unknown_optimizer_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="adamw_17bit"):
+        STUDY.main(["--quick", "--out", str(tmp_path), "--tasks", "logreg", "--optimizers", "adamw,adamw_17bit"])
+    assert not (tmp_path / "results.json").exists()
