@@ -325,7 +325,7 @@ def _decode_call(node: Mapping, path: str) -> Any:
         raise ConfigError(f"{path}.@partial must be true or false, got {partial!r}.")
     if partial:
         return functools.partial(entry.obj, *args, **kwargs) if args or kwargs else entry.obj
-    _check_arguments(f"{path} ({entry.name!r})", entry.obj, tuple(args), kwargs)
+    _check_arguments(path if path == entry.name else f"{path} ({entry.name!r})", entry.obj, tuple(args), kwargs)
     return _call(entry, tuple(args), kwargs)
 
 
@@ -452,8 +452,7 @@ def with_defaults(config: Any) -> tuple[Any, list[str]]:
     fills it in anyway.
     """
     if isinstance(config, Mapping) and not any(isinstance(k, str) and k.startswith("@") for k in config):
-        raise ConfigError("optcore config show reads the current format ('@name'); this config is in the older "
-                          "format: rebuild and rewrite it with optcore.to_config(optcore.from_config(...)).")
+        config = to_config(_build_legacy(config, where="config"))  # the older format, shown in the current one
     left_out: list[str] = []
     index = _registered_index()
     path = _path_of(config, "config") if isinstance(config, Mapping) else "config"
