@@ -70,12 +70,13 @@ def to_config(obj: Any, path: Union[str, os.PathLike, None] = None) -> dict:
     """
     index = _registered_index()
     record = record_of(obj)
-    if record is None and id(obj) not in index:
+    target = record.target if record is not None else getattr(obj, "func", obj)
+    root = index[id(target)].name if id(target) in index else "config"
+    if record is None and id(target) not in index:
         raise ConfigError(
-            f"{type(obj).__name__} {obj!r:.80} was not built by a registered factory, so it has no config; "
+            f"this {type(obj).__name__} was not built by a registered factory, so it has no config; "
             "build it with an optcore factory (optcore.adamw(...), optcore.get(...), optcore.from_config(...))."
         )
-    root = _root_path(record, obj, index)
     config = _encode(obj, root, index)
     if path is not None:
         write_config(config, path)
@@ -101,14 +102,6 @@ def _registered_index() -> dict[int, Any]:
         index.setdefault(id(entry.obj), entry)
         index.setdefault(id(inspect.unwrap(entry.obj)), entry)  # a default that is the raw function
     return index
-
-
-def _root_path(record, obj, index) -> str:
-    if record is not None and id(record.target) in index:
-        return index[id(record.target)].name
-    if record is None:
-        return index[id(obj)].name
-    return "config"
 
 
 def _name_node(entry) -> dict:
@@ -181,6 +174,9 @@ def _encode(value: Any, path: str, index) -> Any:
         return _encode_array(value, path)
     if _is_dtype(value):
         return {"@dtype": jax.numpy.dtype(value).name}
+    if hasattr(value, "init") and hasattr(value, "update") and id(value) not in index:
+        raise ConfigError(f"{path}: this {type(value).__name__} was not built by a registered factory, so it "
+                          "cannot be written to a config; build it with an optcore factory.")
     if isinstance(value, list):
         return [_encode(v, f"{path}[{i}]", index) for i, v in enumerate(value)]
     if type(value) is tuple:
@@ -196,9 +192,6 @@ def _encode(value: Any, path: str, index) -> Any:
             return {**_name_node(entry), "@partial": True}
         if isinstance(value, functools.partial) and id(value.func) in index:
             return _encode_call(value.func, value.args, value.keywords, path, index, partial=True)
-        if hasattr(value, "init") and hasattr(value, "update"):
-            raise ConfigError(f"{path}: this {type(value).__name__} was not built by a registered factory, so it "
-                              "cannot be written to a config; build it with an optcore factory.")
         raise ConfigError(f"{path}: {FUNCTION_HINT}.")
     raise ConfigError(f"{path}: a {type(value).__name__} cannot be written to a config (it holds None, bools, "
                       "numbers, strings, arrays, dtypes, lists, tuples, dicts and registered objects).")
