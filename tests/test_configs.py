@@ -492,3 +492,32 @@ def test_cli_config_show_fills_every_default_and_check_validates(tmp_path):
     assert code == 1 and "chain.args[0] ('adamw'): unknown argument 'learning_rat'" in err
     code, _, err = _run(["config", "show", str(tmp_path / "nowhere.json")])
     assert code == 1 and "nowhere.json" in err
+
+
+# -- what recording leaves unchanged ----------------------------------------------------------------
+
+
+def test_recording_factories_keep_signature_pickling_and_warning_locations():
+    import pickle
+    import optcore.optimizers._adaptive as adaptive
+
+    assert str(inspect.signature(optcore.adamw)).startswith("(learning_rate")
+    assert optcore.adamw.__doc__ == inspect.unwrap(optcore.adamw).__doc__
+    assert adaptive.adamw is optcore.adamw  # where it is defined too, so pickle finds it by name
+    for factory in (optcore.adamw, optcore.chain, optcore.linear_schedule, optcore.inject_hyperparams):
+        assert pickle.loads(pickle.dumps(factory)) is factory
+    with pytest.warns(DeprecationWarning, match="optimistic_adam") as caught:
+        optcore.optimistic_adam(0.1)
+    assert caught[0].filename == __file__  # the caller's line, not the recording wrapper's
+
+
+def test_jit_and_donation_see_the_same_update():
+    opt = optcore.adamw(1e-2)
+    raw = inspect.unwrap(optcore.adamw)(1e-2)  # the factory itself: nothing recorded
+    params = kit.small_params()
+    grads = jax.grad(kit.objective)(params)
+    got, _ = jax.jit(lambda g, s, p: opt.update(g, s, p), donate_argnums=(1,))(grads, opt.init(params), params)
+    want, _ = jax.jit(lambda g, s, p: raw.update(g, s, p), donate_argnums=(1,))(grads, raw.init(params), params)
+    kit.assert_bitwise_equal(got, want, "adamw updates")
+    assert optcore.plugins._recording.record_of(raw) is None and optcore.to_config(opt) == {
+        "@name": "adamw", "learning_rate": 0.01}

@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import threading
 import types
 import weakref
 from typing import Any, NamedTuple
+
+from optcore import base
 
 RECORD_ATTRIBUTE = "__optcore_config__"
 _MARKER = "__optcore_records__"
@@ -108,7 +111,16 @@ def recording(obj: Any, kind: str) -> Any:
         _wrappers[obj] = wrapper
     except TypeError:  # not weak-referenceable
         pass
+    _rebind_definition(obj, wrapper)
     return wrapper
+
+
+def _rebind_definition(func: Any, wrapper: Any) -> None:
+    """Puts ``wrapper`` where ``func`` is defined, so that pickle finds it by name (and so does every import)."""
+    module = sys.modules.get(getattr(func, "__module__", None) or "")
+    name = getattr(func, "__qualname__", "")
+    if module is not None and name.isidentifier() and getattr(module, name, None) is func:
+        setattr(module, name, wrapper)
 
 
 def _recording_function(func: Any) -> Any:
@@ -118,6 +130,7 @@ def _recording_function(func: Any) -> Any:
         return attach(out, Record(factory, args, kwargs)) if outermost else out
 
     setattr(factory, _MARKER, True)
+    base._WRAPPER_CODES.update((factory.__code__, _outermost.__code__))  # a factory's warnings skip them
     return factory
 
 
@@ -132,6 +145,7 @@ def _record_instances(cls: type) -> None:
             _set(self, Record(cls, args, kwargs))
 
     cls.__init__ = __init__
+    base._WRAPPER_CODES.update((__init__.__code__, _outermost.__code__))
     # Marked in a set, not with a class attribute: a runtime-checkable Protocol that the class
     # satisfies must not see an extra attribute.
     _recording_classes.add(cls)
@@ -190,6 +204,7 @@ def _recording_result(func: Any, record: Record) -> Any:
         return out
 
     setattr(built, RECORD_ATTRIBUTE, record)
+    base._WRAPPER_CODES.update((built.__code__, _outermost.__code__))
     return built
 
 
