@@ -351,6 +351,14 @@ def test_built_through_get_and_from_config_and_the_old_format():
     assert optcore.to_config(optcore.from_config({"name": "sgd", "learning_rate": 0.1, "momentum": 0.9})) == want
 
 
+def test_multisteps_as_a_plain_transformation_has_the_config_of_its_wrapper():
+    steps = optcore.MultiSteps(optcore.adam(0.1), every_k_schedule=3)
+    config = optcore.to_config(optcore.chain(steps.gradient_transformation(), optcore.scale(0.5)))
+    assert config["@args"][0] == {"@name": "MultiSteps", "opt": {"@name": "adam", "learning_rate": 0.1},
+                                  "every_k_schedule": 3}
+    assert optcore.to_config(optcore.from_config(config)) == config
+
+
 def test_the_outermost_registered_call_is_recorded():
     config = optcore.to_config(optcore.adamw(1e-3))  # adamw builds a chain of scale_by_adam etc. inside
     assert config == {"@name": "adamw", "learning_rate": 0.001}

@@ -58,7 +58,10 @@ def record_of(obj: Any) -> "Record | None":
     """The record attached to ``obj``, or None."""
     if isinstance(obj, tuple):
         update = getattr(obj, "update", None)
-        return getattr(update, RECORD_ATTRIBUTE, None) if callable(update) else None
+        if not callable(update):
+            return None
+        owner = getattr(update, "__self__", None)  # MultiSteps(...).gradient_transformation(): the MultiSteps
+        return getattr(update, RECORD_ATTRIBUTE, None) or (record_of(owner) if owner is not None else None)
     try:
         found = getattr(obj, RECORD_ATTRIBUTE, None)
     except Exception:  # noqa: BLE001 - an object with a strange __getattr__
