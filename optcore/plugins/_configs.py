@@ -442,7 +442,9 @@ def with_defaults(config: Any) -> tuple[Any, list[str]]:
 
     Only the config is read (no factory is called). A default that cannot be
     written (a function that is not registered) is left out, as from_config
-    fills it in anyway.
+    fills it in anyway. The arguments of a ``@call`` node (the call of what
+    ``inject_hyperparams(...)`` returns) are shown as given, and a
+    ``@partial`` reference stays without arguments.
     """
     if isinstance(config, Mapping) and not any(isinstance(k, str) and k.startswith("@") for k in config):
         config = to_config(_build_legacy(config, where="config"))  # the older format, shown in the current one
