@@ -475,6 +475,16 @@ def test_json_written_and_read_toml_read(tmp_path):
         optcore.from_config(tmp_path / "bad.toml")
 
 
+def test_toml_without_a_parser_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "opt.toml").write_text('"@name" = "sgd"\nlearning_rate = 0.1\n')
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # as on Python 3.10 without tomli
+    monkeypatch.setitem(sys.modules, "tomli", None)
+    with pytest.raises(ImportError, match="pip install tomli"):
+        optcore.from_config(tmp_path / "opt.toml")
+
+
 def _run(argv):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -498,6 +508,11 @@ def test_cli_config_show_fills_every_default_and_check_validates(tmp_path):
     bad.write_text(json.dumps({"@name": "chain", "@args": [{"@name": "adamw", "learning_rat": 0.1}]}))
     code, _, err = _run(["config", "check", str(bad)])
     assert code == 1 and "chain.args[0] ('adamw'): unknown argument 'learning_rat'" in err
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"name": "sgd", "learning_rate": 0.1}))
+    code, out, _ = _run(["config", "show", str(old)])  # the older format is shown in the current one
+    assert code == 0 and json.loads(out) == {"@name": "sgd", "learning_rate": 0.1, "momentum": None,
+                                             "nesterov": False, "accumulator_dtype": None}
     code, _, err = _run(["config", "show", str(tmp_path / "nowhere.json")])
     assert code == 1 and "nowhere.json" in err
 

@@ -27,7 +27,6 @@ import functools
 import inspect
 import json
 import os
-import sys
 import warnings
 from typing import Any, Mapping, Optional, Union
 
@@ -218,11 +217,11 @@ def read_config(path: Union[str, os.PathLike]) -> Any:
     """The config in a ``.json`` or ``.toml`` file (chosen by suffix; anything else is read as JSON)."""
     name = os.fspath(path)
     if name.endswith(".toml"):
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover - Python 3.10
+        try:
+            import tomllib  # Python 3.11+
+        except ImportError:
             try:
-                import tomli as tomllib
+                import tomli as tomllib  # the same parser, for Python 3.10
             except ImportError:
                 raise ImportError(f"reading {name!r} needs a TOML parser: Python 3.11+ has one built in; "
                                   "on Python 3.10 install it with: pip install tomli") from None

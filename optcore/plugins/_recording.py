@@ -15,6 +15,10 @@ type:
   that wrapper records the call too (``inject_hyperparams(adamw)(1e-3)``);
 * an instance of a registered class (``MultiSteps``) gets an attribute.
 
+The wrapper also replaces the factory in the module that defines it (so
+pickle finds it by name) and in the plugin's namespace modules. The original
+is ``inspect.unwrap(factory)``.
+
 Only the outermost registered call records: ``adamw`` calling ``chain``
 inside is not recorded, so the config says ``adamw``. Arguments are kept as
 given; they are encoded only when ``to_config`` is asked.
