@@ -123,11 +123,16 @@ def recording(obj: Any, kind: str) -> Any:
 
 
 def _rebind_definition(func: Any, wrapper: Any) -> None:
-    """Puts ``wrapper`` where ``func`` is defined, so that pickle finds it by name (and so does every import)."""
-    module = sys.modules.get(getattr(func, "__module__", None) or "")
+    """Puts ``wrapper`` where ``func`` is defined (so that pickle finds it by name) and in the packages above
+    that re-export it (``optcore_plugin_example.qhadam``)."""
     name = getattr(func, "__qualname__", "")
-    if module is not None and name.isidentifier() and getattr(module, name, None) is func:
-        setattr(module, name, wrapper)
+    if not name.isidentifier():  # a nested function or a method: not reachable by name
+        return
+    parts = (getattr(func, "__module__", None) or "").split(".")
+    for cut in range(len(parts), 0, -1):
+        module = sys.modules.get(".".join(parts[:cut]))
+        if module is not None and getattr(module, name, None) is func:
+            setattr(module, name, wrapper)
 
 
 def _recording_function(func: Any) -> Any:
