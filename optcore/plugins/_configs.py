@@ -36,7 +36,7 @@ from packaging.utils import canonicalize_name
 
 from optcore.plugins._errors import ConfigError, PluginNotInstalledError, UnknownNameError
 from optcore.plugins._manager import CORE_PLUGIN, HOST, RUNTIME_PLUGIN, PluginWarning
-from optcore.plugins._recording import record_of
+from optcore.plugins._recording import Record, record_of
 
 NODE_KEYS = frozenset({"@name", "@args", "@partial", "@provider"})
 CALL_KEYS = frozenset({"@call", "@args"})
@@ -111,18 +111,21 @@ def _name_node(entry) -> dict:
     return node
 
 
-def _encode_call(target: Any, args: tuple, kwargs: dict, path: str, index, partial: bool = False) -> dict:
-    entry = index.get(id(target))
-    if entry is not None:
-        node = _name_node(entry)
+def _encode_call(record: Record, path: str, index, partial: bool = False) -> dict:
+    target, args, kwargs = record.target, record.args, record.kwargs
+    if isinstance(target, Record):  # a call of what a registered call built
+        node = {"@call": _encode_call(target, path + ".@call", index)}
+        signature_of = record.called
     else:
-        inner = record_of(target)
-        if inner is None:
-            raise ConfigError(f"{path}: was built by calling {target!r:.80}, which is not registered.")
-        node = {"@call": _encode_call(*inner, path + ".@call", index)}
+        entry = index.get(id(target))
+        if entry is None:
+            raise ConfigError(f"{path}: was built by {getattr(target, '__name__', target)!r}, which is no longer "
+                              "registered (registered in a scoped host that has ended?).")
+        node = _name_node(entry)
+        signature_of = target
     if partial:
         node["@partial"] = True
-    positional, keywords = _normalize(target, args, kwargs)
+    positional, keywords = _normalize(signature_of, args, kwargs)
     if positional:
         node["@args"] = [_encode(v, f"{path}.args[{i}]", index) for i, v in enumerate(positional)]
     for key, value in keywords.items():
@@ -168,7 +171,7 @@ def _encode(value: Any, path: str, index) -> Any:
         return value
     record = record_of(value)
     if record is not None:
-        return _encode_call(*record, path, index)
+        return _encode_call(record, path, index)
     if isinstance(value, (jax.Array, np.ndarray, np.generic)):
         return _encode_array(value, path)
     if _is_dtype(value):
@@ -190,7 +193,7 @@ def _encode(value: Any, path: str, index) -> Any:
         if entry is not None:
             return {**_name_node(entry), "@partial": True}
         if isinstance(value, functools.partial) and id(value.func) in index:
-            return _encode_call(value.func, value.args, value.keywords, path, index, partial=True)
+            return _encode_call(Record(value.func, value.args, value.keywords), path, index, partial=True)
         raise ConfigError(f"{path}: {FUNCTION_HINT}.")
     raise ConfigError(f"{path}: a {type(value).__name__} cannot be written to a config (it holds None, bools, "
                       "numbers, strings, arrays, dtypes, lists, tuples, dicts and registered objects).")

@@ -50,12 +50,14 @@ class Record(NamedTuple):
     """A call that built an object: ``target(*args, **kwargs)``.
 
     ``target`` is a registered factory (found in the registry by identity when
-    encoded) or a recorded callable (encoded as ``{"@call": ...}``).
+    encoded), or the :class:`Record` of the callable that was called (encoded
+    as ``{"@call": ...}``: ``inject_hyperparams(adamw)(learning_rate=0.1)``).
     """
 
     target: Any
     args: tuple
     kwargs: dict
+    called: Any = None  # for a call of what a registered call built: the function called (for its signature)
 
 
 def record_of(obj: Any) -> "Record | None":
@@ -136,10 +138,13 @@ def _rebind_definition(func: Any, wrapper: Any) -> None:
 
 
 def _recording_function(func: Any) -> Any:
+    # The record names ``func`` (found in the registry through the wrapper's ``__wrapped__``), not the
+    # wrapper: a closure that refers to itself sends tools that walk closures (Equinox's
+    # closure_to_pytree, used by Optimistix) into endless recursion.
     @functools.wraps(func)
     def factory(*args, **kwargs):
         out, outermost = _outermost(func, *args, **kwargs)
-        return attach(out, Record(factory, args, kwargs)) if outermost else out
+        return attach(out, Record(func, args, kwargs)) if outermost else out
 
     setattr(factory, _MARKER, True)
     base._WRAPPER_CODES.update((factory.__code__, _outermost.__code__))  # a factory's warnings skip them
@@ -212,7 +217,7 @@ def _recording_result(func: Any, record: Record) -> Any:
     def built(*args, **kwargs):
         out, outermost = _outermost(func, *args, **kwargs)
         if outermost and isinstance(out, tuple) and callable(getattr(out, "update", None)):
-            return attach(out, Record(built, args, kwargs))
+            return attach(out, Record(record, args, kwargs, func))  # a call of what ``record`` built
         return out
 
     setattr(built, RECORD_ATTRIBUTE, record)
