@@ -7,6 +7,10 @@ raises an error with the command that installs it.
 """
 
 from optcore import base, numerics, tree, tree_utils, validate
+from optcore.plugins import _recording
+
+# Before the names are re-exported below: `optcore.adamw(1e-3)` remembers how it was built.
+_recording.record_core_factories()
 from optcore._version import __version__
 from optcore.base import *  # noqa: F401,F403
 from optcore.hookspecs import hookimpl
@@ -21,6 +25,7 @@ from optcore.numerics import (
 from optcore.linalg import matrix_inverse_pth_root, nnls, power_iteration
 from optcore.optimizers import *  # noqa: F401,F403
 from optcore.plugins import (
+    ConfigError,
     NameCollisionError,
     PluginNotInstalledError,
     UnknownNameError,
@@ -28,6 +33,7 @@ from optcore.plugins import (
     from_config,
     get,
     register,
+    to_config,
 )
 from optcore.schedules import *  # noqa: F401,F403
 from optcore.transforms import *  # noqa: F401,F403
@@ -57,6 +63,8 @@ __all__ = sorted(
         "bias_correction",
         "tree_map_params",
         "from_config",
+        "to_config",
+        "ConfigError",
         "get",
         "global_norm",
         "matrix_inverse_pth_root",

@@ -11,6 +11,7 @@ Nothing here imports any other optcore module.
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional, Protocol, Union, runtime_checkable
 
 import jax
@@ -96,6 +97,22 @@ def init_empty_state(params: Params) -> EmptyState:
     """Returns ``EmptyState()`` whatever the params: the init of stateless transforms."""
     del params
     return EmptyState()
+
+
+# Code objects of the frames that optcore.plugins' recording wrappers put between a factory and its
+# caller (they let ``optcore.to_config`` know how an object was built). A factory's warning skips them,
+# so that it points at the caller's line: a DeprecationWarning from ``__main__`` is still shown.
+_WRAPPER_CODES: set = set()
+
+
+def _warning_stacklevel(stacklevel: int = 2) -> int:
+    """The ``stacklevel`` for ``warnings.warn`` in a factory, not counting recording-wrapper frames."""
+    frame, level, counted = sys._getframe(1), 1, 1
+    while frame is not None and counted < stacklevel:
+        frame, level = frame.f_back, level + 1
+        if frame is not None and frame.f_code not in _WRAPPER_CODES:
+            counted += 1
+    return level
 
 
 def identity() -> GradientTransformation:

@@ -1,4 +1,4 @@
-"""The ``optcore`` command: ``list``, ``info``, ``install``, ``demo``, ``plot`` and plugins' commands.
+"""The ``optcore`` command: ``list``, ``info``, ``install``, ``config``, ``demo``, ``plot`` and plugins' commands.
 
 Plugins add commands through the ``optcore_add_commands`` hook (see
 :mod:`optcore.hookspecs`), so building the parser loads every plugin.
@@ -152,6 +152,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo.main(steps=args.steps, seed=args.seed)
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    """``optcore config show FILE`` / ``optcore config check FILE``."""
+    from optcore.plugins import _configs
+
+    try:
+        config = _configs.read_config(args.file)
+        if args.action == "show":
+            filled, left_out = _configs.with_defaults(config)
+            print(json.dumps(filled, indent=2))
+            for path in left_out:
+                print(f"note: the default of {path} is not shown: it cannot be written to a config "
+                      "(from_config uses it anyway)", file=sys.stderr)
+        else:
+            built = _configs.from_config(config)  # names resolve, arguments bind, values decode, factories run
+            what = config.get("@name") or config.get("name") or "a call" if isinstance(config, dict) else "?"
+            print(f"{args.file}: ok: builds {what} ({type(built).__name__})")
+    except (OSError, ValueError, TypeError, LookupError, ImportError) as err:
+        print(f"optcore config {args.action}: {args.file}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``optcore`` parser: the core's commands, then every plugin's (``optcore_add_commands``)."""
     from optcore.plugins import KINDS
@@ -187,6 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     install_parser.add_argument("names", nargs="+", metavar="NAME")
     install_parser.set_defaults(func=_cmd_install, pip_args=[])
+
+    config_parser = subparsers.add_parser(
+        "config", help="show or check an optimizer config file (JSON or TOML)",
+        description="show: print the config (JSON) with every default argument filled in, as from_config "
+                    "would build it. check: validate it (names exist, arguments bind, values decode) by "
+                    "calling the factories; nothing is initialised or run. Exit status 1 on a bad config.",
+    )
+    config_parser.add_argument("action", choices=("show", "check"))
+    config_parser.add_argument("file", help="a .json or .toml config (as written by optcore.to_config)")
+    config_parser.set_defaults(func=_cmd_config)
 
     demo_parser = subparsers.add_parser("demo", help="train a small classifier and print its progress")
     demo_parser.add_argument("--steps", type=int, default=300)

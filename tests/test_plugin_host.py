@@ -369,7 +369,8 @@ def test_info_prints_the_metadata_of_a_name():
     assert code == 0
     assert info["signature"] == f"adamw{inspect.signature(optcore.adamw)}"
     assert info["description"] == inspect.getdoc(optcore.adamw).splitlines()[0]
-    assert info["source_file"] == inspect.getsourcefile(optcore.adamw)
+    assert info["source_file"] == inspect.getsourcefile(inspect.unwrap(optcore.adamw))  # not the recording wrapper's
+    assert info["source_file"].endswith("_adaptive.py")
     assert (info["kind"], info["plugin"], info["distribution"], info["version"]) == (
         "optimizer", "optcore", "optcore", optcore.__version__)
     assert info["qualified_name"] == "optcore:adamw"

@@ -111,7 +111,7 @@ def optimistic_adam(
         "`optimistic_adam` is deprecated, please use `optimistic_adam_v2` instead. "
         "The equivalent is optimistic_adam_v2(learning_rate, alpha=1.0, beta=optimism/learning_rate).",
         DeprecationWarning,
-        stacklevel=2,
+        stacklevel=base._warning_stacklevel(2),  # the caller's line, past optcore's recording wrapper
     )
     if callable(learning_rate) or callable(optimism):
         raise TypeError("optimistic_adam takes scalar learning_rate and optimism; use optimistic_adam_v2 for schedules.")

@@ -9,13 +9,12 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
-import json
-import os
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Union
 
 from optcore.hookspecs import hookimpl
 from optcore.plugins._catalog import FIRST_PARTY
 from optcore.plugins._errors import (
+    ConfigError,
     NameCollisionError,
     PluginDisabledError,
     PluginError,
@@ -156,7 +155,7 @@ def describe(name: str) -> EntryInfo:
         except (TypeError, ValueError):
             signature = None
     try:
-        source_file = inspect.getsourcefile(obj)
+        source_file = inspect.getsourcefile(inspect.unwrap(obj))  # the factory's file, not the recording wrapper's
     except TypeError:  # a builtin, or an object without a source file
         source_file = None
     return EntryInfo(
@@ -183,18 +182,20 @@ def register(
     The name defaults to the object's ``__name__``; ``aliases`` are further
     names for the same object. Registration works even with
     ``OPTCORE_DISABLE_PLUGIN_AUTOLOAD=1``.
+
+    Returns what was registered: for an optimizer, transform, wrapper or
+    schedule, ``obj`` wrapped (same signature and docstring) so that what it
+    builds remembers the call, for :func:`optcore.to_config`; ``obj`` itself
+    for other kinds.
     """
     if callable(name) and obj is None:  # bare @optcore.register
         func = name
-        HOST.register_runtime(func.__name__, func, kind, override, aliases)
-        return func
+        return HOST.register_runtime(func.__name__, func, kind, override, aliases)
     if obj is not None:
-        HOST.register_runtime(name if name is not None else obj.__name__, obj, kind, override, aliases)
-        return obj
+        return HOST.register_runtime(name if name is not None else obj.__name__, obj, kind, override, aliases)
 
     def decorator(func):
-        HOST.register_runtime(name if name is not None else func.__name__, func, kind, override, aliases)
-        return func
+        return HOST.register_runtime(name if name is not None else func.__name__, func, kind, override, aliases)
 
     return decorator
 
@@ -246,49 +247,8 @@ def scoped_host(*, trace: Optional[Callable[[str], Any]] = None) -> Iterator[Non
         yield
 
 
-def from_config(config: Union[Mapping[str, Any], str, os.PathLike]) -> Any:
-    """Builds an object from a plain dict, or from a JSON file holding one.
-
-    ``{"name": "adamw", "learning_rate": 1e-3}`` is ``optcore.get("adamw",
-    learning_rate=1e-3)``. A value that is itself a dict with a ``"name"``
-    (a schedule for the learning rate, say) is built first, and so is each
-    such dict in a list (``{"name": "chain", "args": [...]}`` passes the list
-    as positional arguments).
-    """
-    if isinstance(config, (str, os.PathLike)):
-        with open(config, encoding="utf-8") as f:
-            try:
-                config = json.load(f)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{os.fspath(config)!r} is not valid JSON: {err}") from None
-    return _build(config, where="config")
-
-
-def _build(config: Any, where: str) -> Any:
-    if not isinstance(config, Mapping):
-        raise TypeError(f"{where} must be a dict with a 'name' key, got {type(config).__name__}.")
-    if "name" not in config:
-        raise ValueError(f"{where} has no 'name' key (keys: {', '.join(map(str, config)) or 'none'}).")
-    name = config["name"]
-    if not isinstance(name, str):
-        raise TypeError(f"{where}['name'] must be a string, got {type(name).__name__}.")
-    args = config.get("args", ())
-    if not isinstance(args, (list, tuple)):
-        raise TypeError(f"{where}['args'] must be a list, got {type(args).__name__}.")
-    args = [_build_value(a, f"{where}['args'][{i}]") for i, a in enumerate(args)]
-    kwargs = {k: _build_value(v, f"{where}[{k!r}]") for k, v in config.items() if k not in ("name", "args")}
-    entry = HOST.resolve(name)
-    _check_arguments(f"{where} ({name!r})", entry.obj, tuple(args), kwargs)
-    return _call(entry, tuple(args), kwargs)
-
-
-def _build_value(value: Any, where: str) -> Any:
-    if isinstance(value, Mapping) and "name" in value:
-        return _build(value, where)
-    if isinstance(value, list):
-        return [_build_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    return value
-
+# Configs both ways (after get/_call, which the config code calls).
+from optcore.plugins._configs import ConfigVersionWarning, from_config, read_config, to_config  # noqa: E402
 
 __all__ = [
     "DISABLE_AUTOLOAD_ENV",
@@ -298,6 +258,8 @@ __all__ = [
     "KINDS",
     "LOAD_PLUGINS_ENV",
     "TRACE_ENV",
+    "ConfigError",
+    "ConfigVersionWarning",
     "EntryInfo",
     "NameCollisionError",
     "PluginDisabledError",
@@ -318,6 +280,8 @@ __all__ = [
     "list_plugins",
     "provided_aliases",
     "provided_names",
+    "read_config",
     "register",
     "scoped_host",
+    "to_config",
 ]

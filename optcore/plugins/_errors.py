@@ -76,3 +76,7 @@ class PluginValueError(PluginError, ValueError):
 
 class PluginTypeError(PluginError, TypeError):
     """A :class:`PluginError` whose cause is a ``TypeError``."""
+
+
+class ConfigError(ValueError):
+    """A config cannot be written (a lambda in it, say) or read (malformed); the message gives the path."""

@@ -47,7 +47,7 @@ import pluggy
 
 from optcore import hookspecs
 from optcore._version import __version__
-from optcore.plugins import _catalog, _versions
+from optcore.plugins import _catalog, _recording, _versions
 from optcore.plugins._errors import PluginDisabledError, PluginNotInstalledError, UnknownNameError
 from optcore.plugins._registry import Entry, Provider, Registry, make_entries, normalize_prefix, validate_entry
 
@@ -390,6 +390,7 @@ class _Host:
         """Calls the plugin's ``optcore_register``; its entries are committed only if the hook returns."""
         provider = Provider(plugin=name, distribution=distribution, version=version)
         staged: list[Entry] = []
+        wrapped: dict[int, Any] = {}
 
         def register(
             entry_name: str, obj: Any, *, kind: str, override: bool = False, aliases=(),
@@ -398,7 +399,9 @@ class _Host:
             aliases = validate_entry(entry_name, obj, kind, aliases)
             if deprecated is not None and not isinstance(deprecated, str):
                 raise TypeError(f"deprecated= of {entry_name!r} must be the warning message (a str), got {deprecated!r}.")
-            staged.extend(make_entries(entry_name, obj, kind, provider, override, aliases, deprecated))
+            recording = _recording.recording(obj, kind)  # the built objects remember this call (to_config)
+            wrapped[id(obj)] = recording
+            staged.extend(make_entries(entry_name, recording, kind, provider, override, aliases, deprecated))
 
         if self._call_order("optcore_register", {name}):
             try:
@@ -409,6 +412,8 @@ class _Host:
                              started)
                 return
         self.registry.add(staged)
+        # `optcore.contrib.muon` is the recording `optcore.muon` too.
+        _recording.rebind_in_namespaces([e.obj for e in staged if e.kind == "namespace"], wrapped)
         self._loaded(name, distribution, version, started)
 
     def add_commands(self, subparsers: Any) -> None:
@@ -449,12 +454,15 @@ class _Host:
 
     # -- explicit registration ---------------------------------------------------
 
-    def register_runtime(self, name: str, obj: Any, kind: str, override: bool, aliases=()) -> None:
+    def register_runtime(self, name: str, obj: Any, kind: str, override: bool, aliases=()) -> Any:
+        """Registers ``obj``; returns what is registered (``obj`` made to record its calls)."""
         aliases = validate_entry(name, obj, kind, aliases)
+        obj = _recording.recording(obj, kind)
         entries = make_entries(name, obj, kind, Provider(RUNTIME_PLUGIN, None, None), override, aliases)
         with self.lock:
             self._state.runtime_entries.extend(entries)
             self.registry.add(entries)
+        return obj
 
 
 def _since(started: float) -> float:

@@ -257,7 +257,7 @@ def inject_stateful_hyperparams(
         # Optax's wording, so that filters matching Optax's message keep working.
         "inject_stateful_hyperparams is deprecated, use inject_hyperparams instead",
         DeprecationWarning,
-        stacklevel=2,
+        stacklevel=base._warning_stacklevel(2),  # the caller's line, past optcore's recording wrapper
     )
     return inject_hyperparams(inner_factory, static_args=static_args, hyperparam_dtype=hyperparam_dtype)
 

@@ -155,12 +155,12 @@ def add_noise(
     """
     validate.check_non_negative("eta", eta)
     if seed is not None:
-        warnings.warn('"seed" is deprecated, use "key".', DeprecationWarning, stacklevel=2)
+        warnings.warn('"seed" is deprecated, use "key".', DeprecationWarning, stacklevel=base._warning_stacklevel(2))
         if key is not None:
             raise ValueError("Pass only one of `key` and the deprecated `seed` to add_noise.")
         key = seed
     if key is None:
-        warnings.warn("add_noise: no `key` given, using seed 0; pass a PRNG key.", stacklevel=2)
+        warnings.warn("add_noise: no `key` given, using seed 0; pass a PRNG key.", stacklevel=base._warning_stacklevel(2))
         key = 0
 
     def init_fn(params):

@@ -1,3 +1,5 @@
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,7 +46,8 @@ def test_nu_one_is_adam():
 
 
 def test_found_by_name_through_its_entry_point():
-    assert optcore.get("qhadam") is qhadam
+    # The registry holds qhadam wrapped so that what it builds remembers the call (optcore.to_config).
+    assert inspect.unwrap(optcore.get("qhadam")) is inspect.unwrap(qhadam)
     (row,) = [r for r in optcore.available("optimizer") if r.name == "qhadam"]
     assert row.distribution == "optcore-plugin-example"
     opt = optcore.get("qhadam", learning_rate=0.1)
@@ -54,6 +57,14 @@ def test_found_by_name_through_its_entry_point():
         updates, state = opt.update(jax.grad(lambda x: jnp.sum(x**2))(x), state)
         x = optcore.apply_updates(x, updates)
     assert float(jnp.sum(x**2)) < 0.05 * 13.0  # from 13 at the start
+
+
+def test_its_config_names_this_distribution_and_round_trips():
+    opt = optcore.qhadam(0.1, nu1=0.8)
+    config = optcore.to_config(opt)
+    assert config["@name"] == "qhadam" and config["@provider"]["distribution"] == "optcore-plugin-example"
+    assert config["nu1"] == 0.8
+    assert optcore.to_config(optcore.from_config(config)) == config
 
 
 def test_bad_hyperparameter():
