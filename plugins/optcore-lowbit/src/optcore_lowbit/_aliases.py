@@ -59,7 +59,7 @@ def adam_8bit(
     )
 
 
-@kit.static_args("block_size", "min_quantized_size")
+@kit.static_args("block_size", "min_quantized_size", "mask")
 def adamw_8bit(
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.9,
@@ -98,7 +98,7 @@ def adamw_8bit(
     )
 
 
-@kit.static_args("block_size", "min_quantized_size")
+@kit.static_args("block_size", "min_quantized_size", "mask")
 def adamw_4bit(
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.9,
@@ -133,7 +133,7 @@ def adamw_4bit(
     )
 
 
-@kit.static_args("block_size", "min_quantized_size")
+@kit.static_args("block_size", "min_quantized_size", "mask")
 def lion_8bit(
     learning_rate: base.ScalarOrSchedule,
     b1: float = 0.9,
