@@ -26,17 +26,22 @@ def test_code_tables(kind, bits):
         np.testing.assert_array_equal(table, (np.arange(16) + 1) / 16)
         return
     assert 0.0 in table
-    # The dynamic code: 2^(B-1-e) equally spaced levels in each decade [10^-e-1, 10^-e] (B magnitude bits).
-    mb = bits - 1 if kind == SIGNED else bits
-    assert magnitudes.size == 2**mb  # every magnitude index is a distinct level
-    for e in range(mb - 1):
+    # The dynamic code over D = bits - 1 decades [10^-e-1, 10^-e]: the signed code has 2^(D-1-e) equally
+    # spaced levels in decade e and a sign bit; the unsigned code (Dettmers et al. 2022) gives the sign's
+    # bit to the fraction, 2^(D-e) levels per decade, and has two codes for zero (255 distinct levels).
+    decades = bits - 1
+    per_decade = [2 ** (decades - 1 - e) if kind == SIGNED else 2 ** (decades - e) for e in range(decades)]
+    assert magnitudes.size == sum(per_decade) + 1
+    for e in range(decades - 1):
         inside = magnitudes[(magnitudes > 10.0 ** (-e - 1) * (1 + 1e-6)) & (magnitudes <= 10.0**-e * (1 + 1e-6))]
-        assert inside.size == 2 ** (mb - 1 - e)
+        assert inside.size == per_decade[e]
         np.testing.assert_allclose(np.diff(np.concatenate([[10.0 ** (-e - 1)], inside])),
-                                   0.9 * 10.0**-e / 2 ** (mb - 1 - e), rtol=1e-5)
-    assert magnitudes[1] == np.float32(10.0 ** -(mb - 1))  # the smallest non-zero level
+                                   0.9 * 10.0**-e / per_decade[e], rtol=1e-5)
+    bottom = magnitudes[(magnitudes > 0) & (magnitudes <= 10.0 ** -(decades - 1) * (1 + 1e-6))]
+    np.testing.assert_allclose(bottom, 10.0 ** -(decades - 1) * np.arange(1, per_decade[-1] + 1) / per_decade[-1],
+                               rtol=1e-6)
     if kind == SIGNED:
-        np.testing.assert_array_equal(table[2**mb:], -table[: 2**mb])
+        np.testing.assert_array_equal(table[2 ** decades:], -table[: 2 ** decades])
 
 
 @pytest.mark.parametrize("kind,bits", CODES)

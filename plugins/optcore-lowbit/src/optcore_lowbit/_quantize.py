@@ -17,18 +17,20 @@ bits) and scales ``(*s[:k], n)``: a block never spans two rows, so a leading
 axis sharded over devices shards codes and scales the same way, and a sharded
 trailing axis does too when each shard holds whole blocks.
 
-**Codes.** The dynamic (exponent) code of Dettmers (2016) with ``B`` magnitude
-bits: in ``[0, 1]`` the decades :math:`[10^{-e-1}, 10^{-e}]`, ``e = 0..B-2``,
-hold :math:`2^{B-1-e}` equally spaced levels each (the top one
-:math:`10^{-e}`), the last interval :math:`[0, 10^{-B+1}]` holds the level
-:math:`10^{-B+1}`, and 0 is a level. Signed codes add a sign bit (8-bit
-signed: ``B = 7``, 8-bit unsigned: ``B = 8``, 4-bit signed: ``B = 3``). The
-level of magnitude index ``m`` in decade ``e`` is
-:math:`\mathrm{lo}_e + (m - k_e + 1) w_e / k_e` with :math:`k_e = 2^{B-1-e}`,
-so the levels of a decade and the top level of the next one are equally
-spaced: round-to-nearest is one rounding of an affine function of the value,
-once its decade is known from a few comparisons (no table search). 4-bit
-second moments use the linear code without zero,
+**Codes.** The dynamic (exponent) code of Dettmers (2016), over ``D = bits - 1``
+decades: in ``[0, 1]`` the decades :math:`[10^{-e-1}, 10^{-e}]`, ``e = 0..D-2``,
+hold :math:`k_e` equally spaced levels each (the top one :math:`10^{-e}`), the
+last interval :math:`[0, 10^{-D+1}]` holds :math:`k_{D-1}` levels, and 0 is a
+level. The signed code (first moments) has a sign bit and
+:math:`k_e = 2^{D-1-e}`; the unsigned code (8-bit second moments) uses the
+sign's bit as one more fraction bit, :math:`k_e = 2^{D-e}`, as Dettmers et al.
+(2022) do. The level of magnitude index ``m`` in decade ``e`` is
+:math:`\mathrm{lo}_e + (m - k_e + 1) w_e / k_e`, so the levels of a decade and
+the top level of the next one are equally spaced: round-to-nearest is one
+rounding of an affine function of the value. Across decades these affine maps
+join into a concave function, so the encoder takes the minimum of one
+multiply-add per decade and the decoder the maximum (no comparisons, no
+table). 4-bit second moments use the linear code without zero,
 :math:`(m + 1) / 16`, the 4-bit paper's fix of the zero-point problem (a
 second moment rounded to 0 turns into an unbounded step).
 """
@@ -148,13 +150,20 @@ def _magnitude_bits(kind: str, bits: int) -> int:
     return bits - 1 if kind == SIGNED else bits
 
 
-def _decades(magnitude_bits: int):
-    """Per decade ``e``: (lower bound, upper bound, number of levels k_e), from the top decade down."""
+def _decades(kind: str, bits: int):
+    """Per decade ``e`` of a dynamic code: (lower bound, upper bound, levels ``k_e``), from the top down.
+
+    Both dynamic codes span ``bits - 1`` decades; the unsigned code spends the
+    bit a sign would take on one more fraction bit (twice the levels per
+    decade), as Dettmers et al. (2022) do for Adam's second moment.
+    """
+    n_decades = bits - 1
+    fraction_bits = n_decades - 1 if kind == SIGNED else n_decades
     out = []
-    for e in range(magnitude_bits):
+    for e in range(n_decades):
         hi = 10.0 ** -e
-        lo = 0.0 if e == magnitude_bits - 1 else hi / 10.0
-        out.append((lo, hi, 2 ** (magnitude_bits - 1 - e)))
+        lo = 0.0 if e == n_decades - 1 else hi / 10.0
+        out.append((lo, hi, 2 ** (fraction_bits - e)))
     return out
 
 
@@ -163,13 +172,13 @@ def code_values(kind: str, bits: int) -> np.ndarray:
     """The levels of a code, indexed by the code (float32; ``2**bits`` entries).
 
     Signed codes: bit ``bits-1`` is the sign, the low bits the magnitude index.
+    Unsigned dynamic codes have two codes for zero (0 and 1; the encoder writes 1).
     """
     n = 2**bits
     if kind == LINEAR_NO_ZERO:
         return ((np.arange(n) + 1) / n).astype(np.float32)
-    mb = _magnitude_bits(kind, bits)
-    magnitudes = np.zeros(2**mb, np.float64)
-    for lo, hi, k in _decades(mb):
+    magnitudes = np.zeros(2 ** _magnitude_bits(kind, bits), np.float64)
+    for lo, hi, k in _decades(kind, bits):
         for j in range(1, k + 1):  # the level j of the decade has magnitude index k - 1 + j
             magnitudes[k - 1 + j] = lo + j * (hi - lo) / k
     if kind == UNSIGNED:
@@ -177,40 +186,40 @@ def code_values(kind: str, bits: int) -> np.ndarray:
     return np.concatenate([magnitudes, -magnitudes]).astype(np.float32)
 
 
-def _select_by_threshold(x, thresholds, values):
-    """``values[i]`` for the first ``i`` with ``x >= thresholds[i]``, else ``values[-1]`` (a select chain).
-
-    A handful of compares and selects per entry fuse into the surrounding
-    elementwise loop; a gather or ``searchsorted`` does not vectorize as well.
-    """
-    out = jnp.asarray(values[-1], jnp.float32)
-    for t, v in zip(reversed(thresholds), reversed(values[:-1])):
-        out = jnp.where(x >= t, jnp.float32(v), out)
-    return out
+# The maps between a magnitude and its (real-valued) index are piecewise affine, one piece per decade,
+# and continuous: a decade's lower bound is the top level of the next one down. The index as a function
+# of the magnitude is concave (the slope k_e / w_e grows as the decades get smaller), so it is the
+# *minimum* of its pieces, and the level as a function of the index is the *maximum* of its pieces. That
+# is one multiply-add per decade and a min/max tree: no comparisons to find the decade, no table.
+# The min and max run on the float32 bit patterns as int32: for the non-negative values that matter
+# the orders agree, and an integer min/max is one vector instruction (a float one also handles NaN).
 
 
-def _encode_magnitude(a, magnitude_bits: int):
+def _as_int(x):
+    return jax.lax.bitcast_convert_type(x, jnp.int32)
+
+
+def _as_float(x):
+    return jax.lax.bitcast_convert_type(x, jnp.float32)
+
+
+def _clip_unit(x):
+    """``x`` clipped to ``[0, 1]`` on its bit pattern (two integer instructions)."""
+    return _as_float(jnp.clip(_as_int(x), 0, _as_int(jnp.float32(1))))
+
+
+def _encode_magnitude(a, kind: str, bits: int):
     """Nearest magnitude index of ``a`` in ``[0, 1]`` (float32 result, integral)."""
-    decades = _decades(magnitude_bits)
-    # Index m = k_e - 1 + round((a - lo_e) k_e / w_e) = round(a * slope_e + offset_e).
-    slopes = [k / (hi - lo) for lo, hi, k in decades]
-    offsets = [k - 1 - lo * k / (hi - lo) for lo, hi, k in decades]
-    thresholds = [lo for lo, _, _ in decades[:-1]]
-    slope = _select_by_threshold(a, thresholds, slopes)
-    offset = _select_by_threshold(a, thresholds, offsets)
-    top = 2**magnitude_bits - 1
-    return jnp.clip(jnp.round(a * slope + offset), 0, top)
+    pieces = [_as_int(a * jnp.float32(k / (hi - lo)) + jnp.float32(k - 1 - lo * k / (hi - lo)))
+              for lo, hi, k in _decades(kind, bits)]
+    return jnp.round(_as_float(functools.reduce(jnp.minimum, pieces)))
 
 
-def _decode_magnitude(m, magnitude_bits: int):
+def _decode_magnitude(m, kind: str, bits: int):
     """The level of magnitude index ``m`` (an integer-valued float32 array)."""
-    decades = _decades(magnitude_bits)
-    # In decade e the indices k_e .. 2k_e - 1 hold lo_e + (m - k_e + 1) w_e / k_e = m * step_e + base_e;
-    # m = 0 falls in the last decade's formula (lo = 0, k = 1), which gives 0.
-    steps = [(hi - lo) / k for lo, hi, k in decades]
-    bases = [lo - (k - 1) * (hi - lo) / k for lo, hi, k in decades]
-    thresholds = [k for _, _, k in decades[:-1]]
-    return m * _select_by_threshold(m, thresholds, steps) + _select_by_threshold(m, thresholds, bases)
+    pieces = [_as_int(m * jnp.float32((hi - lo) / k) + jnp.float32(lo - (k - 1) * (hi - lo) / k))
+              for lo, hi, k in _decades(kind, bits)]
+    return _as_float(functools.reduce(jnp.maximum, pieces + [jnp.int32(0)]))
 
 
 def encode(x, kind: str, bits: int):
@@ -219,22 +228,21 @@ def encode(x, kind: str, bits: int):
     if kind == LINEAR_NO_ZERO:
         n = 2**bits
         return jnp.clip(jnp.round(x * n) - 1, 0, n - 1).astype(jnp.uint8)
-    mb = _magnitude_bits(kind, bits)
     if kind == UNSIGNED:
-        return _encode_magnitude(jnp.clip(x, 0, 1), mb).astype(jnp.uint8)
-    m = _encode_magnitude(jnp.minimum(jnp.abs(x), 1), mb).astype(jnp.uint8)
-    return jnp.where(x < 0, m | jnp.uint8(2**mb), m)
+        return _encode_magnitude(_clip_unit(x), kind, bits).astype(jnp.uint8)
+    m = _encode_magnitude(_clip_unit(jnp.abs(x)), kind, bits).astype(jnp.uint8)
+    return jnp.where(x < 0, m | jnp.uint8(2 ** (bits - 1)), m)
 
 
 def decode(codes, kind: str, bits: int):
     """The float32 levels of unpacked ``codes`` (arithmetic: the inverse of :func:`encode`)."""
     if kind == LINEAR_NO_ZERO:
         return (codes.astype(jnp.float32) + 1) * jnp.float32(1 / 2**bits)
-    mb = _magnitude_bits(kind, bits)
     if kind == UNSIGNED:
-        return _decode_magnitude(codes.astype(jnp.float32), mb)
-    magnitude = _decode_magnitude((codes & jnp.uint8(2**mb - 1)).astype(jnp.float32), mb)
-    return jnp.where(codes >= 2**mb, -magnitude, magnitude)
+        return _decode_magnitude(codes.astype(jnp.float32), kind, bits)
+    sign = jnp.uint8(2 ** (bits - 1))
+    magnitude = _decode_magnitude((codes & (sign - 1)).astype(jnp.float32), kind, bits)
+    return jnp.where(codes >= sign, -magnitude, magnitude)
 
 
 # ---------------------------------------------------------------------------
@@ -264,7 +272,12 @@ def _pack(codes):
 
 
 def _unpack(packed):
-    return jnp.concatenate([packed & jnp.uint8(15), packed >> 4], axis=-1)
+    # Each byte broadcast to both halves and shifted by 0 or 4: elementwise, so it fuses into the
+    # decoder (a concatenate of the two nibble arrays is not fused by XLA:CPU and costs a pass each).
+    half = packed.shape[-1]
+    both = jnp.broadcast_to(packed[..., None, :], (*packed.shape[:-1], 2, half))
+    shift = jax.lax.broadcasted_iota(jnp.uint8, both.shape, both.ndim - 2) * jnp.uint8(4)
+    return ((both >> shift) & jnp.uint8(15)).reshape(*packed.shape[:-1], 2 * half)
 
 
 def _block_absmax(blocks_list):
