@@ -11,7 +11,7 @@ import optcore_lowbit
 from optcore_lowbit import _quantize
 from optcore_lowbit._quantize import LINEAR_NO_ZERO, SIGNED, UNSIGNED, decode, encode, layout
 
-from _reference import level_gap, nearest, quantize_dequantize, to_blocks
+from _reference import level_gap, nearest, quantize_dequantize, rank1_quantize_dequantize, to_blocks
 
 CODES = [(SIGNED, 8), (UNSIGNED, 8), (SIGNED, 4), (LINEAR_NO_ZERO, 4)]
 
@@ -26,22 +26,17 @@ def test_code_tables(kind, bits):
         np.testing.assert_array_equal(table, (np.arange(16) + 1) / 16)
         return
     assert 0.0 in table
-    # The dynamic code over D = bits - 1 decades [10^-e-1, 10^-e]: the signed code has 2^(D-1-e) equally
-    # spaced levels in decade e and a sign bit; the unsigned code (Dettmers et al. 2022) gives the sign's
-    # bit to the fraction, 2^(D-e) levels per decade, and has two codes for zero (255 distinct levels).
-    decades = bits - 1
-    per_decade = [2 ** (decades - 1 - e) if kind == SIGNED else 2 ** (decades - e) for e in range(decades)]
-    assert magnitudes.size == sum(per_decade) + 1
-    for e in range(decades - 1):
+    # The dynamic code: 2^(B-1-e) equally spaced levels in each decade [10^-e-1, 10^-e] (B magnitude bits).
+    mb = bits - 1 if kind == SIGNED else bits
+    assert magnitudes.size == 2**mb  # every magnitude index is a distinct level
+    for e in range(mb - 1):
         inside = magnitudes[(magnitudes > 10.0 ** (-e - 1) * (1 + 1e-6)) & (magnitudes <= 10.0**-e * (1 + 1e-6))]
-        assert inside.size == per_decade[e]
+        assert inside.size == 2 ** (mb - 1 - e)
         np.testing.assert_allclose(np.diff(np.concatenate([[10.0 ** (-e - 1)], inside])),
-                                   0.9 * 10.0**-e / per_decade[e], rtol=1e-5)
-    bottom = magnitudes[(magnitudes > 0) & (magnitudes <= 10.0 ** -(decades - 1) * (1 + 1e-6))]
-    np.testing.assert_allclose(bottom, 10.0 ** -(decades - 1) * np.arange(1, per_decade[-1] + 1) / per_decade[-1],
-                               rtol=1e-6)
+                                   0.9 * 10.0**-e / 2 ** (mb - 1 - e), rtol=1e-5)
+    assert magnitudes[1] == np.float32(10.0 ** -(mb - 1))  # the smallest non-zero level
     if kind == SIGNED:
-        np.testing.assert_array_equal(table[2 ** decades:], -table[: 2 ** decades])
+        np.testing.assert_array_equal(table[2**mb:], -table[: 2**mb])
 
 
 @pytest.mark.parametrize("kind,bits", CODES)
@@ -105,6 +100,64 @@ def to_blocks_inverse(blocks, shape, block, bits):
     from _reference import from_blocks
 
     return from_blocks(blocks, shape, block, bits)
+
+
+@pytest.mark.parametrize("kind,bits", [(LINEAR_NO_ZERO, 4), (UNSIGNED, 8), (SIGNED, 4)])
+@pytest.mark.parametrize("shape", [(30, 41), (64, 256), (4, 5, 33)])
+def test_rank1_normalization_matches_the_reference(kind, bits, shape):
+    """Scale of entry (i, j, ...): min over axes of that axis's slice maximum; nearest level by brute force."""
+    rng = np.random.default_rng(2)
+    # Magnitudes that follow the rows (a rarely active input has a small second moment along its row).
+    x = (rng.standard_t(3, size=shape) * 10.0 ** rng.uniform(-4, 0, size=shape[:1] + (1,) * (len(shape) - 1)))
+    x = x.astype(np.float32)
+    x[1] = 0  # an all-zero slice stays zero
+    if kind != SIGNED:
+        x = np.abs(x)
+    q = _quantize.quantize_rank1(jnp.asarray(x), kind, bits)
+    assert isinstance(q, optcore_lowbit.Rank1QuantizedArray) and _quantize.is_quantized(q)
+    assert q.codes.shape == (*shape[:-1], -(-shape[-1] * bits // 8)) and q.codes.dtype == jnp.uint8
+    assert [m.shape for m in q.maxima] == [(n,) for n in shape]
+    for d, m in enumerate(q.maxima):
+        others = tuple(a for a in range(len(shape)) if a != d)
+        np.testing.assert_array_equal(np.asarray(m), np.abs(x).max(axis=others))
+    back = np.asarray(jax.jit(optcore_lowbit.dequantize)(q))
+    reference = rank1_quantize_dequantize(x, kind, bits)
+    assert np.isclose(back, reference, rtol=1e-6, atol=0).mean() > 0.999  # ties may round either way
+    assert np.all(back[1] == 0)
+
+
+def test_rank1_is_tighter_than_blocks_when_magnitudes_follow_rows():
+    """The reason for rank-1 scales (Li et al.): rows of small second moments keep their precision."""
+    rng = np.random.default_rng(3)
+    x = (rng.uniform(0.5, 1, size=(64, 256)) * 10.0 ** rng.uniform(-4, 0, size=(64, 1))).astype(np.float32)
+    rank1 = np.asarray(optcore_lowbit.dequantize(_quantize.quantize_rank1(jnp.asarray(x), LINEAR_NO_ZERO, 4)))
+    block = np.asarray(optcore_lowbit.dequantize(optcore_lowbit.quantize(jnp.asarray(x), LINEAR_NO_ZERO, 4, 128)))
+    # Each 128-entry block lies in one row here, so block scales are as tight: compare with 2048-entry blocks.
+    wide = np.asarray(optcore_lowbit.dequantize(optcore_lowbit.quantize(jnp.asarray(x), LINEAR_NO_ZERO, 4, 2048)))
+    error = lambda y: float(np.median(np.abs(y - x) / x))  # noqa: E731
+    assert error(rank1) <= error(block) * (1 + 1e-6) and error(rank1) < 0.25 * error(wide)
+
+
+@pytest.mark.parametrize("bits,kind", [(4, LINEAR_NO_ZERO), (8, UNSIGNED)])
+@pytest.mark.parametrize("shape", [(37, 892), (3, 5000), (6, 7, 301)])
+def test_chunked_rank1_requantize_equals_whole_leaf(bits, kind, shape, monkeypatch):
+    """Two loops over runs of rows (chunks of 4096 entries, with a tail) give the whole-leaf codes and maxima."""
+    monkeypatch.setattr(_quantize, "CHUNK_ENTRIES", 4096)
+    rng = np.random.default_rng(4)
+    old = _quantize.quantize_rank1(jnp.asarray(rng.uniform(0, 2, size=shape).astype(np.float32)), kind, bits)
+    g = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+    moment = lambda g, v: 0.9 * v + 0.1 * g * g  # noqa: E731
+    got = jax.jit(lambda g, old: _quantize.requantize_rank1(moment, g, old))(g, old)
+    want = _quantize.quantize_rank1(moment(g, _quantize.dequantize(old)), kind, bits)
+    # Equal up to XLA fusing the moment update differently (a contracted multiply-add: one ulp).
+    for a, b in zip(got.maxima, want.maxima):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=3e-7)
+    assert got.codes.shape == want.codes.shape and np.mean(np.asarray(got.codes) == np.asarray(want.codes)) > 0.9999
+
+
+def test_rank1_needs_two_axes():
+    with pytest.raises(ValueError, match="two or more axes"):
+        _quantize.quantize_rank1(jnp.ones(10), LINEAR_NO_ZERO, 4)
 
 
 def test_layouts():

@@ -15,11 +15,13 @@ from optcore_lowbit._quantize import (
     SIGNED,
     UNSIGNED,
     QuantizedArray,
+    Rank1QuantizedArray,
     code_values,
     dequantize,
     quantize,
 )
 from optcore_lowbit._transforms import (
+    NU_SCALINGS,
     ScaleByAdamLowBitState,
     ScaleByLionLowBitState,
     TraceLowBitState,
@@ -40,7 +42,9 @@ WRAPPERS = ("quantize_state",)
 # The constants (code kinds, defaults) are importable and described in docs/api/lowbit.rst.
 __all__ = [
     "NONNEGATIVE_FIELDS",
+    "NU_SCALINGS",
     "QuantizedArray",
+    "Rank1QuantizedArray",
     "ScaleByAdamLowBitState",
     "ScaleByLionLowBitState",
     "TraceLowBitState",

@@ -17,14 +17,15 @@ bits) and scales ``(*s[:k], n)``: a block never spans two rows, so a leading
 axis sharded over devices shards codes and scales the same way, and a sharded
 trailing axis does too when each shard holds whole blocks.
 
-**Codes.** The dynamic (exponent) code of Dettmers (2016), over ``D = bits - 1``
-decades: in ``[0, 1]`` the decades :math:`[10^{-e-1}, 10^{-e}]`, ``e = 0..D-2``,
-hold :math:`k_e` equally spaced levels each (the top one :math:`10^{-e}`), the
-last interval :math:`[0, 10^{-D+1}]` holds :math:`k_{D-1}` levels, and 0 is a
-level. The signed code (first moments) has a sign bit and
-:math:`k_e = 2^{D-1-e}`; the unsigned code (8-bit second moments) uses the
-sign's bit as one more fraction bit, :math:`k_e = 2^{D-e}`, as Dettmers et al.
-(2022) do. The level of magnitude index ``m`` in decade ``e`` is
+**Codes.** The dynamic (exponent) code of Dettmers (2016), over ``B`` magnitude bits
+(``bits - 1`` for the signed code of first moments, ``bits`` for the unsigned
+code of 8-bit second moments): in ``[0, 1]`` the decades
+:math:`[10^{-e-1}, 10^{-e}]`, ``e = 0..B-2``, hold :math:`k_e = 2^{B-1-e}`
+equally spaced levels each (the top one :math:`10^{-e}`), the last interval
+:math:`[0, 10^{-B+1}]` holds one level, and 0 is a level. (The unsigned code
+spends the sign's bit on one more decade rather than on twice the levels per
+decade: a second moment rounded to zero makes a huge step, and on the digits
+study the extra decade gave clearly better held-out losses.) The level of magnitude index ``m`` in decade ``e`` is
 :math:`\mathrm{lo}_e + (m - k_e + 1) w_e / k_e`, so the levels of a decade and
 the top level of the next one are equally spaced: round-to-nearest is one
 rounding of an affine function of the value. Across decades these affine maps
@@ -100,7 +101,8 @@ class QuantizedArray:
 
 
 def is_quantized(x) -> bool:
-    return isinstance(x, QuantizedArray)
+    """Whether ``x`` is a quantized state leaf (block-wise or rank-1)."""
+    return isinstance(x, (QuantizedArray, Rank1QuantizedArray))
 
 
 class Layout(NamedTuple):
@@ -153,17 +155,15 @@ def _magnitude_bits(kind: str, bits: int) -> int:
 def _decades(kind: str, bits: int):
     """Per decade ``e`` of a dynamic code: (lower bound, upper bound, levels ``k_e``), from the top down.
 
-    Both dynamic codes span ``bits - 1`` decades; the unsigned code spends the
-    bit a sign would take on one more fraction bit (twice the levels per
-    decade), as Dettmers et al. (2022) do for Adam's second moment.
+    ``B`` magnitude bits (``bits - 1`` signed, ``bits`` unsigned) span ``B``
+    decades with :math:`k_e = 2^{B-1-e}` levels each.
     """
-    n_decades = bits - 1
-    fraction_bits = n_decades - 1 if kind == SIGNED else n_decades
+    n_decades = _magnitude_bits(kind, bits)
     out = []
     for e in range(n_decades):
         hi = 10.0 ** -e
         lo = 0.0 if e == n_decades - 1 else hi / 10.0
-        out.append((lo, hi, 2 ** (fraction_bits - e)))
+        out.append((lo, hi, 2 ** (n_decades - 1 - e)))
     return out
 
 
@@ -172,7 +172,6 @@ def code_values(kind: str, bits: int) -> np.ndarray:
     """The levels of a code, indexed by the code (float32; ``2**bits`` entries).
 
     Signed codes: bit ``bits-1`` is the sign, the low bits the magnitude index.
-    Unsigned dynamic codes have two codes for zero (0 and 1; the encoder writes 1).
     """
     n = 2**bits
     if kind == LINEAR_NO_ZERO:
@@ -266,18 +265,17 @@ def _unblocks(blocks, lay: Layout):
 
 
 def _pack(codes):
-    """Two 4-bit codes per byte: the first half of each block in the low nibbles, the second in the high."""
-    half = codes.shape[-1] // 2
-    return codes[..., :half] | (codes[..., half:] << 4)
+    """Two 4-bit codes per byte, adjacent pairs along the last axis (of even length): low nibble first."""
+    pairs = codes.reshape(*codes.shape[:-1], codes.shape[-1] // 2, 2)
+    return pairs[..., 0] | (pairs[..., 1] << 4)
 
 
 def _unpack(packed):
-    # Each byte broadcast to both halves and shifted by 0 or 4: elementwise, so it fuses into the
-    # decoder (a concatenate of the two nibble arrays is not fused by XLA:CPU and costs a pass each).
-    half = packed.shape[-1]
-    both = jnp.broadcast_to(packed[..., None, :], (*packed.shape[:-1], 2, half))
-    shift = jax.lax.broadcasted_iota(jnp.uint8, both.shape, both.ndim - 2) * jnp.uint8(4)
-    return ((both >> shift) & jnp.uint8(15)).reshape(*packed.shape[:-1], 2 * half)
+    # Each byte broadcast to a pair and shifted by 0 or 4: elementwise, so it fuses into the decoder
+    # (a concatenate or an interleave of two nibble arrays is not fused by XLA:CPU and costs a pass each).
+    both = jnp.broadcast_to(packed[..., None], (*packed.shape, 2))
+    shift = jax.lax.broadcasted_iota(jnp.uint8, both.shape, both.ndim - 1) * jnp.uint8(4)
+    return ((both >> shift) & jnp.uint8(15)).reshape(*packed.shape[:-1], 2 * packed.shape[-1])
 
 
 def _block_absmax(blocks_list):
@@ -470,11 +468,152 @@ def requantize(moment_fn, g, olds, n_extra: int = 0):
     return quantized, [e.reshape(g.shape) for e in extras]
 
 
-def dequantize(q: QuantizedArray):
-    """The float32 array that ``q`` stands for (of its ``shape``)."""
+def dequantize(q):
+    """The float32 array that ``q`` (a :class:`QuantizedArray` or :class:`Rank1QuantizedArray`) stands for."""
+    if isinstance(q, Rank1QuantizedArray):
+        return _dequantize_rank1(q)
     lay = layout(q.shape, q.block_size, q.bits)
     codes = _unpack(q.codes) if q.bits == 4 else q.codes
     return _unblocks(decode(codes, q.kind, q.bits) * q.scales[..., None], lay)
+
+
+
+# ---------------------------------------------------------------------------
+# Rank-1 normalization (4-bit second moments of leaves with two or more axes).
+# ---------------------------------------------------------------------------
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class Rank1QuantizedArray:
+    r"""A state leaf of two or more axes quantized with rank-1 normalization (Li et al., 2023).
+
+    Instead of one scale per block, each axis ``d`` keeps the maxima
+    :math:`M_d[j]` of ``|x|`` over the slices ``x[..., j, ...]`` (for a matrix:
+    its row and its column maxima), and an entry is divided by the smallest
+    maximum of the slices through it,
+
+    .. math:: s_{i_1 \dots i_k} = \min_d M_d[i_d], \qquad q = Q(x / s).
+
+    Each entry lies in every slice through it, so :math:`|x| \le s`; where
+    magnitudes follow rows and columns (a rarely active input feature has a
+    small second moment along its whole row) ``s`` is much tighter than a
+    block maximum. ``codes`` keep the leaf's shape, 4-bit codes packed in
+    adjacent pairs along the last axis; ``maxima`` hold one float32 vector per
+    axis. Children and metadata as :class:`QuantizedArray`'s.
+    """
+
+    __slots__ = ("codes", "maxima", "shape", "dtype", "kind", "bits")
+
+    def __init__(self, codes, maxima, shape, dtype, kind, bits):
+        self.codes = codes  # uint8, shape[:-1] + (shape[-1],), or (ceil(shape[-1] / 2),) packed for 4 bits
+        self.maxima = tuple(maxima)  # float32, one vector of length shape[d] per axis d
+        self.shape = tuple(shape)
+        self.dtype = jnp.dtype(dtype)
+        self.kind = kind
+        self.bits = bits
+
+    def tree_flatten_with_keys(self):
+        children = ((jax.tree_util.GetAttrKey("codes"), self.codes), (jax.tree_util.GetAttrKey("maxima"), self.maxima))
+        return children, (self.shape, self.dtype.name, self.kind, self.bits)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children, *aux)
+
+    def dequantize(self):
+        """The float array (of ``shape`` and ``dtype``) this leaf stands for."""
+        return dequantize(self).astype(self.dtype)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def __repr__(self):
+        return (f"Rank1QuantizedArray(shape={self.shape}, dtype={self.dtype.name}, kind={self.kind!r}, "
+                f"bits={self.bits}, codes={self.codes!r}, maxima={self.maxima!r})")
+
+
+def _axis_maxima(magnitudes):
+    """Per axis ``d``, the maximum of ``magnitudes`` over every other axis."""
+    axes = range(magnitudes.ndim)
+    return tuple(jnp.max(magnitudes, axis=tuple(a for a in axes if a != d)) for d in axes)
+
+
+def _rank1_scale(maxima, shape):
+    """:math:`\\min_d M_d[i_d]` for every entry of a leaf of ``shape``."""
+    along = lambda m, d: m.reshape([n if a == d else 1 for a, n in enumerate(shape)])  # noqa: E731
+    return functools.reduce(jnp.minimum, [along(m, d) for d, m in enumerate(maxima)])
+
+
+def _encode_rank1(x, maxima, kind: str, bits: int):
+    """Codes of ``x`` (a leaf, or a run of its axis-0 slices with ``maxima[0]`` cut to match)."""
+    scale = _rank1_scale(maxima, x.shape)
+    # An entry whose scale is 0 lies in an all-zero slice: it is 0 and stays 0.
+    inverse = jnp.where(scale > 0, 1 / jnp.where(scale > 0, scale, 1), 0)
+    codes = encode(x * inverse, kind, bits)
+    if bits == 4:  # an odd last axis gets one padding code
+        codes = _pack(jnp.pad(codes, [(0, 0)] * (x.ndim - 1) + [(0, x.shape[-1] % 2)]))
+    return codes
+
+
+def _decode_rank1(codes, maxima, shape, kind: str, bits: int):
+    codes = _unpack(codes)[..., : shape[-1]] if bits == 4 else codes
+    return decode(codes, kind, bits) * _rank1_scale(maxima, shape)
+
+
+def quantize_rank1(x, kind: str, bits: int, dtype=None) -> Rank1QuantizedArray:
+    """Quantization of ``x`` (two or more axes) with rank-1 normalization."""
+    if x.ndim < 2:
+        raise ValueError(f"rank-1 normalization needs a leaf of two or more axes, got shape {x.shape}.")
+    x = x.astype(jnp.float32)
+    maxima = _axis_maxima(jnp.abs(x))
+    return Rank1QuantizedArray(_encode_rank1(x, maxima, kind, bits), maxima, x.shape,
+                               x.dtype if dtype is None else dtype, kind, bits)
+
+
+def _dequantize_rank1(q: Rank1QuantizedArray):
+    return _decode_rank1(q.codes, q.maxima, q.shape, q.kind, q.bits)
+
+
+def _max_over(x, axes):
+    """``max(x, axes)`` as a variadic reduce, which XLA:CPU fuses with ``x``'s producer (see :func:`_block_absmax`)."""
+    zero = jnp.float32(0)
+    return jax.lax.reduce((x, x), (zero, zero), lambda a, b: (jnp.maximum(a[0], b[0]), jnp.maximum(a[1], b[1])),
+                          tuple(axes))[0]
+
+
+def requantize_rank1(moment_fn, g, old: Rank1QuantizedArray) -> Rank1QuantizedArray:
+    """The new state ``moment_fn(g, old state)`` (elementwise), quantized with rank-1 normalization as ``old`` is.
+
+    The new maxima depend on the whole new state: one reduction per axis,
+    each fusing the new state's computation from ``g`` and the old codes.
+    Then a loop over runs of axis-0 slices (about ``CHUNK_ENTRIES`` entries
+    each) recomputes each run's new state and encodes it in place. No
+    float32 copy of the leaf is written: over many leaves such copies add up
+    to more than float32 AdamW's peak memory.
+    """
+    shape = old.shape
+    g32 = g.astype(jnp.float32)
+    magnitudes = jnp.abs(moment_fn(g32, _dequantize_rank1(old)))
+    axes = range(len(shape))
+    maxima = tuple(_max_over(magnitudes, [a for a in axes if a != d]) for d in axes)
+    chunk = max(1, min(shape[0], CHUNK_ENTRIES // math.prod(shape[1:])))
+    n_chunks, tail = divmod(shape[0], chunk)
+
+    def encode_run(start, size, codes):
+        # Reads its run of old codes from the carry before overwriting it: the buffer is updated in place.
+        cut = lambda x: jax.lax.dynamic_slice_in_dim(x, start, size)  # noqa: E731
+        part = (size, *shape[1:])
+        old_part = _decode_rank1(cut(codes), (cut(old.maxima[0]), *old.maxima[1:]), part, old.kind, old.bits)
+        new = _encode_rank1(moment_fn(cut(g32), old_part), (cut(maxima[0]), *maxima[1:]), old.kind, old.bits)
+        return jax.lax.dynamic_update_slice_in_dim(codes, new, start, 0)
+
+    codes = old.codes
+    if n_chunks:
+        codes = jax.lax.fori_loop(0, n_chunks, lambda i, c: encode_run(i * chunk, chunk, c), codes)
+    if tail:
+        codes = encode_run(n_chunks * chunk, tail, codes)
+    return Rank1QuantizedArray(codes, maxima, shape, old.dtype, old.kind, old.bits)
 
 
 def check_format(bits, block_size, min_quantized_size) -> None:

@@ -64,7 +64,7 @@ def quantize_state(
     Args:
       inner: the transformation whose state to quantize.
       bits: 8 or 4.
-      block_size: entries per block (default: 2048 for 8 bits, 128 for 4).
+      block_size: entries per block (default: 256 for 8 bits, 128 for 4).
       min_quantized_size: leaves with fewer entries stay float.
       nonnegative_fields: state field names stored on the unsigned code.
     """
