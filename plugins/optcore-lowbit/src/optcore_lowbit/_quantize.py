@@ -34,6 +34,10 @@ multiply-add per decade and the decoder the maximum (no comparisons, no
 table). 4-bit second moments use the linear code without zero,
 :math:`(m + 1) / 16`, the 4-bit paper's fix of the zero-point problem (a
 second moment rounded to 0 turns into an unbounded step).
+
+**Rank-1 scales.** Instead of blocks, a leaf of two or more axes can be
+scaled entry by entry by the smallest of the maxima of the slices through it
+(:class:`Rank1QuantizedArray`; Li et al.'s choice for 4-bit second moments).
 """
 
 from __future__ import annotations
@@ -56,32 +60,20 @@ KINDS = (SIGNED, UNSIGNED, LINEAR_NO_ZERO)
 BITS = (4, 8)
 
 
-@jax.tree_util.register_pytree_with_keys_class
-class QuantizedArray:
-    """A block-quantized state leaf: ``codes`` (uint8) and one float32 ``scales`` entry per block.
+class _QuantizedLeaf:
+    """What the quantized state leaves share: array children, static metadata, dequantization."""
 
-    The two arrays are its pytree children; what they stand for (``shape``,
-    ``dtype``, the code ``kind``, ``bits`` and ``block_size``) is static pytree
-    metadata, so that the leaf describes itself under ``jax.jit``: any
-    transformation (:func:`optcore_lowbit.quantize_state`) can dequantize it,
-    and a gradient of the wrong shape is an error naming its path. Checkpoints
-    hold only the two arrays; the metadata comes back from a fresh ``init``.
-    """
+    __slots__ = ()
+    _children: tuple = ()  # the names of the array children (pytree children, in checkpoints)
+    _metadata: tuple = ()  # the names of the static fields, in ``__init__``'s order after the children
 
-    __slots__ = ("codes", "scales", "shape", "dtype", "kind", "bits", "block_size")
-
-    def __init__(self, codes, scales, shape, dtype, kind, bits, block_size):
-        self.codes = codes  # uint8, (*lead, n_blocks, length), or length // 2 for packed 4-bit codes
-        self.scales = scales  # float32, (*lead, n_blocks): each block's absolute maximum
-        self.shape = tuple(shape)
-        self.dtype = jnp.dtype(dtype)
-        self.kind = kind
-        self.bits = bits
-        self.block_size = block_size
+    def _meta(self, name):
+        value = getattr(self, name)
+        return value.name if name == "dtype" else value
 
     def tree_flatten_with_keys(self):
-        children = ((jax.tree_util.GetAttrKey("codes"), self.codes), (jax.tree_util.GetAttrKey("scales"), self.scales))
-        return children, (self.shape, self.dtype.name, self.kind, self.bits, self.block_size)
+        children = tuple((jax.tree_util.GetAttrKey(n), getattr(self, n)) for n in self._children)
+        return children, tuple(self._meta(n) for n in self._metadata)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
@@ -96,13 +88,40 @@ class QuantizedArray:
         return math.prod(self.shape)
 
     def __repr__(self):
-        return (f"QuantizedArray(shape={self.shape}, dtype={self.dtype.name}, kind={self.kind!r}, "
-                f"bits={self.bits}, block_size={self.block_size}, codes={self.codes!r}, scales={self.scales!r})")
+        fields = [f"{n}={self._meta(n) if n == 'dtype' else repr(self._meta(n))}" for n in self._metadata]
+        fields += [f"{n}={getattr(self, n)!r}" for n in self._children]
+        return f"{type(self).__name__}({', '.join(fields)})"
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class QuantizedArray(_QuantizedLeaf):
+    """A block-quantized state leaf: ``codes`` (uint8) and one float32 ``scales`` entry per block.
+
+    The two arrays are its pytree children; what they stand for (``shape``,
+    ``dtype``, the code ``kind``, ``bits`` and ``block_size``) is static pytree
+    metadata, so that the leaf describes itself under ``jax.jit``: any
+    transformation (:func:`optcore_lowbit.quantize_state`) can dequantize it,
+    and a gradient of the wrong shape is an error naming its path. Checkpoints
+    hold only the two arrays; the metadata comes back from a fresh ``init``.
+    """
+
+    __slots__ = ("codes", "scales", "shape", "dtype", "kind", "bits", "block_size")
+    _children = ("codes", "scales")
+    _metadata = ("shape", "dtype", "kind", "bits", "block_size")
+
+    def __init__(self, codes, scales, shape, dtype, kind, bits, block_size):
+        self.codes = codes  # uint8, (*lead, n_blocks, length), or length // 2 for packed 4-bit codes
+        self.scales = scales  # float32, (*lead, n_blocks): each block's absolute maximum
+        self.shape = tuple(shape)
+        self.dtype = jnp.dtype(dtype)
+        self.kind = kind
+        self.bits = bits
+        self.block_size = block_size
 
 
 def is_quantized(x) -> bool:
     """Whether ``x`` is a quantized state leaf (block-wise or rank-1)."""
-    return isinstance(x, (QuantizedArray, Rank1QuantizedArray))
+    return isinstance(x, _QuantizedLeaf)
 
 
 class Layout(NamedTuple):
@@ -484,7 +503,7 @@ def dequantize(q):
 
 
 @jax.tree_util.register_pytree_with_keys_class
-class Rank1QuantizedArray:
+class Rank1QuantizedArray(_QuantizedLeaf):
     r"""A state leaf of two or more axes quantized with rank-1 normalization (Li et al., 2023).
 
     Instead of one scale per block, each axis ``d`` keeps the maxima
@@ -503,6 +522,8 @@ class Rank1QuantizedArray:
     """
 
     __slots__ = ("codes", "maxima", "shape", "dtype", "kind", "bits")
+    _children = ("codes", "maxima")
+    _metadata = ("shape", "dtype", "kind", "bits")
 
     def __init__(self, codes, maxima, shape, dtype, kind, bits):
         self.codes = codes  # uint8, shape[:-1] + (shape[-1],), or (ceil(shape[-1] / 2),) packed for 4 bits
@@ -511,26 +532,6 @@ class Rank1QuantizedArray:
         self.dtype = jnp.dtype(dtype)
         self.kind = kind
         self.bits = bits
-
-    def tree_flatten_with_keys(self):
-        children = ((jax.tree_util.GetAttrKey("codes"), self.codes), (jax.tree_util.GetAttrKey("maxima"), self.maxima))
-        return children, (self.shape, self.dtype.name, self.kind, self.bits)
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(*children, *aux)
-
-    def dequantize(self):
-        """The float array (of ``shape`` and ``dtype``) this leaf stands for."""
-        return dequantize(self).astype(self.dtype)
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    def __repr__(self):
-        return (f"Rank1QuantizedArray(shape={self.shape}, dtype={self.dtype.name}, kind={self.kind!r}, "
-                f"bits={self.bits}, codes={self.codes!r}, maxima={self.maxima!r})")
 
 
 def _axis_maxima(magnitudes):
