@@ -49,6 +49,20 @@ def quantize_dequantize(x: np.ndarray, kind: str, bits: int, block_size: int) ->
     return from_blocks((levels * absmax).astype(np.float32), x.shape, block_size, bits)
 
 
+def rank1_quantize_dequantize(x: np.ndarray, kind: str, bits: int) -> np.ndarray:
+    """``x`` (two or more axes) rounded with rank-1 normalization: scale min over axes of the slice maxima."""
+    magnitudes = np.abs(x.astype(np.float32))
+    scale = None
+    for d in range(x.ndim):
+        others = tuple(a for a in range(x.ndim) if a != d)
+        along = magnitudes.max(axis=others, keepdims=True)
+        scale = along if scale is None else np.minimum(scale, along)
+    safe = np.where(scale > 0, scale, 1)
+    normalized = np.where(scale > 0, x / safe, 0).astype(np.float32)
+    levels = code_values(kind, bits)[nearest(normalized, kind, bits)]
+    return (levels * scale).astype(np.float32)
+
+
 def level_gap(normalized: np.ndarray, kind: str, bits: int) -> np.ndarray:
     """The distance between the two levels around each normalized value: twice the largest rounding error.
 

@@ -7,7 +7,8 @@ sharded on a leading axis, on the last axis (each shard holding whole
 blocks), and a 1-D param over all devices. ``jax.jit(init)`` must give the
 codes and scales of each param the param's sharding (codes of shape
 ``(*lead, n_blocks, length)`` split like the param, the block axis taking the
-split of the row), and jitted steps on the mesh must give the numbers of
+split of the row; rank-1 codes split like the param and each axis's maxima
+like that axis), and jitted steps on the mesh must give the numbers of
 single-device steps.
 """
 
@@ -47,25 +48,28 @@ def _report() -> dict:
         opt = optcore.get(name)(1e-2)
         state = jax.jit(opt.init)(sharded)
         entry = {"init": {}, "step": {}}
-        moments = [x for x in jax.tree.leaves(state[0], is_leaf=optcore_lowbit.QuantizedArray.__instancecheck__)
-                   if isinstance(x, optcore_lowbit.QuantizedArray)]
-        by_shape = {}
-        for q in moments:
-            by_shape.setdefault(q.shape, []).append(q)
+        quantized = lambda x: isinstance(x, (optcore_lowbit.QuantizedArray, optcore_lowbit.Rank1QuantizedArray))  # noqa: E731
+
+        def keeps_sharding(q, k):
+            if isinstance(q, optcore_lowbit.QuantizedArray):
+                return (q.codes.sharding.is_equivalent_to(NamedSharding(mesh, code_specs[k]), q.codes.ndim)
+                        and q.scales.sharding.is_equivalent_to(NamedSharding(mesh, scale_specs[k]), q.scales.ndim))
+            # Rank-1 (adamw_4bit's second moment): codes split like the param (pairs packed along the last
+            # axis), and the maxima of each axis split like that axis.
+            spec = tuple(param_specs[k]) + (None,) * (len(shapes[k]) - len(param_specs[k]))
+            return q.codes.sharding.is_equivalent_to(NamedSharding(mesh, P(*spec)), q.codes.ndim) and all(
+                m.sharding.is_equivalent_to(NamedSharding(mesh, P(spec[d])), 1) for d, m in enumerate(q.maxima))
 
         def keeps(state):
             out = {}
             for k, shape in shapes.items():
-                qs = [x for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, optcore_lowbit.QuantizedArray))
-                      if isinstance(x, optcore_lowbit.QuantizedArray) and x.shape == shape]
-                out[k] = bool(qs) and all(
-                    q.codes.sharding.is_equivalent_to(NamedSharding(mesh, code_specs[k]), q.codes.ndim)
-                    and q.scales.sharding.is_equivalent_to(NamedSharding(mesh, scale_specs[k]), q.scales.ndim)
-                    for q in qs
-                )
+                qs = [x for x in jax.tree.leaves(state, is_leaf=quantized) if quantized(x) and x.shape == shape]
+                out[k] = bool(qs) and all(keeps_sharding(q, k) for q in qs)
             return out
 
         entry["init"] = keeps(state)
+        entry["rank1_shapes"] = sorted(list(x.shape) for x in jax.tree.leaves(state, is_leaf=quantized)
+                                       if isinstance(x, optcore_lowbit.Rank1QuantizedArray))
 
         def step(params, state, grads):
             updates, state = opt.update(grads, state, params)
@@ -104,6 +108,11 @@ def report():
 @pytest.mark.parametrize("name", ["adamw_8bit", "adamw_4bit", "lion_8bit", "sgd_8bit"])
 def test_init_under_jit_keeps_the_params_sharding(report, name):
     assert report[name]["init"] == {"lead": True, "last": True, "flat": True}
+
+
+def test_the_4bit_second_moment_of_matrices_is_rank1_normalized(report):
+    assert report["adamw_4bit"]["rank1_shapes"] == [[16, 16384], [64, 4096]]
+    assert report["adamw_8bit"]["rank1_shapes"] == []
 
 
 @pytest.mark.parametrize("name", ["adamw_8bit", "adamw_4bit", "lion_8bit", "sgd_8bit"])

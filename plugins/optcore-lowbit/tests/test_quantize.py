@@ -11,7 +11,7 @@ import optcore_lowbit
 from optcore_lowbit import _quantize
 from optcore_lowbit._quantize import LINEAR_NO_ZERO, SIGNED, UNSIGNED, decode, encode, layout
 
-from _reference import level_gap, nearest, quantize_dequantize, to_blocks
+from _reference import level_gap, nearest, quantize_dequantize, rank1_quantize_dequantize, to_blocks
 
 CODES = [(SIGNED, 8), (UNSIGNED, 8), (SIGNED, 4), (LINEAR_NO_ZERO, 4)]
 
@@ -100,6 +100,64 @@ def to_blocks_inverse(blocks, shape, block, bits):
     from _reference import from_blocks
 
     return from_blocks(blocks, shape, block, bits)
+
+
+@pytest.mark.parametrize("kind,bits", [(LINEAR_NO_ZERO, 4), (UNSIGNED, 8), (SIGNED, 4)])
+@pytest.mark.parametrize("shape", [(30, 41), (64, 256), (4, 5, 33)])
+def test_rank1_normalization_matches_the_reference(kind, bits, shape):
+    """Scale of entry (i, j, ...): min over axes of that axis's slice maximum; nearest level by brute force."""
+    rng = np.random.default_rng(2)
+    # Magnitudes that follow the rows (a rarely active input has a small second moment along its row).
+    x = (rng.standard_t(3, size=shape) * 10.0 ** rng.uniform(-4, 0, size=shape[:1] + (1,) * (len(shape) - 1)))
+    x = x.astype(np.float32)
+    x[1] = 0  # an all-zero slice stays zero
+    if kind != SIGNED:
+        x = np.abs(x)
+    q = _quantize.quantize_rank1(jnp.asarray(x), kind, bits)
+    assert isinstance(q, optcore_lowbit.Rank1QuantizedArray) and _quantize.is_quantized(q)
+    assert q.codes.shape == (*shape[:-1], -(-shape[-1] * bits // 8)) and q.codes.dtype == jnp.uint8
+    assert [m.shape for m in q.maxima] == [(n,) for n in shape]
+    for d, m in enumerate(q.maxima):
+        others = tuple(a for a in range(len(shape)) if a != d)
+        np.testing.assert_array_equal(np.asarray(m), np.abs(x).max(axis=others))
+    back = np.asarray(jax.jit(optcore_lowbit.dequantize)(q))
+    reference = rank1_quantize_dequantize(x, kind, bits)
+    assert np.isclose(back, reference, rtol=1e-6, atol=0).mean() > 0.999  # ties may round either way
+    assert np.all(back[1] == 0)
+
+
+def test_rank1_is_tighter_than_blocks_when_magnitudes_follow_rows():
+    """The reason for rank-1 scales (Li et al.): rows of small second moments keep their precision."""
+    rng = np.random.default_rng(3)
+    x = (rng.uniform(0.5, 1, size=(64, 256)) * 10.0 ** rng.uniform(-4, 0, size=(64, 1))).astype(np.float32)
+    rank1 = np.asarray(optcore_lowbit.dequantize(_quantize.quantize_rank1(jnp.asarray(x), LINEAR_NO_ZERO, 4)))
+    block = np.asarray(optcore_lowbit.dequantize(optcore_lowbit.quantize(jnp.asarray(x), LINEAR_NO_ZERO, 4, 128)))
+    # Each 128-entry block lies in one row here, so block scales are as tight: compare with 2048-entry blocks.
+    wide = np.asarray(optcore_lowbit.dequantize(optcore_lowbit.quantize(jnp.asarray(x), LINEAR_NO_ZERO, 4, 2048)))
+    error = lambda y: float(np.median(np.abs(y - x) / x))  # noqa: E731
+    assert error(rank1) <= error(block) * (1 + 1e-6) and error(rank1) < 0.25 * error(wide)
+
+
+@pytest.mark.parametrize("bits,kind", [(4, LINEAR_NO_ZERO), (8, UNSIGNED)])
+@pytest.mark.parametrize("shape", [(37, 892), (3, 5000), (6, 7, 301)])
+def test_chunked_rank1_requantize_equals_whole_leaf(bits, kind, shape, monkeypatch):
+    """Two loops over runs of rows (chunks of 4096 entries, with a tail) give the whole-leaf codes and maxima."""
+    monkeypatch.setattr(_quantize, "CHUNK_ENTRIES", 4096)
+    rng = np.random.default_rng(4)
+    old = _quantize.quantize_rank1(jnp.asarray(rng.uniform(0, 2, size=shape).astype(np.float32)), kind, bits)
+    g = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+    moment = lambda g, v: 0.9 * v + 0.1 * g * g  # noqa: E731
+    got = jax.jit(lambda g, old: _quantize.requantize_rank1(moment, g, old))(g, old)
+    want = _quantize.quantize_rank1(moment(g, _quantize.dequantize(old)), kind, bits)
+    # Equal up to XLA fusing the moment update differently (a contracted multiply-add: one ulp).
+    for a, b in zip(got.maxima, want.maxima):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=3e-7)
+    assert got.codes.shape == want.codes.shape and np.mean(np.asarray(got.codes) == np.asarray(want.codes)) > 0.9999
+
+
+def test_rank1_needs_two_axes():
+    with pytest.raises(ValueError, match="two or more axes"):
+        _quantize.quantize_rank1(jnp.ones(10), LINEAR_NO_ZERO, 4)
 
 
 def test_layouts():

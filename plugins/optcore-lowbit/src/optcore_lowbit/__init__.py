@@ -15,11 +15,13 @@ from optcore_lowbit._quantize import (
     SIGNED,
     UNSIGNED,
     QuantizedArray,
+    Rank1QuantizedArray,
     code_values,
     dequantize,
     quantize,
 )
 from optcore_lowbit._transforms import (
+    NU_SCALINGS,
     ScaleByAdamLowBitState,
     ScaleByLionLowBitState,
     TraceLowBitState,
@@ -30,7 +32,7 @@ from optcore_lowbit._transforms import (
 )
 from optcore_lowbit._wrapper import NONNEGATIVE_FIELDS, quantize_state
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Kinds under which _plugin registers each public function (states and helpers are not registered).
 OPTIMIZERS = ("adam_8bit", "adamw_4bit", "adamw_8bit", "lion_8bit", "sgd_8bit")
@@ -40,7 +42,9 @@ WRAPPERS = ("quantize_state",)
 # The constants (code kinds, defaults) are importable and described in docs/api/lowbit.rst.
 __all__ = [
     "NONNEGATIVE_FIELDS",
+    "NU_SCALINGS",
     "QuantizedArray",
+    "Rank1QuantizedArray",
     "ScaleByAdamLowBitState",
     "ScaleByLionLowBitState",
     "TraceLowBitState",

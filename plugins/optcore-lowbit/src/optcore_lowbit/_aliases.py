@@ -30,7 +30,7 @@ def adam_8bit(
     *,
     nesterov: bool = False,
     nu_dtype: Optional[Any] = None,
-    block_size: int = 2048,
+    block_size: int = 256,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
 ) -> base.GradientTransformationExtraArgs:
     r"""Adam with 8-bit states: :math:`\theta_{t+1} = \theta_t - \eta\, u_t`, :math:`u_t` of :func:`scale_by_adam_8bit`.
@@ -72,7 +72,7 @@ def adamw_8bit(
     *,
     nesterov: bool = False,
     nu_dtype: Optional[Any] = None,
-    block_size: int = 2048,
+    block_size: int = 256,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
 ) -> base.GradientTransformationExtraArgs:
     r"""AdamW with 8-bit states (bitsandbytes' ``AdamW8bit``).
@@ -113,6 +113,7 @@ def adamw_4bit(
     nu_dtype: Optional[Any] = None,
     block_size: int = 128,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
+    nu_scaling: str = "rank1",
 ) -> base.GradientTransformationExtraArgs:
     r"""AdamW with 4-bit states: :math:`u_t` of :func:`scale_by_adam_4bit`, decoupled weight decay.
 
@@ -124,10 +125,11 @@ def adamw_4bit(
         as :func:`optcore.adamw`.
       block_size: entries per quantization block (even).
       min_quantized_size: leaves with fewer entries keep float moments.
+      nu_scaling: ``"rank1"`` (the paper's) or ``"block"``: how the second moment is normalized.
     """
     return optcore.chain(
         scale_by_adam_4bit(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype,
-                           block_size=block_size, min_quantized_size=min_quantized_size),
+                           block_size=block_size, min_quantized_size=min_quantized_size, nu_scaling=nu_scaling),
         optcore.add_decayed_weights(weight_decay, mask),
         optcore.scale_by_learning_rate(learning_rate),
     )
@@ -142,7 +144,7 @@ def lion_8bit(
     weight_decay: float = 1e-3,
     mask: MaskOrFn = None,
     *,
-    block_size: int = 2048,
+    block_size: int = 256,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
 ) -> base.GradientTransformationExtraArgs:
     r"""Lion with an 8-bit momentum (bitsandbytes' ``Lion8bit``).
@@ -172,7 +174,7 @@ def sgd_8bit(
     nesterov: bool = False,
     accumulator_dtype: Optional[Any] = None,
     *,
-    block_size: int = 2048,
+    block_size: int = 256,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
 ) -> base.GradientTransformationExtraArgs:
     r"""SGD with an 8-bit momentum buffer: :math:`\theta_{t+1} = \theta_t - \eta\, u_t`, :math:`u_t` of :func:`trace_8bit`.

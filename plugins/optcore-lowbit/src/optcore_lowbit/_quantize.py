@@ -17,20 +17,27 @@ bits) and scales ``(*s[:k], n)``: a block never spans two rows, so a leading
 axis sharded over devices shards codes and scales the same way, and a sharded
 trailing axis does too when each shard holds whole blocks.
 
-**Codes.** The dynamic (exponent) code of Dettmers (2016) with ``B`` magnitude
-bits: in ``[0, 1]`` the decades :math:`[10^{-e-1}, 10^{-e}]`, ``e = 0..B-2``,
-hold :math:`2^{B-1-e}` equally spaced levels each (the top one
-:math:`10^{-e}`), the last interval :math:`[0, 10^{-B+1}]` holds the level
-:math:`10^{-B+1}`, and 0 is a level. Signed codes add a sign bit (8-bit
-signed: ``B = 7``, 8-bit unsigned: ``B = 8``, 4-bit signed: ``B = 3``). The
-level of magnitude index ``m`` in decade ``e`` is
-:math:`\mathrm{lo}_e + (m - k_e + 1) w_e / k_e` with :math:`k_e = 2^{B-1-e}`,
-so the levels of a decade and the top level of the next one are equally
-spaced: round-to-nearest is one rounding of an affine function of the value,
-once its decade is known from a few comparisons (no table search). 4-bit
-second moments use the linear code without zero,
+**Codes.** The dynamic (exponent) code of Dettmers (2016), over ``B`` magnitude bits
+(``bits - 1`` for the signed code of first moments, ``bits`` for the unsigned
+code of 8-bit second moments): in ``[0, 1]`` the decades
+:math:`[10^{-e-1}, 10^{-e}]`, ``e = 0..B-2``, hold :math:`k_e = 2^{B-1-e}`
+equally spaced levels each (the top one :math:`10^{-e}`), the last interval
+:math:`[0, 10^{-B+1}]` holds one level, and 0 is a level. (The unsigned code
+spends the sign's bit on one more decade rather than on twice the levels per
+decade: a second moment rounded to zero makes a huge step, and on the digits
+study the extra decade gave clearly better held-out losses.) The level of magnitude index ``m`` in decade ``e`` is
+:math:`\mathrm{lo}_e + (m - k_e + 1) w_e / k_e`, so the levels of a decade and
+the top level of the next one are equally spaced: round-to-nearest is one
+rounding of an affine function of the value. Across decades these affine maps
+join into a concave function, so the encoder takes the minimum of one
+multiply-add per decade and the decoder the maximum (no comparisons, no
+table). 4-bit second moments use the linear code without zero,
 :math:`(m + 1) / 16`, the 4-bit paper's fix of the zero-point problem (a
 second moment rounded to 0 turns into an unbounded step).
+
+**Rank-1 scales.** Instead of blocks, a leaf of two or more axes can be
+scaled entry by entry by the smallest of the maxima of the slices through it
+(:class:`Rank1QuantizedArray`; Li et al.'s choice for 4-bit second moments).
 """
 
 from __future__ import annotations
@@ -53,32 +60,20 @@ KINDS = (SIGNED, UNSIGNED, LINEAR_NO_ZERO)
 BITS = (4, 8)
 
 
-@jax.tree_util.register_pytree_with_keys_class
-class QuantizedArray:
-    """A block-quantized state leaf: ``codes`` (uint8) and one float32 ``scales`` entry per block.
+class _QuantizedLeaf:
+    """What the quantized state leaves share: array children, static metadata, dequantization."""
 
-    The two arrays are its pytree children; what they stand for (``shape``,
-    ``dtype``, the code ``kind``, ``bits`` and ``block_size``) is static pytree
-    metadata, so that the leaf describes itself under ``jax.jit``: any
-    transformation (:func:`optcore_lowbit.quantize_state`) can dequantize it,
-    and a gradient of the wrong shape is an error naming its path. Checkpoints
-    hold only the two arrays; the metadata comes back from a fresh ``init``.
-    """
+    __slots__ = ()
+    _children: tuple = ()  # the names of the array children (pytree children, in checkpoints)
+    _metadata: tuple = ()  # the names of the static fields, in ``__init__``'s order after the children
 
-    __slots__ = ("codes", "scales", "shape", "dtype", "kind", "bits", "block_size")
-
-    def __init__(self, codes, scales, shape, dtype, kind, bits, block_size):
-        self.codes = codes  # uint8, (*lead, n_blocks, length), or length // 2 for packed 4-bit codes
-        self.scales = scales  # float32, (*lead, n_blocks): each block's absolute maximum
-        self.shape = tuple(shape)
-        self.dtype = jnp.dtype(dtype)
-        self.kind = kind
-        self.bits = bits
-        self.block_size = block_size
+    def _meta(self, name):
+        value = getattr(self, name)
+        return value.name if name == "dtype" else value
 
     def tree_flatten_with_keys(self):
-        children = ((jax.tree_util.GetAttrKey("codes"), self.codes), (jax.tree_util.GetAttrKey("scales"), self.scales))
-        return children, (self.shape, self.dtype.name, self.kind, self.bits, self.block_size)
+        children = tuple((jax.tree_util.GetAttrKey(n), getattr(self, n)) for n in self._children)
+        return children, tuple(self._meta(n) for n in self._metadata)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
@@ -93,12 +88,40 @@ class QuantizedArray:
         return math.prod(self.shape)
 
     def __repr__(self):
-        return (f"QuantizedArray(shape={self.shape}, dtype={self.dtype.name}, kind={self.kind!r}, "
-                f"bits={self.bits}, block_size={self.block_size}, codes={self.codes!r}, scales={self.scales!r})")
+        fields = [f"{n}={self._meta(n) if n == 'dtype' else repr(self._meta(n))}" for n in self._metadata]
+        fields += [f"{n}={getattr(self, n)!r}" for n in self._children]
+        return f"{type(self).__name__}({', '.join(fields)})"
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class QuantizedArray(_QuantizedLeaf):
+    """A block-quantized state leaf: ``codes`` (uint8) and one float32 ``scales`` entry per block.
+
+    The two arrays are its pytree children; what they stand for (``shape``,
+    ``dtype``, the code ``kind``, ``bits`` and ``block_size``) is static pytree
+    metadata, so that the leaf describes itself under ``jax.jit``: any
+    transformation (:func:`optcore_lowbit.quantize_state`) can dequantize it,
+    and a gradient of the wrong shape is an error naming its path. Checkpoints
+    hold only the two arrays; the metadata comes back from a fresh ``init``.
+    """
+
+    __slots__ = ("codes", "scales", "shape", "dtype", "kind", "bits", "block_size")
+    _children = ("codes", "scales")
+    _metadata = ("shape", "dtype", "kind", "bits", "block_size")
+
+    def __init__(self, codes, scales, shape, dtype, kind, bits, block_size):
+        self.codes = codes  # uint8, (*lead, n_blocks, length), or length // 2 for packed 4-bit codes
+        self.scales = scales  # float32, (*lead, n_blocks): each block's absolute maximum
+        self.shape = tuple(shape)
+        self.dtype = jnp.dtype(dtype)
+        self.kind = kind
+        self.bits = bits
+        self.block_size = block_size
 
 
 def is_quantized(x) -> bool:
-    return isinstance(x, QuantizedArray)
+    """Whether ``x`` is a quantized state leaf (block-wise or rank-1)."""
+    return isinstance(x, _QuantizedLeaf)
 
 
 class Layout(NamedTuple):
@@ -148,13 +171,18 @@ def _magnitude_bits(kind: str, bits: int) -> int:
     return bits - 1 if kind == SIGNED else bits
 
 
-def _decades(magnitude_bits: int):
-    """Per decade ``e``: (lower bound, upper bound, number of levels k_e), from the top decade down."""
+def _decades(kind: str, bits: int):
+    """Per decade ``e`` of a dynamic code: (lower bound, upper bound, levels ``k_e``), from the top down.
+
+    ``B`` magnitude bits (``bits - 1`` signed, ``bits`` unsigned) span ``B``
+    decades with :math:`k_e = 2^{B-1-e}` levels each.
+    """
+    n_decades = _magnitude_bits(kind, bits)
     out = []
-    for e in range(magnitude_bits):
+    for e in range(n_decades):
         hi = 10.0 ** -e
-        lo = 0.0 if e == magnitude_bits - 1 else hi / 10.0
-        out.append((lo, hi, 2 ** (magnitude_bits - 1 - e)))
+        lo = 0.0 if e == n_decades - 1 else hi / 10.0
+        out.append((lo, hi, 2 ** (n_decades - 1 - e)))
     return out
 
 
@@ -167,9 +195,8 @@ def code_values(kind: str, bits: int) -> np.ndarray:
     n = 2**bits
     if kind == LINEAR_NO_ZERO:
         return ((np.arange(n) + 1) / n).astype(np.float32)
-    mb = _magnitude_bits(kind, bits)
-    magnitudes = np.zeros(2**mb, np.float64)
-    for lo, hi, k in _decades(mb):
+    magnitudes = np.zeros(2 ** _magnitude_bits(kind, bits), np.float64)
+    for lo, hi, k in _decades(kind, bits):
         for j in range(1, k + 1):  # the level j of the decade has magnitude index k - 1 + j
             magnitudes[k - 1 + j] = lo + j * (hi - lo) / k
     if kind == UNSIGNED:
@@ -177,40 +204,40 @@ def code_values(kind: str, bits: int) -> np.ndarray:
     return np.concatenate([magnitudes, -magnitudes]).astype(np.float32)
 
 
-def _select_by_threshold(x, thresholds, values):
-    """``values[i]`` for the first ``i`` with ``x >= thresholds[i]``, else ``values[-1]`` (a select chain).
-
-    A handful of compares and selects per entry fuse into the surrounding
-    elementwise loop; a gather or ``searchsorted`` does not vectorize as well.
-    """
-    out = jnp.asarray(values[-1], jnp.float32)
-    for t, v in zip(reversed(thresholds), reversed(values[:-1])):
-        out = jnp.where(x >= t, jnp.float32(v), out)
-    return out
+# The maps between a magnitude and its (real-valued) index are piecewise affine, one piece per decade,
+# and continuous: a decade's lower bound is the top level of the next one down. The index as a function
+# of the magnitude is concave (the slope k_e / w_e grows as the decades get smaller), so it is the
+# *minimum* of its pieces, and the level as a function of the index is the *maximum* of its pieces. That
+# is one multiply-add per decade and a min/max tree: no comparisons to find the decade, no table.
+# The min and max run on the float32 bit patterns as int32: for the non-negative values that matter
+# the orders agree, and an integer min/max is one vector instruction (a float one also handles NaN).
 
 
-def _encode_magnitude(a, magnitude_bits: int):
+def _as_int(x):
+    return jax.lax.bitcast_convert_type(x, jnp.int32)
+
+
+def _as_float(x):
+    return jax.lax.bitcast_convert_type(x, jnp.float32)
+
+
+def _clip_unit(x):
+    """``x`` clipped to ``[0, 1]`` on its bit pattern (two integer instructions)."""
+    return _as_float(jnp.clip(_as_int(x), 0, _as_int(jnp.float32(1))))
+
+
+def _encode_magnitude(a, kind: str, bits: int):
     """Nearest magnitude index of ``a`` in ``[0, 1]`` (float32 result, integral)."""
-    decades = _decades(magnitude_bits)
-    # Index m = k_e - 1 + round((a - lo_e) k_e / w_e) = round(a * slope_e + offset_e).
-    slopes = [k / (hi - lo) for lo, hi, k in decades]
-    offsets = [k - 1 - lo * k / (hi - lo) for lo, hi, k in decades]
-    thresholds = [lo for lo, _, _ in decades[:-1]]
-    slope = _select_by_threshold(a, thresholds, slopes)
-    offset = _select_by_threshold(a, thresholds, offsets)
-    top = 2**magnitude_bits - 1
-    return jnp.clip(jnp.round(a * slope + offset), 0, top)
+    pieces = [_as_int(a * jnp.float32(k / (hi - lo)) + jnp.float32(k - 1 - lo * k / (hi - lo)))
+              for lo, hi, k in _decades(kind, bits)]
+    return jnp.round(_as_float(functools.reduce(jnp.minimum, pieces)))
 
 
-def _decode_magnitude(m, magnitude_bits: int):
+def _decode_magnitude(m, kind: str, bits: int):
     """The level of magnitude index ``m`` (an integer-valued float32 array)."""
-    decades = _decades(magnitude_bits)
-    # In decade e the indices k_e .. 2k_e - 1 hold lo_e + (m - k_e + 1) w_e / k_e = m * step_e + base_e;
-    # m = 0 falls in the last decade's formula (lo = 0, k = 1), which gives 0.
-    steps = [(hi - lo) / k for lo, hi, k in decades]
-    bases = [lo - (k - 1) * (hi - lo) / k for lo, hi, k in decades]
-    thresholds = [k for _, _, k in decades[:-1]]
-    return m * _select_by_threshold(m, thresholds, steps) + _select_by_threshold(m, thresholds, bases)
+    pieces = [_as_int(m * jnp.float32((hi - lo) / k) + jnp.float32(lo - (k - 1) * (hi - lo) / k))
+              for lo, hi, k in _decades(kind, bits)]
+    return _as_float(functools.reduce(jnp.maximum, pieces + [jnp.int32(0)]))
 
 
 def encode(x, kind: str, bits: int):
@@ -219,22 +246,21 @@ def encode(x, kind: str, bits: int):
     if kind == LINEAR_NO_ZERO:
         n = 2**bits
         return jnp.clip(jnp.round(x * n) - 1, 0, n - 1).astype(jnp.uint8)
-    mb = _magnitude_bits(kind, bits)
     if kind == UNSIGNED:
-        return _encode_magnitude(jnp.clip(x, 0, 1), mb).astype(jnp.uint8)
-    m = _encode_magnitude(jnp.minimum(jnp.abs(x), 1), mb).astype(jnp.uint8)
-    return jnp.where(x < 0, m | jnp.uint8(2**mb), m)
+        return _encode_magnitude(_clip_unit(x), kind, bits).astype(jnp.uint8)
+    m = _encode_magnitude(_clip_unit(jnp.abs(x)), kind, bits).astype(jnp.uint8)
+    return jnp.where(x < 0, m | jnp.uint8(2 ** (bits - 1)), m)
 
 
 def decode(codes, kind: str, bits: int):
     """The float32 levels of unpacked ``codes`` (arithmetic: the inverse of :func:`encode`)."""
     if kind == LINEAR_NO_ZERO:
         return (codes.astype(jnp.float32) + 1) * jnp.float32(1 / 2**bits)
-    mb = _magnitude_bits(kind, bits)
     if kind == UNSIGNED:
-        return _decode_magnitude(codes.astype(jnp.float32), mb)
-    magnitude = _decode_magnitude((codes & jnp.uint8(2**mb - 1)).astype(jnp.float32), mb)
-    return jnp.where(codes >= 2**mb, -magnitude, magnitude)
+        return _decode_magnitude(codes.astype(jnp.float32), kind, bits)
+    sign = jnp.uint8(2 ** (bits - 1))
+    magnitude = _decode_magnitude((codes & (sign - 1)).astype(jnp.float32), kind, bits)
+    return jnp.where(codes >= sign, -magnitude, magnitude)
 
 
 # ---------------------------------------------------------------------------
@@ -258,13 +284,17 @@ def _unblocks(blocks, lay: Layout):
 
 
 def _pack(codes):
-    """Two 4-bit codes per byte: the first half of each block in the low nibbles, the second in the high."""
-    half = codes.shape[-1] // 2
-    return codes[..., :half] | (codes[..., half:] << 4)
+    """Two 4-bit codes per byte, adjacent pairs along the last axis (of even length): low nibble first."""
+    pairs = codes.reshape(*codes.shape[:-1], codes.shape[-1] // 2, 2)
+    return pairs[..., 0] | (pairs[..., 1] << 4)
 
 
 def _unpack(packed):
-    return jnp.concatenate([packed & jnp.uint8(15), packed >> 4], axis=-1)
+    # Each byte broadcast to a pair and shifted by 0 or 4: elementwise, so it fuses into the decoder
+    # (a concatenate or an interleave of two nibble arrays is not fused by XLA:CPU and costs a pass each).
+    both = jnp.broadcast_to(packed[..., None], (*packed.shape, 2))
+    shift = jax.lax.broadcasted_iota(jnp.uint8, both.shape, both.ndim - 1) * jnp.uint8(4)
+    return ((both >> shift) & jnp.uint8(15)).reshape(*packed.shape[:-1], 2 * packed.shape[-1])
 
 
 def _block_absmax(blocks_list):
@@ -457,11 +487,134 @@ def requantize(moment_fn, g, olds, n_extra: int = 0):
     return quantized, [e.reshape(g.shape) for e in extras]
 
 
-def dequantize(q: QuantizedArray):
-    """The float32 array that ``q`` stands for (of its ``shape``)."""
+def dequantize(q):
+    """The float32 array that ``q`` (a :class:`QuantizedArray` or :class:`Rank1QuantizedArray`) stands for."""
+    if isinstance(q, Rank1QuantizedArray):
+        return _dequantize_rank1(q)
     lay = layout(q.shape, q.block_size, q.bits)
     codes = _unpack(q.codes) if q.bits == 4 else q.codes
     return _unblocks(decode(codes, q.kind, q.bits) * q.scales[..., None], lay)
+
+
+
+# ---------------------------------------------------------------------------
+# Rank-1 normalization (4-bit second moments of leaves with two or more axes).
+# ---------------------------------------------------------------------------
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class Rank1QuantizedArray(_QuantizedLeaf):
+    r"""A state leaf of two or more axes quantized with rank-1 normalization (Li et al., 2023).
+
+    Instead of one scale per block, each axis ``d`` keeps the maxima
+    :math:`M_d[j]` of ``|x|`` over the slices ``x[..., j, ...]`` (for a matrix:
+    its row and its column maxima), and an entry is divided by the smallest
+    maximum of the slices through it,
+
+    .. math:: s_{i_1 \dots i_k} = \min_d M_d[i_d], \qquad q = Q(x / s).
+
+    Each entry lies in every slice through it, so :math:`|x| \le s`; where
+    magnitudes follow rows and columns (a rarely active input feature has a
+    small second moment along its whole row) ``s`` is much tighter than a
+    block maximum. ``codes`` keep the leaf's shape, 4-bit codes packed in
+    adjacent pairs along the last axis; ``maxima`` hold one float32 vector per
+    axis. Children and metadata as :class:`QuantizedArray`'s.
+    """
+
+    __slots__ = ("codes", "maxima", "shape", "dtype", "kind", "bits")
+    _children = ("codes", "maxima")
+    _metadata = ("shape", "dtype", "kind", "bits")
+
+    def __init__(self, codes, maxima, shape, dtype, kind, bits):
+        self.codes = codes  # uint8, shape[:-1] + (shape[-1],), or (ceil(shape[-1] / 2),) packed for 4 bits
+        self.maxima = tuple(maxima)  # float32, one vector of length shape[d] per axis d
+        self.shape = tuple(shape)
+        self.dtype = jnp.dtype(dtype)
+        self.kind = kind
+        self.bits = bits
+
+
+def _axis_maxima(magnitudes):
+    """Per axis ``d``, the maximum of ``magnitudes`` over every other axis."""
+    axes = range(magnitudes.ndim)
+    return tuple(jnp.max(magnitudes, axis=tuple(a for a in axes if a != d)) for d in axes)
+
+
+def _rank1_scale(maxima, shape):
+    """:math:`\\min_d M_d[i_d]` for every entry of a leaf of ``shape``."""
+    along = lambda m, d: m.reshape([n if a == d else 1 for a, n in enumerate(shape)])  # noqa: E731
+    return functools.reduce(jnp.minimum, [along(m, d) for d, m in enumerate(maxima)])
+
+
+def _encode_rank1(x, maxima, kind: str, bits: int):
+    """Codes of ``x`` (a leaf, or a run of its axis-0 slices with ``maxima[0]`` cut to match)."""
+    scale = _rank1_scale(maxima, x.shape)
+    # An entry whose scale is 0 lies in an all-zero slice: it is 0 and stays 0.
+    inverse = jnp.where(scale > 0, 1 / jnp.where(scale > 0, scale, 1), 0)
+    codes = encode(x * inverse, kind, bits)
+    if bits == 4:  # an odd last axis gets one padding code
+        codes = _pack(jnp.pad(codes, [(0, 0)] * (x.ndim - 1) + [(0, x.shape[-1] % 2)]))
+    return codes
+
+
+def _decode_rank1(codes, maxima, shape, kind: str, bits: int):
+    codes = _unpack(codes)[..., : shape[-1]] if bits == 4 else codes
+    return decode(codes, kind, bits) * _rank1_scale(maxima, shape)
+
+
+def quantize_rank1(x, kind: str, bits: int, dtype=None) -> Rank1QuantizedArray:
+    """Quantization of ``x`` (two or more axes) with rank-1 normalization."""
+    if x.ndim < 2:
+        raise ValueError(f"rank-1 normalization needs a leaf of two or more axes, got shape {x.shape}.")
+    x = x.astype(jnp.float32)
+    maxima = _axis_maxima(jnp.abs(x))
+    return Rank1QuantizedArray(_encode_rank1(x, maxima, kind, bits), maxima, x.shape,
+                               x.dtype if dtype is None else dtype, kind, bits)
+
+
+def _dequantize_rank1(q: Rank1QuantizedArray):
+    return _decode_rank1(q.codes, q.maxima, q.shape, q.kind, q.bits)
+
+
+def _max_over(x, axes):
+    """``max(x, axes)`` as a variadic reduce, which XLA:CPU fuses with ``x``'s producer (see :func:`_block_absmax`)."""
+    zero = jnp.float32(0)
+    return jax.lax.reduce((x, x), (zero, zero), lambda a, b: (jnp.maximum(a[0], b[0]), jnp.maximum(a[1], b[1])),
+                          tuple(axes))[0]
+
+
+def requantize_rank1(moment_fn, g, old: Rank1QuantizedArray) -> Rank1QuantizedArray:
+    """The new state ``moment_fn(g, old state)`` (elementwise), quantized with rank-1 normalization as ``old`` is.
+
+    The new maxima depend on the whole new state: one reduction per axis,
+    each fusing the new state's computation from ``g`` and the old codes.
+    Then a loop over runs of axis-0 slices (about ``CHUNK_ENTRIES`` entries
+    each) recomputes each run's new state and encodes it in place. No
+    float32 copy of the leaf is written: over many leaves such copies add up
+    to more than float32 AdamW's peak memory.
+    """
+    shape = old.shape
+    g32 = g.astype(jnp.float32)
+    magnitudes = jnp.abs(moment_fn(g32, _dequantize_rank1(old)))
+    axes = range(len(shape))
+    maxima = tuple(_max_over(magnitudes, [a for a in axes if a != d]) for d in axes)
+    chunk = max(1, min(shape[0], CHUNK_ENTRIES // math.prod(shape[1:])))
+    n_chunks, tail = divmod(shape[0], chunk)
+
+    def encode_run(start, size, codes):
+        # Reads its run of old codes from the carry before overwriting it: the buffer is updated in place.
+        cut = lambda x: jax.lax.dynamic_slice_in_dim(x, start, size)  # noqa: E731
+        part = (size, *shape[1:])
+        old_part = _decode_rank1(cut(codes), (cut(old.maxima[0]), *old.maxima[1:]), part, old.kind, old.bits)
+        new = _encode_rank1(moment_fn(cut(g32), old_part), (cut(maxima[0]), *maxima[1:]), old.kind, old.bits)
+        return jax.lax.dynamic_update_slice_in_dim(codes, new, start, 0)
+
+    codes = old.codes
+    if n_chunks:
+        codes = jax.lax.fori_loop(0, n_chunks, lambda i, c: encode_run(i * chunk, chunk, c), codes)
+    if tail:
+        codes = encode_run(n_chunks * chunk, tail, codes)
+    return Rank1QuantizedArray(codes, maxima, shape, old.dtype, old.kind, old.bits)
 
 
 def check_format(bits, block_size, min_quantized_size) -> None:

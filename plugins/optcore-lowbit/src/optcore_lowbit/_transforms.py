@@ -22,6 +22,8 @@ from optcore_lowbit import _common
 from optcore_lowbit._quantize import LINEAR_NO_ZERO, SIGNED, UNSIGNED
 
 _LION_MODES = ("hard", "smooth", "refined")
+NU_SCALINGS = ("rank1", "block")
+"""How :func:`scale_by_adam_4bit` normalizes the second moment of leaves with two or more axes."""
 
 
 class ScaleByAdamLowBitState(NamedTuple):
@@ -49,7 +51,7 @@ def _bias_correction(decay, count):
     return 1 - decay ** count.astype(jnp.float32)
 
 
-def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, nu_kind):
+def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, nu_kind, nu_rank1=False):
     kit.check_beta("b1", b1)
     kit.check_beta("b2", b2)
     kit.check_non_negative("eps", eps)
@@ -60,7 +62,7 @@ def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, f
         return ScaleByAdamLowBitState(
             count=kit.zero_count(),
             mu=jax.tree.map(lambda p: _common.init_leaf(p, fmt, SIGNED, mu_dtype), params),
-            nu=jax.tree.map(lambda p: _common.init_leaf(p, fmt, nu_kind, nu_dtype), params),
+            nu=jax.tree.map(lambda p: _common.init_leaf(p, fmt, nu_kind, nu_dtype, rank1=nu_rank1), params),
         )
 
     def update_fn(updates, state, params=None):
@@ -79,7 +81,7 @@ def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, f
             return mu, nu, mu_hat / (jnp.sqrt(nu / c2 + eps_root_) + eps_)
 
         def leaf(g, mu_leaf, nu_leaf):
-            u, mu, nu = _common.step_leaf(step, g, (mu_leaf, nu_leaf))
+            u, mu, nu = _common.step_leaf(step, g, (mu_leaf, nu_leaf), separable=True)
             return u.astype(jnp.result_type(g.dtype, mu_leaf.dtype, nu_leaf.dtype)), mu, nu
 
         new_updates, mu, nu = _common.map_leaves(leaf, updates, state.mu, state.nu)
@@ -98,7 +100,7 @@ def scale_by_adam_8bit(
     *,
     nesterov: bool = False,
     nu_dtype: Optional[Any] = None,
-    block_size: int = 2048,
+    block_size: int = 256,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
 ) -> base.GradientTransformation:
     r"""Adam's rescaling (:func:`optcore.scale_by_adam`) with 8-bit block-quantized moments.
@@ -121,7 +123,7 @@ def scale_by_adam_8bit(
       b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype: as :func:`optcore.scale_by_adam`;
         ``mu_dtype`` and ``nu_dtype`` give the dtype of the moments kept in
         float (small leaves) and the dtype quantized moments stand for.
-      block_size: entries per quantization block (the paper's 2048).
+      block_size: entries per quantization block (256, as bitsandbytes; the paper's 2048).
       min_quantized_size: leaves with fewer entries keep float moments.
     """
     fmt = _common.make_format(8, block_size, min_quantized_size)
@@ -140,20 +142,23 @@ def scale_by_adam_4bit(
     nu_dtype: Optional[Any] = None,
     block_size: int = 128,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
+    nu_scaling: str = "rank1",
 ) -> base.GradientTransformation:
-    r"""Adam's rescaling with 4-bit block-quantized moments (two codes per byte).
+    r"""Adam's rescaling with 4-bit quantized moments (two codes per byte).
 
-    The equations of :func:`scale_by_adam_8bit`, with the choices of Li et al.:
-    blocks of 128 entries; the first moment on the signed 4-bit dynamic
-    exponent code (B128/DE); the second moment on the linear code *without
-    zero*, levels :math:`(i+1)/16` of the block maximum. A second moment
-    rounded to zero would make :math:`m / (\sqrt{v} + \epsilon)` explode (the
-    paper's zero-point problem); its smallest level here is 1/16 of the block
-    maximum. The paper's best variant normalizes the second moment by rank-1
-    (row and column) maxima instead of blocks; this implementation keeps
-    block-wise scales for both moments (B128/Linear-without-zero, which the
-    paper also reports as stable), so that every state leaf has its param's
-    layout and sharding.
+    The equations of :func:`scale_by_adam_8bit`, with the choices of Li et al.
+    for 4-bit AdamW:
+
+    - the first moment: blocks of 128 entries, the signed 4-bit dynamic
+      exponent code (their B128/DE);
+    - the second moment: the linear code *without zero*, levels
+      :math:`(i+1)/16` of the scale. A second moment rounded to zero would
+      make :math:`m / (\sqrt{v} + \epsilon)` explode (the paper's zero-point
+      problem). With ``nu_scaling="rank1"`` (their Rank-1/Linear, the
+      default), a leaf of two or more axes is scaled entry-wise by the
+      smallest of its row, column (and further axes') maxima
+      (:class:`~optcore_lowbit.Rank1QuantizedArray`); 1-D leaves, and all
+      leaves with ``nu_scaling="block"``, use blocks of ``block_size``.
 
     Li et al., `Memory Efficient Optimizers with 4-bit States
     <https://arxiv.org/abs/2309.01507>`_, NeurIPS 2023.
@@ -162,9 +167,14 @@ def scale_by_adam_4bit(
       b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype: as :func:`optcore.scale_by_adam`.
       block_size: entries per quantization block (even; the paper's 128).
       min_quantized_size: leaves with fewer entries keep float moments.
+      nu_scaling: ``"rank1"`` or ``"block"``: the second moment's normalization.
     """
+    if nu_scaling not in NU_SCALINGS:
+        raise ValueError(f"nu_scaling must be one of {NU_SCALINGS}, got {nu_scaling!r}.")
     fmt = _common.make_format(4, block_size, min_quantized_size)
-    return _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, LINEAR_NO_ZERO)
+    return _scale_by_adam_lowbit(
+        b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, LINEAR_NO_ZERO, nu_rank1=nu_scaling == "rank1"
+    )
 
 
 @kit.static_args("block_size", "min_quantized_size")
@@ -175,7 +185,7 @@ def scale_by_lion_8bit(
     *,
     mode: str = "hard",
     smooth_beta: float = 1.0,
-    block_size: int = 2048,
+    block_size: int = 256,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
 ) -> base.GradientTransformation:
     r"""Lion's rescaling (:func:`optcore.scale_by_lion`) with an 8-bit block-quantized momentum.
@@ -236,7 +246,7 @@ def trace_8bit(
     nesterov: bool = False,
     accumulator_dtype: Optional[Any] = None,
     *,
-    block_size: int = 2048,
+    block_size: int = 256,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
 ) -> base.GradientTransformation:
     r"""Momentum (:func:`optcore.trace`) with an 8-bit block-quantized buffer.

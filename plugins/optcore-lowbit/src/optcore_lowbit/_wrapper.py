@@ -51,8 +51,10 @@ def quantize_state(
     Codes: a leaf whose innermost field is named in ``nonnegative_fields``
     (second moments: ``nu``, ``sum_of_squares``...) is stored on the unsigned
     dynamic code (8 bits) or the linear code without zero (4 bits), as
-    :func:`scale_by_adam_8bit` and :func:`scale_by_adam_4bit` store ``nu``;
-    any other leaf on the signed dynamic code, which is right for any sign.
+    :func:`scale_by_adam_8bit` and :func:`scale_by_adam_4bit` store ``nu``
+    (with block scales everywhere, as ``nu_scaling="block"``: the wrapper
+    does not know which fields rank-1 scales suit); any other leaf on the
+    signed dynamic code, which is right for any sign.
     The field is the innermost ``NamedTuple`` attribute on the leaf's path.
     A negative value in a leaf declared non-negative is stored as 0.
 
@@ -64,7 +66,7 @@ def quantize_state(
     Args:
       inner: the transformation whose state to quantize.
       bits: 8 or 4.
-      block_size: entries per block (default: 2048 for 8 bits, 128 for 4).
+      block_size: entries per block (default: 256 for 8 bits, 128 for 4).
       min_quantized_size: leaves with fewer entries stay float.
       nonnegative_fields: state field names stored on the unsigned code.
     """
