@@ -160,6 +160,16 @@ def test_rank1_needs_two_axes():
         _quantize.quantize_rank1(jnp.ones(10), LINEAR_NO_ZERO, 4)
 
 
+def test_skinny_leaves_keep_blocks():
+    """Rank-1 maxima cost sum(shape) floats: at most one per 16 entries, else blocks (adamw_4bit's nu)."""
+    assert _quantize.rank1_fits((64, 4096)) and _quantize.rank1_fits((40, 120)) and _quantize.rank1_fits((8, 3, 3, 64))
+    assert not _quantize.rank1_fits((3, 5000)) and not _quantize.rank1_fits((1, 8192))
+    assert not _quantize.rank1_fits((16, 16384)) and not _quantize.rank1_fits((8192,))
+    state = optcore_lowbit.adamw_4bit(0.1).init({"skinny": jnp.ones((3, 5000)), "square": jnp.ones((128, 128))})
+    assert isinstance(state[0].nu["skinny"], optcore_lowbit.QuantizedArray)
+    assert isinstance(state[0].nu["square"], optcore_lowbit.Rank1QuantizedArray)
+
+
 def test_layouts():
     # 16M floats: blocks of 2000 (a divisor in (1024, 2048]), no padding.
     assert layout((16_000_000,), 2048, 8) == _quantize.Layout((16_000_000,), (), 8000, 2000)

@@ -17,6 +17,7 @@ from optcore_lowbit._quantize import (
     is_quantized,
     quantize,
     quantize_rank1,
+    rank1_fits,
     requantize,
     requantize_rank1,
 )
@@ -56,14 +57,16 @@ def init_leaf(p, fmt: Format, kind: str, dtype=None, rank1: bool = False):
     """The zero state of param ``p``: quantized (``kind`` code) if ``fmt`` quantizes it, else float.
 
     With ``rank1``, a leaf of two or more axes gets rank-1 normalization
-    instead of block scales (1-D leaves keep blocks, as Li et al. do). Zeros
+    instead of block scales, unless it is skinny (see
+    :func:`~optcore_lowbit._quantize.rank1_fits`); 1-D leaves keep blocks, as
+    Li et al. do. Zeros
     derived from ``p``'s values (``state_zeros_like``), so that under
     ``jax.jit`` the codes and scales take the param's sharding.
     """
     dtype = kit.dtype_or_none(dtype)
     if fmt.quantizes(p):
         zeros = tree_utils.state_zeros_like(p, dtype=jnp.float32)
-        if rank1 and zeros.ndim >= 2:
+        if rank1 and rank1_fits(zeros.shape):
             return quantize_rank1(zeros, kind, fmt.bits, dtype=dtype or jnp.result_type(p))
         return quantize(zeros, kind, fmt.bits, fmt.block_size, dtype=dtype or jnp.result_type(p))
     return tree_utils.state_zeros_like(p, dtype=dtype)

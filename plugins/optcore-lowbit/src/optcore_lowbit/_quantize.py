@@ -534,6 +534,21 @@ class Rank1QuantizedArray(_QuantizedLeaf):
         self.bits = bits
 
 
+RANK1_ENTRIES_PER_MAXIMUM = 16
+"""Rank-1 scales are used for a leaf with at least this many entries per float32 maximum it would keep."""
+
+
+def rank1_fits(shape) -> bool:
+    """Whether a leaf of ``shape`` takes rank-1 scales: two or more axes, and not skinny.
+
+    Its maxima take ``sum(shape)`` floats; with at most one per 16 entries
+    they cost at most a quarter byte per entry, half of the 4-bit codes'. A
+    skinny leaf (``(3, 5000)``, ``(1, n)``) would keep nearly a float per
+    entry in its long axis's maxima, and keeps blocks instead.
+    """
+    return len(shape) >= 2 and RANK1_ENTRIES_PER_MAXIMUM * sum(shape) <= math.prod(shape)
+
+
 def _axis_maxima(magnitudes):
     """Per axis ``d``, the maximum of ``magnitudes`` over every other axis."""
     axes = range(magnitudes.ndim)

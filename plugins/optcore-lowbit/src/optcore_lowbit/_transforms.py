@@ -157,8 +157,10 @@ def scale_by_adam_4bit(
       problem). With ``nu_scaling="rank1"`` (their Rank-1/Linear, the
       default), a leaf of two or more axes is scaled entry-wise by the
       smallest of its row, column (and further axes') maxima
-      (:class:`~optcore_lowbit.Rank1QuantizedArray`); 1-D leaves, and all
-      leaves with ``nu_scaling="block"``, use blocks of ``block_size``.
+      (:class:`~optcore_lowbit.Rank1QuantizedArray`); 1-D leaves, skinny
+      ones (more than one maximum per 16 entries, such as ``(3, 5000)``),
+      and all leaves with ``nu_scaling="block"`` use blocks of
+      ``block_size``.
 
     Li et al., `Memory Efficient Optimizers with 4-bit States
     <https://arxiv.org/abs/2309.01507>`_, NeurIPS 2023.
