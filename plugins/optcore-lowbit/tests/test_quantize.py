@@ -155,6 +155,12 @@ def test_chunked_rank1_requantize_equals_whole_leaf(bits, kind, shape, monkeypat
     assert got.codes.shape == want.codes.shape and np.mean(np.asarray(got.codes) == np.asarray(want.codes)) > 0.9999
 
 
+def test_rank1_leaf_keeps_its_dtype():
+    q = _quantize.quantize_rank1(jnp.ones((64, 64), jnp.bfloat16), LINEAR_NO_ZERO, 4)
+    assert q.dtype == jnp.bfloat16 and q.dequantize().dtype == jnp.bfloat16
+    assert [m.dtype for m in q.maxima] == [jnp.float32, jnp.float32]
+
+
 def test_rank1_needs_two_axes():
     with pytest.raises(ValueError, match="two or more axes"):
         _quantize.quantize_rank1(jnp.ones(10), LINEAR_NO_ZERO, 4)

@@ -23,9 +23,11 @@ code of 8-bit second moments): in ``[0, 1]`` the decades
 :math:`[10^{-e-1}, 10^{-e}]`, ``e = 0..B-2``, hold :math:`k_e = 2^{B-1-e}`
 equally spaced levels each (the top one :math:`10^{-e}`), the last interval
 :math:`[0, 10^{-B+1}]` holds one level, and 0 is a level. (The unsigned code
-spends the sign's bit on one more decade rather than on twice the levels per
-decade: a second moment rounded to zero makes a huge step, and on the digits
-study the extra decade gave clearly better held-out losses.) The level of magnitude index ``m`` in decade ``e`` is
+spends the sign's bit on one more decade, down to :math:`10^{-7}`, rather
+than on twice the levels per decade: a second moment rounded to zero makes a
+huge step. The other layout trained no differently in the quality study, with
+2048-entry blocks.)
+The level of magnitude index ``m`` in decade ``e`` is
 :math:`\mathrm{lo}_e + (m - k_e + 1) w_e / k_e`, so the levels of a decade and
 the top level of the next one are equally spaced: round-to-nearest is one
 rounding of an affine function of the value. Across decades these affine maps
@@ -552,7 +554,7 @@ def rank1_fits(shape) -> bool:
 def _axis_maxima(magnitudes):
     """Per axis ``d``, the maximum of ``magnitudes`` over every other axis."""
     axes = range(magnitudes.ndim)
-    return tuple(jnp.max(magnitudes, axis=tuple(a for a in axes if a != d)) for d in axes)
+    return tuple(_max_over(magnitudes, [a for a in axes if a != d]) for d in axes)
 
 
 def _rank1_scale(maxima, shape):
@@ -581,10 +583,10 @@ def quantize_rank1(x, kind: str, bits: int, dtype=None) -> Rank1QuantizedArray:
     """Quantization of ``x`` (two or more axes) with rank-1 normalization."""
     if x.ndim < 2:
         raise ValueError(f"rank-1 normalization needs a leaf of two or more axes, got shape {x.shape}.")
+    dtype = x.dtype if dtype is None else dtype
     x = x.astype(jnp.float32)
     maxima = _axis_maxima(jnp.abs(x))
-    return Rank1QuantizedArray(_encode_rank1(x, maxima, kind, bits), maxima, x.shape,
-                               x.dtype if dtype is None else dtype, kind, bits)
+    return Rank1QuantizedArray(_encode_rank1(x, maxima, kind, bits), maxima, x.shape, dtype, kind, bits)
 
 
 def _dequantize_rank1(q: Rank1QuantizedArray):
@@ -610,9 +612,7 @@ def requantize_rank1(moment_fn, g, old: Rank1QuantizedArray) -> Rank1QuantizedAr
     """
     shape = old.shape
     g32 = g.astype(jnp.float32)
-    magnitudes = jnp.abs(moment_fn(g32, _dequantize_rank1(old)))
-    axes = range(len(shape))
-    maxima = tuple(_max_over(magnitudes, [a for a in axes if a != d]) for d in axes)
+    maxima = _axis_maxima(jnp.abs(moment_fn(g32, _dequantize_rank1(old))))
     chunk = max(1, min(shape[0], CHUNK_ENTRIES // math.prod(shape[1:])))
     n_chunks, tail = divmod(shape[0], chunk)
 
