@@ -3,7 +3,8 @@
 Twice: with the defaults (the kit's small params stay in float32, below
 ``min_quantized_size``) and with every leaf quantized in blocks of 4 (so jit,
 dtypes, path errors, checkpoints, donation, ``lax.scan`` carries and
-``apply_if_finite`` are checked on quantized states, padded blocks included).
+``apply_if_finite`` are checked on quantized states, padded blocks included);
+and ``adamw_4bit`` once more with rank-1 scales forced on the kit's matrix.
 The ``quantize_state`` wrapper is checked around a few core optimizers.
 """
 
@@ -38,4 +39,22 @@ def test_quantize_state_conforms(inner, bits):
               "sgd": lambda lr: optcore.sgd(lr, momentum=0.9)}[inner](learning_rate)
         return optcore_lowbit.quantize_state(tx, bits=bits, min_quantized_size=1, block_size=4)
 
+    optcore.testing.check_optimizer(factory, learning_rate=0.01)
+
+
+def test_adamw_4bit_conforms_with_rank1_scales(monkeypatch):
+    """The kit's (2, 3) matrix is too skinny for rank-1 scales by default; force them for every matrix.
+
+    So that jit, dtypes, path errors, bit-identical checkpoints, donation, ``lax.scan`` carries and
+    ``apply_if_finite`` run on ``Rank1QuantizedArray`` leaves too (an odd last axis: padded packing).
+    """
+    from optcore_lowbit import _quantize
+
+    monkeypatch.setattr(_quantize, "RANK1_ENTRIES_PER_MAXIMUM", 0)
+
+    def factory(learning_rate):
+        return optcore_lowbit.adamw_4bit(learning_rate, min_quantized_size=1)
+
+    state = factory(0.01).init(optcore.testing.small_params())
+    assert isinstance(state[0].nu["layer1"]["w"], optcore_lowbit.Rank1QuantizedArray)
     optcore.testing.check_optimizer(factory, learning_rate=0.01)
