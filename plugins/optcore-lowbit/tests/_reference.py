@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from optcore_lowbit import code_values
-from optcore_lowbit._quantize import layout
+from optcore_lowbit._quantize import SIGNED, layout
 
 
 def to_blocks(x: np.ndarray, block_size: int, bits: int) -> np.ndarray:
@@ -38,14 +38,62 @@ def nearest(values: np.ndarray, kind: str, bits: int) -> np.ndarray:
     return out.reshape(values.shape)
 
 
-def quantize_dequantize(x: np.ndarray, kind: str, bits: int, block_size: int) -> np.ndarray:
-    """``x`` rounded as the plugin stores it: block absmax scale, nearest level, back to float32."""
+def _mix32(h: np.ndarray) -> np.ndarray:
+    """Wellons' lowbias32 integer hash on uint32 (the documented source of the plugin's rounding dither)."""
+    with np.errstate(over="ignore"):
+        h = h ^ (h >> np.uint32(16))
+        h = h * np.uint32(0x7FEB352D)
+        h = h ^ (h >> np.uint32(15))
+        h = h * np.uint32(0x846CA68B)
+        return h ^ (h >> np.uint32(16))
+
+
+def uniforms(step: int, leaf: int, n: int) -> np.ndarray:
+    """The plugin's stochastic-rounding numbers for entries ``0..n-1`` of leaf ``leaf`` at step ``step``.
+
+    As its docs specify: seed = mix(step * golden ^ mix(leaf + golden)), then
+    ``u = (mix(index ^ seed) >> 8) / 2^24``.
+    """
+    golden = np.uint32(0x9E3779B9)
+    with np.errstate(over="ignore"):
+        salt = _mix32(np.asarray(np.uint32(leaf) + golden, np.uint32))
+        seed = _mix32(np.asarray(np.uint32(step) * golden, np.uint32) ^ salt)
+    index = np.arange(n, dtype=np.uint32)
+    return (_mix32(index ^ seed) >> np.uint32(8)).astype(np.float64) / 2.0**24
+
+
+def _round_up_or_down(levels: np.ndarray, x: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Index into increasing ``levels``: between ``lo <= x < hi`` up with probability ``(x - lo) / (hi - lo)``,
+    when ``u >= 1 - p``; beyond an end level, that level."""
+    hi = np.clip(np.searchsorted(levels, x, side="right"), 1, levels.size - 1)
+    lo = hi - 1
+    p = np.clip((x - levels[lo]) / (levels[hi] - levels[lo]), 0, 1)
+    return np.where(u >= 1 - p, hi, lo)
+
+
+def stochastic(values: np.ndarray, kind: str, bits: int, u: np.ndarray) -> np.ndarray:
+    """Code chosen by stochastic rounding with uniforms ``u`` (signed codes: the magnitude is rounded)."""
+    table = code_values(kind, bits).astype(np.float64)
+    x, u = values.reshape(-1).astype(np.float64), u.reshape(-1)
+    if kind != SIGNED:
+        return _round_up_or_down(table, x, u).reshape(values.shape)
+    half = 2 ** (bits - 1)  # codes below: the magnitudes, increasing; the top bit: the sign
+    magnitude = _round_up_or_down(table[:half], np.abs(x), u)
+    return np.where(x < 0, magnitude + half, magnitude).reshape(values.shape)
+
+
+def quantize_dequantize(x: np.ndarray, kind: str, bits: int, block_size: int, u=None) -> np.ndarray:
+    """``x`` rounded as the plugin stores it: block absmax scale, nearest level, back to float32.
+
+    With ``u`` (one uniform per entry of the block layout, flattened), stochastic rounding instead.
+    """
     blocks = to_blocks(x, block_size, bits)
     absmax = np.abs(blocks).max(axis=-1, keepdims=True)
     safe = np.where(absmax > 0, absmax, 1)
     normalized = np.where(absmax > 0, blocks / safe, 0).astype(np.float32)
     table = code_values(kind, bits)
-    levels = table[nearest(normalized, kind, bits)]
+    index = nearest(normalized, kind, bits) if u is None else stochastic(normalized, kind, bits, u)
+    levels = table[index]
     return from_blocks((levels * absmax).astype(np.float32), x.shape, block_size, bits)
 
 

@@ -11,7 +11,7 @@ import optcore_lowbit
 from optcore_lowbit import _quantize
 from optcore_lowbit._quantize import LINEAR_NO_ZERO, SIGNED, UNSIGNED, decode, encode, layout
 
-from _reference import level_gap, nearest, quantize_dequantize, rank1_quantize_dequantize, to_blocks
+from _reference import level_gap, nearest, quantize_dequantize, rank1_quantize_dequantize, stochastic, to_blocks, uniforms
 
 CODES = [(SIGNED, 8), (UNSIGNED, 8), (SIGNED, 4), (LINEAR_NO_ZERO, 4)]
 
@@ -72,6 +72,55 @@ def test_encode_rounds_to_the_nearest_level(kind, bits):
     assert np.all(error <= best + slack), np.max(error - best - slack)
     assert np.mean(error[:40000] == best[:40000]) > 0.9999  # the random values
     np.testing.assert_array_equal(table[np.asarray(encode(jnp.asarray(levels), kind, bits))], levels)
+
+
+def test_uniform_dither_matches_its_specification_and_is_uniform():
+    """The rounding numbers: the documented hash (an independent NumPy copy), 24-bit uniform in [0, 1)."""
+    n = 200_000
+    seed = _quantize.rounding_seed(jnp.int32(7), 3)
+    u = np.asarray(jax.jit(lambda s: _quantize.uniform_dither(s, 0, (n,)))(seed))
+    np.testing.assert_array_equal(u, uniforms(7, 3, n).astype(np.float32))
+    assert u.min() >= 0 and u.max() < 1
+    counts = np.histogram(u, bins=20, range=(0, 1))[0]
+    expected = n / 20  # chi-square with 19 degrees of freedom: 99.99% quantile 49
+    assert ((counts - expected) ** 2 / expected).sum() < 49
+    # Another step, another leaf, an offset: new numbers, and an offset draws the same as the whole range.
+    assert np.mean(u == uniforms(8, 3, n)) < 1e-3 and np.mean(u == uniforms(7, 4, n)) < 1e-3
+    tail = np.asarray(_quantize.uniform_dither(seed, 1000, (10, 7)))
+    np.testing.assert_array_equal(tail.reshape(-1), u[1000:1070])
+
+
+@pytest.mark.parametrize("kind,bits", CODES)
+def test_stochastic_rounding_picks_a_neighbouring_level_without_bias(kind, bits):
+    """Each entry goes to one of the two levels around it, up with probability equal to its position between them.
+
+    Checked against the reference rule (``u >= 1 - p``) entry by entry, and in
+    distribution: over many seeds the mean stored value is the value itself
+    (the expectation of the rounding), where rounding to the nearest level is
+    off by up to half a gap.
+    """
+    rng = np.random.default_rng(5)
+    low = -1.0 if kind == SIGNED else 0.0
+    x = np.concatenate([rng.uniform(low, 1.0, 2000), np.sign(rng.uniform(low, 1, 2000)) * 10.0 ** rng.uniform(-4, 0, 2000)])
+    x = x.astype(np.float32)
+    table = optcore_lowbit.code_values(kind, bits)
+    encode_with = jax.jit(lambda v, s: encode(v, kind, bits, _quantize.uniform_dither(s, 0, v.shape)))
+    codes = np.asarray(encode_with(jnp.asarray(x), _quantize.rounding_seed(jnp.int32(1), 0)))
+    want = stochastic(x, kind, bits, uniforms(1, 0, x.size))
+    # Equal but where f + u lands within float32 rounding of an integer (the reference compares exactly).
+    assert np.mean(codes == want) > 0.999
+    assert np.all(np.abs(table[codes].astype(np.float64) - x) <= level_gap(x, kind, bits) * (1 + 1e-5))
+    draws = 2000
+    mean = np.zeros(x.shape)
+    for step in range(draws):
+        mean += table[np.asarray(encode_with(jnp.asarray(x), _quantize.rounding_seed(jnp.int32(step), 0)))]
+    mean /= draws
+    inside = (np.abs(x) >= np.abs(table).min()) if kind == LINEAR_NO_ZERO else np.ones(x.shape, bool)
+    # Bernoulli between two levels: the sample mean's standard deviation is at most gap / (2 sqrt(draws)).
+    bound = 5 * level_gap(x, kind, bits) / (2 * np.sqrt(draws)) + 1e-6
+    assert np.all(np.abs(mean - x)[inside] <= bound[inside])
+    nearest_bias = np.abs(table[nearest(x, kind, bits)] - x)[inside]
+    assert np.mean(np.abs(mean - x)[inside]) < 0.2 * np.mean(nearest_bias)
 
 
 @pytest.mark.parametrize("kind,bits,block", [(SIGNED, 8, 2048), (UNSIGNED, 8, 2048), (SIGNED, 4, 128),
@@ -140,15 +189,17 @@ def test_rank1_is_tighter_than_blocks_when_magnitudes_follow_rows():
 
 @pytest.mark.parametrize("bits,kind", [(4, LINEAR_NO_ZERO), (8, UNSIGNED)])
 @pytest.mark.parametrize("shape", [(37, 892), (3, 5000), (6, 7, 301)])
-def test_chunked_rank1_requantize_equals_whole_leaf(bits, kind, shape, monkeypatch):
+@pytest.mark.parametrize("stochastic_rounding", [False, True])
+def test_chunked_rank1_requantize_equals_whole_leaf(bits, kind, shape, stochastic_rounding, monkeypatch):
     """Two loops over runs of rows (chunks of 4096 entries, with a tail) give the whole-leaf codes and maxima."""
     monkeypatch.setattr(_quantize, "CHUNK_ENTRIES", 4096)
     rng = np.random.default_rng(4)
     old = _quantize.quantize_rank1(jnp.asarray(rng.uniform(0, 2, size=shape).astype(np.float32)), kind, bits)
     g = jnp.asarray(rng.normal(size=shape).astype(np.float32))
     moment = lambda g, v: 0.9 * v + 0.1 * g * g  # noqa: E731
-    got = jax.jit(lambda g, old: _quantize.requantize_rank1(moment, g, old))(g, old)
-    want = _quantize.quantize_rank1(moment(g, _quantize.dequantize(old)), kind, bits)
+    seed = _quantize.rounding_seed(jnp.int32(2), 0) if stochastic_rounding else None
+    got = jax.jit(lambda g, old: _quantize.requantize_rank1(moment, g, old, seed))(g, old)
+    want = _quantize.quantize_rank1(moment(g, _quantize.dequantize(old)), kind, bits, seed=seed)
     # Equal up to XLA fusing the moment update differently (a contracted multiply-add: one ulp).
     for a, b in zip(got.maxima, want.maxima):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=3e-7)
@@ -206,11 +257,14 @@ def test_state_bytes(bits, block):
     assert (q.codes.nbytes + q.scales.nbytes) / y.nbytes <= bits / 32 + 2 / block
 
 
+@pytest.mark.parametrize("stochastic_first", [False, True])
 @pytest.mark.parametrize("bits,shape", [(8, (50_001,)), (4, (50_001,)), (8, (13, 3001)), (4, (37, 892))])
-def test_chunked_requantize_equals_whole_leaf(bits, shape, monkeypatch):
+def test_chunked_requantize_equals_whole_leaf(bits, shape, stochastic_first, monkeypatch):
     """The chunked loops store the codes and scales that quantizing the whole leaf gives.
 
-    1-D: chunks of blocks and a padded tail; leading axes with padded rows: chunks of rows.
+    1-D: chunks of blocks and a padded tail; leading axes with padded rows:
+    chunks of rows. With stochastic rounding of the first state, each chunk
+    draws the numbers of its entries' indices in the whole leaf.
     """
     monkeypatch.setattr(_quantize, "CHUNK_ENTRIES", 3000)
     block = 2048 if bits == 8 else 128
@@ -223,11 +277,13 @@ def test_chunked_requantize_equals_whole_leaf(bits, shape, monkeypatch):
     def step(g, m, v):
         return 0.9 * m + 0.1 * g, 0.99 * v + 0.01 * g * g, m + v
 
+    seeds = [_quantize.rounding_seed(jnp.int32(3), 1) if stochastic_first else None, None]
+
     @jax.jit
     def both(g, olds):
-        chunked, (extra,) = _quantize.requantize(step, g, olds, n_extra=1)
+        chunked, (extra,) = _quantize.requantize(step, g, olds, n_extra=1, seeds=seeds)
         news = step(g, *[optcore_lowbit.dequantize(q) for q in olds])
-        whole = _quantize.quantize_many(list(news[:2]), kinds, bits, block)
+        whole = _quantize.quantize_many(list(news[:2]), kinds, bits, block, seeds=seeds)
         return chunked, whole, extra, news[2]
 
     chunked, whole, extra, expected_extra = both(g, olds)

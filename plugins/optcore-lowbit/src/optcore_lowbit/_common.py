@@ -79,16 +79,19 @@ def load(leaf):
     return leaf.astype(jnp.promote_types(leaf.dtype, jnp.float32))
 
 
-def store(x, like):
-    """``x`` stored as ``like`` is: requantized with its code and normalization, or cast to its dtype."""
+def store(x, like, seed=None):
+    """``x`` stored as ``like`` is: requantized with its code and normalization, or cast to its dtype.
+
+    ``seed``: stochastic rounding (see :func:`~optcore_lowbit._quantize.quantize`).
+    """
     if isinstance(like, Rank1QuantizedArray):
-        return quantize_rank1(x, like.kind, like.bits, dtype=like.dtype)
+        return quantize_rank1(x, like.kind, like.bits, dtype=like.dtype, seed=seed)
     if is_quantized(like):
-        return quantize(x, like.kind, like.bits, like.block_size, dtype=like.dtype)
+        return quantize(x, like.kind, like.bits, like.block_size, dtype=like.dtype, seed=seed)
     return x.astype(like.dtype)
 
 
-def step_leaf(step_fn, g, likes, separable: bool = False):
+def step_leaf(step_fn, g, likes, separable: bool = False, seeds=None):
     """One leaf's step: ``step_fn(g32, *old states) -> (new states..., update)``, states stored as ``likes``.
 
     ``step_fn`` is elementwise. When every state leaf is block-quantized, the
@@ -103,14 +106,17 @@ def step_leaf(step_fn, g, likes, separable: bool = False):
     moments): then states of different formats (block-wise and rank-1) are
     each requantized in their own chunked loops. Otherwise (some state kept
     in float) the states are loaded into float32 and each new state is
-    stored on its own. Returns ``(update, *new states)``, the update in
-    float32.
+    stored on its own. ``seeds`` (one per state: ``None``, or a
+    :func:`~optcore_lowbit._quantize.rounding_seed` for stochastic rounding)
+    say how each new state is rounded. Returns ``(update, *new states)``, the
+    update in float32.
     """
     g32 = g.astype(jnp.promote_types(g.dtype, jnp.float32))
     outs = step_fn(g32, *[load(like) for like in likes])
     k = len(likes)
+    seeds = list(seeds or [None] * k)
     if all(isinstance(like, QuantizedArray) for like in likes):
-        stored, _ = requantize(lambda g, *olds: list(step_fn(g, *olds))[:k], g, list(likes))
+        stored, _ = requantize(lambda g, *olds: list(step_fn(g, *olds))[:k], g, list(likes), seeds=seeds)
         return (outs[-1], *stored)
     if separable and all(is_quantized(like) for like in likes):
         stored = []
@@ -120,11 +126,11 @@ def step_leaf(step_fn, g, likes, separable: bool = False):
                 return step_fn(g, *[old if j == i else jnp.zeros_like(old) for j in range(k)])[i]
 
             if isinstance(like, Rank1QuantizedArray):
-                stored.append(requantize_rank1(own_state, g, like))
+                stored.append(requantize_rank1(own_state, g, like, seed=seeds[i]))
             else:
-                stored.append(requantize(lambda g, old: [own_state(g, old)], g, [like])[0][0])
+                stored.append(requantize(lambda g, old: [own_state(g, old)], g, [like], seeds=seeds[i:i + 1])[0][0])
         return (outs[-1], *stored)
-    return (outs[-1], *[store(x, like) for x, like in zip(outs[:-1], likes)])
+    return (outs[-1], *[store(x, like, seed) for x, like, seed in zip(outs[:-1], likes, seeds)])
 
 
 def stored_dtype(leaf):

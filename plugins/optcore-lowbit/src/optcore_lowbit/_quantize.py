@@ -228,11 +228,21 @@ def _clip_unit(x):
     return _as_float(jnp.clip(_as_int(x), 0, _as_int(jnp.float32(1))))
 
 
-def _encode_magnitude(a, kind: str, bits: int):
-    """Nearest magnitude index of ``a`` in ``[0, 1]`` (float32 result, integral)."""
+def _round(index, dither):
+    """``index`` (real-valued) to an integer: the nearest, or with ``dither`` (uniform in ``[0, 1)``)
+    stochastically: up with probability equal to its fractional part, so the expected level is the value."""
+    return jnp.round(index) if dither is None else jnp.floor(index + dither)
+
+
+def _encode_magnitude(a, kind: str, bits: int, dither=None):
+    """Magnitude index of ``a`` in ``[0, 1]`` (float32 result, integral), rounded by :func:`_round`.
+
+    Two neighbouring levels always lie on one affine piece, so rounding the
+    real-valued index picks one of the two levels around ``a``.
+    """
     pieces = [_as_int(a * jnp.float32(k / (hi - lo)) + jnp.float32(k - 1 - lo * k / (hi - lo)))
               for lo, hi, k in _decades(kind, bits)]
-    return jnp.round(_as_float(functools.reduce(jnp.minimum, pieces)))
+    return _round(_as_float(functools.reduce(jnp.minimum, pieces)), dither)
 
 
 def _decode_magnitude(m, kind: str, bits: int):
@@ -242,15 +252,19 @@ def _decode_magnitude(m, kind: str, bits: int):
     return _as_float(functools.reduce(jnp.maximum, pieces + [jnp.int32(0)]))
 
 
-def encode(x, kind: str, bits: int):
-    """Nearest code (uint8, one per entry, unpacked) of ``x`` normalized to ``[-1, 1]`` (``[0, 1]`` unsigned)."""
+def encode(x, kind: str, bits: int, dither=None):
+    """Code (uint8, one per entry, unpacked) of ``x`` normalized to ``[-1, 1]`` (``[0, 1]`` unsigned).
+
+    The nearest level, or with ``dither`` (uniform in ``[0, 1)``, ``x``'s
+    shape) stochastic rounding between the two levels around each entry.
+    """
     x = x.astype(jnp.float32)
     if kind == LINEAR_NO_ZERO:
         n = 2**bits
-        return jnp.clip(jnp.round(x * n) - 1, 0, n - 1).astype(jnp.uint8)
+        return jnp.clip(_round(x * n - 1, dither), 0, n - 1).astype(jnp.uint8)
     if kind == UNSIGNED:
-        return _encode_magnitude(_clip_unit(x), kind, bits).astype(jnp.uint8)
-    m = _encode_magnitude(_clip_unit(jnp.abs(x)), kind, bits).astype(jnp.uint8)
+        return _encode_magnitude(_clip_unit(x), kind, bits, dither).astype(jnp.uint8)
+    m = _encode_magnitude(_clip_unit(jnp.abs(x)), kind, bits, dither).astype(jnp.uint8)
     return jnp.where(x < 0, m | jnp.uint8(2 ** (bits - 1)), m)
 
 
@@ -263,6 +277,36 @@ def decode(codes, kind: str, bits: int):
     sign = jnp.uint8(2 ** (bits - 1))
     magnitude = _decode_magnitude((codes & (sign - 1)).astype(jnp.float32), kind, bits)
     return jnp.where(codes >= sign, -magnitude, magnitude)
+
+
+# Stochastic rounding needs a uniform number per entry and step. It comes from a counter-based hash of
+# (seed, entry index) rather than from a PRNG key in the state: no state field (layouts and checkpoints
+# stay as they are), a chunked loop draws exactly what a whole-leaf pass would, and a restored run
+# repeats its rounding. The hash is Wellons' "lowbias32" integer mixer (a few vector instructions).
+
+
+def _mix32(h):
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x7FEB352D)
+    h = h ^ (h >> 15)
+    h = h * jnp.uint32(0x846CA68B)
+    return h ^ (h >> 16)
+
+
+def rounding_seed(count, salt: int):
+    """A uint32 seed for one state leaf at one step: a hash of the step ``count`` and the leaf's ``salt``."""
+    salt = _mix32(jnp.uint32(salt % 2**32) + jnp.uint32(0x9E3779B9))
+    return _mix32(jnp.asarray(count).astype(jnp.uint32) * jnp.uint32(0x9E3779B9) ^ salt)
+
+
+def uniform_dither(seed, first, shape):
+    """Uniform floats in ``[0, 1)`` (24 bits) for the entries ``first, first + 1, ...`` of a leaf, in ``shape``."""
+    index = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape) + jnp.asarray(first).astype(jnp.uint32)
+    return (_mix32(index ^ seed) >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
+
+
+def _dither_or_none(seed, first, shape):
+    return None if seed is None else uniform_dither(seed, first, shape)
 
 
 # ---------------------------------------------------------------------------
@@ -316,41 +360,48 @@ def _block_absmax(blocks_list):
     return out[: len(blocks_list)]
 
 
-def quantize_many(xs, kinds, bits: int, block_size: int, dtypes=None):
+def quantize_many(xs, kinds, bits: int, block_size: int, dtypes=None, seeds=None):
     """:func:`quantize` of several arrays of one shape, their block maxima in one reduction."""
     lay = layout(xs[0].shape, block_size, bits)
     blocks = [_blocks(x, lay) for x in xs]
     absmaxes = _block_absmax(blocks)
     dtypes = dtypes or [x.dtype for x in xs]
-    return [_encode_blocks(b, a, x.shape, k, bits, block_size, d)
-            for b, a, x, k, d in zip(blocks, absmaxes, xs, kinds, dtypes)]
+    seeds = seeds or [None] * len(xs)
+    return [QuantizedArray(_encode_block_codes(b, a, k, bits, _dither_or_none(seed, 0, b.shape)),
+                           a, x.shape, d, k, bits, block_size)
+            for b, a, x, k, d, seed in zip(blocks, absmaxes, xs, kinds, dtypes, seeds)]
 
 
-def _encode_blocks(blocks, absmax, shape, kind, bits, block_size, dtype):
-    # A zero block stays zero (its codes then decode to levels times a zero scale).
+def _encode_block_codes(blocks, absmax, kind, bits, dither=None):
+    """The (packed) codes of ``blocks`` scaled by their ``absmax``; a zero block stays zero."""
     inverse = jnp.where(absmax > 0, 1 / jnp.where(absmax > 0, absmax, 1), 0)
-    codes = encode(blocks * inverse[..., None], kind, bits)
-    if bits == 4:
-        codes = _pack(codes)
-    return QuantizedArray(codes, absmax, shape, dtype, kind, bits, block_size)
+    codes = encode(blocks * inverse[..., None], kind, bits, dither)
+    return _pack(codes) if bits == 4 else codes
 
 
-def quantize(x, kind: str, bits: int, block_size: int, dtype=None) -> QuantizedArray:
+def quantize(x, kind: str, bits: int, block_size: int, dtype=None, seed=None) -> QuantizedArray:
     """Block-wise quantization of ``x`` (any real float dtype and shape) to codes and absmax scales.
 
-    ``dtype`` is the dtype the leaf dequantizes to (default: ``x``'s).
+    ``dtype`` is the dtype the leaf dequantizes to (default: ``x``'s). With a
+    ``seed`` (:func:`rounding_seed`), entries are rounded stochastically; the
+    uniform number of an entry is drawn from its index in the block layout
+    ``(*lead, n_blocks, length)``, flattened.
     """
-    return quantize_many([x], [kind], bits, block_size, None if dtype is None else [dtype])[0]
+    return quantize_many([x], [kind], bits, block_size, None if dtype is None else [dtype],
+                         None if seed is None else [seed])[0]
 
 
 CHUNK_ENTRIES = 1 << 17
 """Entries per chunk of :func:`requantize`'s loop: a chunk's float32 temporaries stay in the CPU's L2 cache."""
 
 
-def _process_blocks(moment_fn, g_blocks, code_chunks, scale_chunks, kinds, bits, k, valid=None):
+def _process_blocks(moment_fn, g_blocks, code_chunks, scale_chunks, kinds, bits, k, valid=None,
+                    seeds=None, first=0):
     """One chunk of :func:`requantize`: blocks ``(..., length)`` of the gradient and the old codes and scales.
 
-    Returns the new codes, the new scales and the extra results (flattened).
+    ``first`` is the index of the chunk's first entry in the leaf's block
+    layout (for stochastic rounding with ``seeds``). Returns the new codes,
+    the new scales and the extra results (flattened).
     """
     olds_f = [
         decode(_unpack(c) if bits == 4 else c, kind, bits) * s[..., None]
@@ -361,15 +412,13 @@ def _process_blocks(moment_fn, g_blocks, code_chunks, scale_chunks, kinds, bits,
     if valid is not None:  # padding stays zero, as in quantize()
         news = [jnp.where(valid, x, 0) for x in news]
     absmaxes = _block_absmax(news)
-    codes = []
-    for x, a, kind in zip(news, absmaxes, kinds):
-        inverse = jnp.where(a > 0, 1 / jnp.where(a > 0, a, 1), 0)
-        c = encode(x * inverse[..., None], kind, bits)
-        codes.append(_pack(c) if bits == 4 else c)
+    seeds = seeds or [None] * k
+    codes = [_encode_block_codes(x, a, kind, bits, _dither_or_none(seed, first, x.shape))
+             for x, a, kind, seed in zip(news, absmaxes, kinds, seeds)]
     return codes, absmaxes, extras
 
 
-def _requantize_rows(moment_fn, g, olds, lay: Layout, n_extra: int):
+def _requantize_rows(moment_fn, g, olds, lay: Layout, n_extra: int, seeds=None):
     """:func:`requantize` for a leaf with leading axes and padded rows: a loop over chunks of rows."""
     bits, kinds, k = olds[0].bits, [q.kind for q in olds], len(olds)
     R, row, nb, L = math.prod(lay.lead), lay.row, lay.n_blocks, lay.length
@@ -380,18 +429,18 @@ def _requantize_rows(moment_fn, g, olds, lay: Layout, n_extra: int):
     chunk = max(1, CHUNK_ENTRIES // (nb * L))
     valid = (jnp.arange(nb * L) < row).reshape(nb, L)
 
-    def run(g_part, code_parts, scale_parts):
+    def run(g_part, code_parts, scale_parts, r):
         c = g_part.shape[0]
         blocks = jnp.pad(g_part, ((0, 0), (0, lay.pad))).reshape(c, nb, L)
         new_codes, new_scales, new_extras = _process_blocks(
-            moment_fn, blocks, code_parts, scale_parts, kinds, bits, k, valid)
+            moment_fn, blocks, code_parts, scale_parts, kinds, bits, k, valid, seeds, r * nb * L)
         return new_codes, new_scales, [e.reshape(c, nb * L)[:, :row] for e in new_extras]
 
     def body(i, carry):
         codes, scales, extras = carry
         r = i * chunk
         sl = lambda x: jax.lax.dynamic_slice_in_dim(x, r, chunk)  # noqa: E731
-        new_codes, new_scales, new_extras = run(sl(g_rows), [sl(c) for c in codes], [sl(s) for s in scales])
+        new_codes, new_scales, new_extras = run(sl(g_rows), [sl(c) for c in codes], [sl(s) for s in scales], r)
         put = lambda x, y: jax.lax.dynamic_update_slice_in_dim(x, y, r, 0)  # noqa: E731
         return ([put(c, n) for c, n in zip(codes, new_codes)], [put(s, n) for s, n in zip(scales, new_scales)],
                 [put(e, n) for e, n in zip(extras, new_extras)])
@@ -401,7 +450,8 @@ def _requantize_rows(moment_fn, g, olds, lay: Layout, n_extra: int):
         codes, scales, extras = jax.lax.fori_loop(0, n_chunks, body, (codes, scales, extras))
     start = n_chunks * chunk
     if start < R:
-        new_codes, new_scales, new_extras = run(g_rows[start:], [c[start:] for c in codes], [s[start:] for s in scales])
+        new_codes, new_scales, new_extras = run(g_rows[start:], [c[start:] for c in codes], [s[start:] for s in scales],
+                                                start)
         put = lambda x, y: jax.lax.dynamic_update_slice_in_dim(x, y, start, 0)  # noqa: E731
         codes = [put(c, n) for c, n in zip(codes, new_codes)]
         scales = [put(s, n) for s, n in zip(scales, new_scales)]
@@ -413,14 +463,16 @@ def _requantize_rows(moment_fn, g, olds, lay: Layout, n_extra: int):
     return quantized, [e.reshape(g.shape) for e in extras]
 
 
-def requantize(moment_fn, g, olds, n_extra: int = 0):
+def requantize(moment_fn, g, olds, n_extra: int = 0, seeds=None):
     """The new state ``moment_fn(g, *old states)``, quantized as the ``olds`` are, chunk by chunk.
 
     ``olds`` are :class:`QuantizedArray` leaves of one param (same bits and
     block size); ``moment_fn`` is elementwise: it maps float32 arrays of one
     shape to ``len(olds)`` new states followed by ``n_extra`` other results
     (the update). Returns the new :class:`QuantizedArray` leaves and the
-    extra results (float32, of ``g``'s shape).
+    extra results (float32, of ``g``'s shape). ``seeds`` (one per old leaf,
+    ``None`` or a :func:`rounding_seed`) round the matching new states
+    stochastically, drawn as :func:`quantize` draws them.
 
     Each new block needs its maximum before any of its entries can be
     encoded. Over a whole leaf that is two passes, and XLA:CPU recomputes the
@@ -437,7 +489,7 @@ def requantize(moment_fn, g, olds, n_extra: int = 0):
     kinds = [q.kind for q in olds]
     k = len(olds)
     if lay.lead and lay.pad:
-        return _requantize_rows(moment_fn, g, olds, lay, n_extra)
+        return _requantize_rows(moment_fn, g, olds, lay, n_extra, seeds)
     L = lay.length
     n = math.prod(lay.shape)
     rows = math.prod(lay.lead) * lay.n_blocks
@@ -445,8 +497,9 @@ def requantize(moment_fn, g, olds, n_extra: int = 0):
     chunk = max(1, CHUNK_ENTRIES // L)
     n_chunks = (n // L) // chunk  # chunks of whole, unpadded blocks
 
-    def process(g_blocks, code_chunks, scale_chunks, valid=None):
-        codes, scales, extras = _process_blocks(moment_fn, g_blocks, code_chunks, scale_chunks, kinds, bits, k, valid)
+    def process(g_blocks, code_chunks, scale_chunks, first, valid=None):
+        codes, scales, extras = _process_blocks(moment_fn, g_blocks, code_chunks, scale_chunks, kinds, bits, k, valid,
+                                                seeds, first)
         return codes, scales, [e.reshape(-1) for e in extras]
 
     def body(i, carry):
@@ -457,6 +510,7 @@ def requantize(moment_fn, g, olds, n_extra: int = 0):
             g_blocks,
             [jax.lax.dynamic_slice_in_dim(c, row, chunk) for c in codes],
             [jax.lax.dynamic_slice_in_dim(s, row, chunk) for s in scales],
+            row * L,
         )
         codes = [jax.lax.dynamic_update_slice_in_dim(c, nc, row, 0) for c, nc in zip(codes, new_codes)]
         scales = [jax.lax.dynamic_update_slice_in_dim(s, ns, row, 0) for s, ns in zip(scales, new_scales)]
@@ -476,7 +530,7 @@ def requantize(moment_fn, g, olds, n_extra: int = 0):
             valid = (jnp.arange((rows - start) * L) < tail.shape[0]).reshape(rows - start, L)
             tail = jnp.pad(tail, (0, lay.pad))
         new_codes, new_scales, new_extras = process(
-            tail.reshape(rows - start, L), [c[start:] for c in codes], [s[start:] for s in scales], valid
+            tail.reshape(rows - start, L), [c[start:] for c in codes], [s[start:] for s in scales], start * L, valid
         )
         codes = [jax.lax.dynamic_update_slice_in_dim(c, nc, start, 0) for c, nc in zip(codes, new_codes)]
         scales = [jax.lax.dynamic_update_slice_in_dim(s, ns, start, 0) for s, ns in zip(scales, new_scales)]
@@ -563,12 +617,12 @@ def _rank1_scale(maxima, shape):
     return functools.reduce(jnp.minimum, [along(m, d) for d, m in enumerate(maxima)])
 
 
-def _encode_rank1(x, maxima, kind: str, bits: int):
+def _encode_rank1(x, maxima, kind: str, bits: int, dither=None):
     """Codes of ``x`` (a leaf, or a run of its axis-0 slices with ``maxima[0]`` cut to match)."""
     scale = _rank1_scale(maxima, x.shape)
     # An entry whose scale is 0 lies in an all-zero slice: it is 0 and stays 0.
     inverse = jnp.where(scale > 0, 1 / jnp.where(scale > 0, scale, 1), 0)
-    codes = encode(x * inverse, kind, bits)
+    codes = encode(x * inverse, kind, bits, dither)
     if bits == 4:  # an odd last axis gets one padding code
         codes = _pack(jnp.pad(codes, [(0, 0)] * (x.ndim - 1) + [(0, x.shape[-1] % 2)]))
     return codes
@@ -579,14 +633,16 @@ def _decode_rank1(codes, maxima, shape, kind: str, bits: int):
     return decode(codes, kind, bits) * _rank1_scale(maxima, shape)
 
 
-def quantize_rank1(x, kind: str, bits: int, dtype=None) -> Rank1QuantizedArray:
-    """Quantization of ``x`` (two or more axes) with rank-1 normalization."""
+def quantize_rank1(x, kind: str, bits: int, dtype=None, seed=None) -> Rank1QuantizedArray:
+    """Quantization of ``x`` (two or more axes) with rank-1 normalization (``seed``: as :func:`quantize`'s,
+    the entries indexed in ``x``'s shape)."""
     if x.ndim < 2:
         raise ValueError(f"rank-1 normalization needs a leaf of two or more axes, got shape {x.shape}.")
     dtype = x.dtype if dtype is None else dtype
     x = x.astype(jnp.float32)
     maxima = _axis_maxima(jnp.abs(x))
-    return Rank1QuantizedArray(_encode_rank1(x, maxima, kind, bits), maxima, x.shape, dtype, kind, bits)
+    codes = _encode_rank1(x, maxima, kind, bits, _dither_or_none(seed, 0, x.shape))
+    return Rank1QuantizedArray(codes, maxima, x.shape, dtype, kind, bits)
 
 
 def _dequantize_rank1(q: Rank1QuantizedArray):
@@ -600,7 +656,7 @@ def _max_over(x, axes):
                           tuple(axes))[0]
 
 
-def requantize_rank1(moment_fn, g, old: Rank1QuantizedArray) -> Rank1QuantizedArray:
+def requantize_rank1(moment_fn, g, old: Rank1QuantizedArray, seed=None) -> Rank1QuantizedArray:
     """The new state ``moment_fn(g, old state)`` (elementwise), quantized with rank-1 normalization as ``old`` is.
 
     The new maxima depend on the whole new state: one reduction per axis,
@@ -621,7 +677,8 @@ def requantize_rank1(moment_fn, g, old: Rank1QuantizedArray) -> Rank1QuantizedAr
         cut = lambda x: jax.lax.dynamic_slice_in_dim(x, start, size)  # noqa: E731
         part = (size, *shape[1:])
         old_part = _decode_rank1(cut(codes), (cut(old.maxima[0]), *old.maxima[1:]), part, old.kind, old.bits)
-        new = _encode_rank1(moment_fn(cut(g32), old_part), (cut(maxima[0]), *maxima[1:]), old.kind, old.bits)
+        dither = _dither_or_none(seed, start * math.prod(shape[1:]), part)
+        new = _encode_rank1(moment_fn(cut(g32), old_part), (cut(maxima[0]), *maxima[1:]), old.kind, old.bits, dither)
         return jax.lax.dynamic_update_slice_in_dim(codes, new, start, 0)
 
     codes = old.codes
