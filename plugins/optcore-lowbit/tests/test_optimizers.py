@@ -16,7 +16,7 @@ import optcore_lowbit
 from optcore_lowbit import _quantize
 from optcore_lowbit._quantize import LINEAR_NO_ZERO, SIGNED, UNSIGNED, rank1_fits
 
-from _reference import quantize_dequantize, rank1_quantize_dequantize
+from _reference import quantize_dequantize, rank1_quantize_dequantize, to_blocks, uniforms
 
 LR, WD = 0.01, 1e-2
 # A skinny leaf with a leading axis (blocks even for adamw_4bit's second moment); a matrix (rank-1 scales for
@@ -36,7 +36,7 @@ def _grad(params, step):
             for k, p in params.items()}
 
 
-def _reference_run(name, steps, block):
+def _reference_run(name, steps, block, mu_rounding=None):
     """NumPy: float32 equations, state rounded as the plugin stores it (leaves >= MIN_SIZE)."""
     params = _params()
     state = {k: [np.zeros_like(p), np.zeros_like(p)] for k, p in params.items()}
@@ -63,18 +63,27 @@ def _reference_run(name, steps, block):
                 u, new = m, (m,)
             params[k] = (p - np.float32(LR) * u).astype(np.float32)
             if p.size >= MIN_SIZE:
+                # adamw_4bit rounds its first moment stochastically, with the uniforms of the leaf's position
+                # in the tree (sorted keys) and each entry's index in the block layout.
+                u = (uniforms(t, sorted(SHAPES).index(k), to_blocks(p, block, bits).size)
+                     if (mu_rounding or _DEFAULT_ROUNDING.get(name)) == "stochastic" else None)
                 new = tuple(
                     # adamw_4bit's second moment of a leaf with two axes: rank-1 normalization (Li et al.)
                     rank1_quantize_dequantize(x, kind, bits) if name == "adamw_4bit" and i == 1 and rank1_fits(x.shape)
-                    else quantize_dequantize(x, kind, bits, block)
+                    else quantize_dequantize(x, kind, bits, block, u if i == 0 else None)
                     for i, (x, kind) in enumerate(zip(new, kinds))
                 )
             state[k] = list(new) + [np.zeros_like(p)] * (2 - len(new))
     return params
 
 
-def _factory(name, block):
+_DEFAULT_ROUNDING = {"adamw_4bit": "stochastic", "adamw_8bit": "nearest"}
+
+
+def _factory(name, block, mu_rounding=None):
     kwargs = {"block_size": block, "min_quantized_size": MIN_SIZE}
+    if mu_rounding:
+        kwargs["mu_rounding"] = mu_rounding
     if name.startswith("adamw"):
         return getattr(optcore_lowbit, name)(LR, weight_decay=WD, **kwargs)
     if name == "lion_8bit":
@@ -97,13 +106,18 @@ def _run(opt, steps, params=None):
     return jax.tree.map(np.asarray, params), state
 
 
-@pytest.mark.parametrize("name,block", [("adamw_8bit", 2048), ("adamw_8bit", 256), ("adamw_4bit", 128),
-                                        ("lion_8bit", 2048), ("sgd_8bit", 2048)])
-def test_matches_the_numpy_reference(name, block, monkeypatch):
-    """Five steps equal the reference; chunks of 4096 entries, so the loop and its tail both run."""
+@pytest.mark.parametrize("name,block,mu_rounding", [
+    ("adamw_8bit", 2048, None), ("adamw_8bit", 256, None), ("adamw_8bit", 256, "stochastic"),
+    ("adamw_4bit", 128, None), ("adamw_4bit", 128, "nearest"), ("lion_8bit", 2048, None), ("sgd_8bit", 2048, None)])
+def test_matches_the_numpy_reference(name, block, mu_rounding, monkeypatch):
+    """Five steps equal the reference; chunks of 4096 entries, so the loop and its tail both run.
+
+    ``adamw_4bit`` rounds its first moment stochastically by default: the
+    reference draws the documented uniforms and rounds by its own rule.
+    """
     monkeypatch.setattr(_quantize, "CHUNK_ENTRIES", 4096)
-    params, state = _run(_factory(name, block), 5)
-    expected = _reference_run(name, 5, block)
+    params, state = _run(_factory(name, block, mu_rounding), 5)
+    expected = _reference_run(name, 5, block, mu_rounding)
     for k in SHAPES:
         got, want = params[k], expected[k]
         # Equal to float32 rounding, except where a value lies within rounding of a midpoint between two
@@ -249,6 +263,10 @@ def test_bad_arguments():
         optcore_lowbit.scale_by_lion_8bit(mode="soft")
     with pytest.raises(ValueError, match="block_size must be even"):
         optcore_lowbit.adamw_4bit(LR, block_size=33)
+    with pytest.raises(ValueError, match=r"mu_rounding must be one of \('nearest', 'stochastic'\), got 'random'"):
+        optcore_lowbit.adamw_4bit(LR, mu_rounding="random")
+    with pytest.raises(ValueError, match="mu_rounding must be one of"):
+        optcore_lowbit.scale_by_adam_8bit(mu_rounding=None)
 
 
 def test_registered_by_name():

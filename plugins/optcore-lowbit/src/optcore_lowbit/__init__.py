@@ -22,6 +22,7 @@ from optcore_lowbit._quantize import (
 )
 from optcore_lowbit._transforms import (
     NU_SCALINGS,
+    ROUNDINGS,
     ScaleByAdamLowBitState,
     ScaleByLionLowBitState,
     TraceLowBitState,
@@ -44,6 +45,7 @@ __all__ = [
     "NONNEGATIVE_FIELDS",
     "NU_SCALINGS",
     "QuantizedArray",
+    "ROUNDINGS",
     "Rank1QuantizedArray",
     "ScaleByAdamLowBitState",
     "ScaleByLionLowBitState",

@@ -32,6 +32,7 @@ def adam_8bit(
     nu_dtype: Optional[Any] = None,
     block_size: int = 256,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
+    mu_rounding: str = "nearest",
 ) -> base.GradientTransformationExtraArgs:
     r"""Adam with 8-bit states: :math:`\theta_{t+1} = \theta_t - \eta\, u_t`, :math:`u_t` of :func:`scale_by_adam_8bit`.
 
@@ -43,6 +44,7 @@ def adam_8bit(
       b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype: as :func:`optcore.adam`.
       block_size: entries per quantization block.
       min_quantized_size: leaves with fewer entries keep float moments.
+      mu_rounding: ``"nearest"`` or ``"stochastic"``: how the first moment is rounded.
 
     Example:
       >>> import jax.numpy as jnp, optcore_lowbit
@@ -54,7 +56,7 @@ def adam_8bit(
     """
     return optcore.chain(
         scale_by_adam_8bit(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype,
-                           block_size=block_size, min_quantized_size=min_quantized_size),
+                           block_size=block_size, min_quantized_size=min_quantized_size, mu_rounding=mu_rounding),
         optcore.scale_by_learning_rate(learning_rate),
     )
 
@@ -74,6 +76,7 @@ def adamw_8bit(
     nu_dtype: Optional[Any] = None,
     block_size: int = 256,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
+    mu_rounding: str = "nearest",
 ) -> base.GradientTransformationExtraArgs:
     r"""AdamW with 8-bit states (bitsandbytes' ``AdamW8bit``).
 
@@ -89,10 +92,11 @@ def adamw_8bit(
         as :func:`optcore.adamw`.
       block_size: entries per quantization block.
       min_quantized_size: leaves with fewer entries keep float moments.
+      mu_rounding: ``"nearest"`` or ``"stochastic"``: how the first moment is rounded.
     """
     return optcore.chain(
         scale_by_adam_8bit(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype,
-                           block_size=block_size, min_quantized_size=min_quantized_size),
+                           block_size=block_size, min_quantized_size=min_quantized_size, mu_rounding=mu_rounding),
         optcore.add_decayed_weights(weight_decay, mask),
         optcore.scale_by_learning_rate(learning_rate),
     )
@@ -114,6 +118,7 @@ def adamw_4bit(
     block_size: int = 128,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
     nu_scaling: str = "rank1",
+    mu_rounding: str = "stochastic",
 ) -> base.GradientTransformationExtraArgs:
     r"""AdamW with 4-bit states: :math:`u_t` of :func:`scale_by_adam_4bit`, decoupled weight decay.
 
@@ -126,10 +131,13 @@ def adamw_4bit(
       block_size: entries per quantization block (even).
       min_quantized_size: leaves with fewer entries keep float moments.
       nu_scaling: ``"rank1"`` (the paper's) or ``"block"``: how the second moment is normalized.
+      mu_rounding: ``"stochastic"`` or ``"nearest"`` (the paper's): how the first moment is rounded
+        (see :func:`scale_by_adam_4bit`).
     """
     return optcore.chain(
         scale_by_adam_4bit(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype,
-                           block_size=block_size, min_quantized_size=min_quantized_size, nu_scaling=nu_scaling),
+                           block_size=block_size, min_quantized_size=min_quantized_size, nu_scaling=nu_scaling,
+                           mu_rounding=mu_rounding),
         optcore.add_decayed_weights(weight_decay, mask),
         optcore.scale_by_learning_rate(learning_rate),
     )

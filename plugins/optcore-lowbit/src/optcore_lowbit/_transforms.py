@@ -12,6 +12,7 @@ complex ones) keep a float state.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -19,11 +20,13 @@ import jax.numpy as jnp
 
 from optcore import base, kit, numerics
 from optcore_lowbit import _common
-from optcore_lowbit._quantize import LINEAR_NO_ZERO, SIGNED, UNSIGNED
+from optcore_lowbit._quantize import LINEAR_NO_ZERO, SIGNED, UNSIGNED, rounding_seed
 
 _LION_MODES = ("hard", "smooth", "refined")
 NU_SCALINGS = ("rank1", "block")
 """How :func:`scale_by_adam_4bit` normalizes the second moment of leaves with two or more axes."""
+ROUNDINGS = ("nearest", "stochastic")
+"""How the Adam transforms round the first moment to its code (their ``mu_rounding`` argument)."""
 
 
 class ScaleByAdamLowBitState(NamedTuple):
@@ -51,7 +54,13 @@ def _bias_correction(decay, count):
     return 1 - decay ** count.astype(jnp.float32)
 
 
-def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, nu_kind, nu_rank1=False):
+def _check_rounding(mu_rounding):
+    if mu_rounding not in ROUNDINGS:
+        raise ValueError(f"mu_rounding must be one of {ROUNDINGS}, got {mu_rounding!r}.")
+
+
+def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, nu_kind, nu_rank1, mu_rounding):
+    _check_rounding(mu_rounding)
     kit.check_beta("b1", b1)
     kit.check_beta("b2", b2)
     kit.check_non_negative("eps", eps)
@@ -80,8 +89,11 @@ def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, f
                 mu_hat = mu / c1
             return mu, nu, mu_hat / (jnp.sqrt(nu / c2 + eps_root_) + eps_)
 
+        leaf_ids = itertools.count()  # the leaf's position in the tree: its salt for stochastic rounding
+
         def leaf(g, mu_leaf, nu_leaf):
-            u, mu, nu = _common.step_leaf(step, g, (mu_leaf, nu_leaf), separable=True)
+            mu_seed = rounding_seed(count, next(leaf_ids)) if mu_rounding == "stochastic" else None
+            u, mu, nu = _common.step_leaf(step, g, (mu_leaf, nu_leaf), separable=True, seeds=(mu_seed, None))
             return u.astype(jnp.result_type(g.dtype, mu_leaf.dtype, nu_leaf.dtype)), mu, nu
 
         new_updates, mu, nu = _common.map_leaves(leaf, updates, state.mu, state.nu)
@@ -102,6 +114,7 @@ def scale_by_adam_8bit(
     nu_dtype: Optional[Any] = None,
     block_size: int = 256,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
+    mu_rounding: str = "nearest",
 ) -> base.GradientTransformation:
     r"""Adam's rescaling (:func:`optcore.scale_by_adam`) with 8-bit block-quantized moments.
 
@@ -125,9 +138,11 @@ def scale_by_adam_8bit(
         float (small leaves) and the dtype quantized moments stand for.
       block_size: entries per quantization block (256, as bitsandbytes; the paper's 2048).
       min_quantized_size: leaves with fewer entries keep float moments.
+      mu_rounding: ``"nearest"`` (the paper's) or ``"stochastic"``: how the
+        first moment is rounded (see :func:`scale_by_adam_4bit`).
     """
     fmt = _common.make_format(8, block_size, min_quantized_size)
-    return _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, UNSIGNED)
+    return _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, UNSIGNED, False, mu_rounding)
 
 
 @kit.static_args("block_size", "min_quantized_size")
@@ -143,6 +158,7 @@ def scale_by_adam_4bit(
     block_size: int = 128,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
     nu_scaling: str = "rank1",
+    mu_rounding: str = "stochastic",
 ) -> base.GradientTransformation:
     r"""Adam's rescaling with 4-bit quantized moments (two codes per byte).
 
@@ -162,6 +178,19 @@ def scale_by_adam_4bit(
       and all leaves with ``nu_scaling="block"`` use blocks of
       ``block_size``.
 
+    One choice differs from the paper's by default: the first moment is
+    rounded *stochastically* (``mu_rounding="stochastic"``), up or down to
+    one of the two levels around it with the probabilities that make the
+    stored value unbiased. With only 15 levels, rounding to the nearest (the
+    paper's, ``mu_rounding="nearest"``) zeroes the many small entries of a
+    block with a large maximum, step after step; on the quality study's
+    digits MLP that left the training loss 12% above float32 AdamW's;
+    stochastically rounded, it ends 4% below, and the held-out loss 4% above
+    (see the plugin's README). The random
+    numbers are a hash of the step count, the leaf's position in the tree
+    and the entry's index: there is no key in the state, and a run restored
+    from a checkpoint rounds exactly as the original did.
+
     Li et al., `Memory Efficient Optimizers with 4-bit States
     <https://arxiv.org/abs/2309.01507>`_, NeurIPS 2023.
 
@@ -170,12 +199,13 @@ def scale_by_adam_4bit(
       block_size: entries per quantization block (even; the paper's 128).
       min_quantized_size: leaves with fewer entries keep float moments.
       nu_scaling: ``"rank1"`` or ``"block"``: the second moment's normalization.
+      mu_rounding: ``"stochastic"`` or ``"nearest"`` (the paper's): how the first moment is rounded.
     """
     if nu_scaling not in NU_SCALINGS:
         raise ValueError(f"nu_scaling must be one of {NU_SCALINGS}, got {nu_scaling!r}.")
     fmt = _common.make_format(4, block_size, min_quantized_size)
     return _scale_by_adam_lowbit(
-        b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, LINEAR_NO_ZERO, nu_rank1=nu_scaling == "rank1"
+        b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, LINEAR_NO_ZERO, nu_scaling == "rank1", mu_rounding
     )
 
 
