@@ -106,6 +106,16 @@ def _bytes(n: int) -> str:
     return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KiB"
 
 
+def _per_seed(s: dict, key: str) -> str:
+    """The paired Δs of one loss, then their mean and its standard error (the seed-to-seed noise of Δ)."""
+    values = s[f"rel_diff_{key}_per_seed"]
+    text = ", ".join(_pct(v) for v in values)
+    if len(values) < 2:
+        return text
+    mean, std = _mean_std(values)
+    return f"{text} (mean {_pct(mean)} ± {100 * std / np.sqrt(len(values)):.2f}% s.e.)"
+
+
 def markdown(results: dict) -> str:
     """The tables of ``results.md``: one per task, then the state-size table."""
     meta = results["meta"]
@@ -147,10 +157,11 @@ def markdown(results: dict) -> str:
         paired = [(n, s) for n, s in summary.items()
                   if s.get("reference") not in (None, n) and s.get("rel_diff_train_per_seed")]
         if paired and len(results["meta"]["seeds"]) > 1:
-            lines += ["", "Δ per seed (each run against its reference on the same seed: same start, same batches):", ""]
+            lines += ["", "Δ per seed (each run against its reference on the same seed: same start, same batches), "
+                      "and the standard error of their mean: a |Δ| within about two standard errors of 0 is not "
+                      "distinguishable from seed-to-seed noise at this number of seeds:", ""]
             for name, s in paired:
-                per_seed = lambda key: ", ".join(_pct(v) for v in s[f"rel_diff_{key}_per_seed"])  # noqa: E731
-                lines.append(f"- `{name}`: train {per_seed('train')}; held-out {per_seed('heldout')}")
+                lines.append(f"- `{name}`: train {_per_seed(s, 'train')}; held-out {_per_seed(s, 'heldout')}")
         lines.append("")
     lines += ["## Optimizer state size", "",
               "Bytes of every leaf of the optimizer state after `init` (`nbytes` over `jax.tree_util.tree_leaves`), "
