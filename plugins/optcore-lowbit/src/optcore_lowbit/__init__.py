@@ -19,6 +19,7 @@ from optcore_lowbit._quantize import (
     code_values,
     dequantize,
     quantize,
+    rounding_seed,
 )
 from optcore_lowbit._transforms import (
     NU_SCALINGS,
@@ -33,7 +34,7 @@ from optcore_lowbit._transforms import (
 )
 from optcore_lowbit._wrapper import NONNEGATIVE_FIELDS, quantize_state
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # Kinds under which _plugin registers each public function (states and helpers are not registered).
 OPTIMIZERS = ("adam_8bit", "adamw_4bit", "adamw_8bit", "lion_8bit", "sgd_8bit")
@@ -58,6 +59,7 @@ __all__ = [
     "lion_8bit",
     "quantize",
     "quantize_state",
+    "rounding_seed",
     "scale_by_adam_4bit",
     "scale_by_adam_8bit",
     "scale_by_lion_8bit",

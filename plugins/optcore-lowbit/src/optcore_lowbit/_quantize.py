@@ -294,7 +294,13 @@ def _mix32(h):
 
 
 def rounding_seed(count, salt: int):
-    """A uint32 seed for one state leaf at one step: a hash of the step ``count`` and the leaf's ``salt``."""
+    """A uint32 seed for stochastic rounding of one state leaf at one step (:func:`quantize`'s ``seed``).
+
+    A hash of the step ``count`` (an integer array; traced under ``jax.jit``)
+    and the leaf's ``salt`` (a Python int; the Adam transforms use the leaf's
+    position in the tree): different leaves and steps round independently,
+    with no PRNG key in the state.
+    """
     salt = _mix32(jnp.uint32(salt % 2**32) + jnp.uint32(0x9E3779B9))
     return _mix32(jnp.asarray(count).astype(jnp.uint32) * jnp.uint32(0x9E3779B9) ^ salt)
 
