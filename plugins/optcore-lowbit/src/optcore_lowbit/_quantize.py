@@ -281,7 +281,7 @@ def decode(codes, kind: str, bits: int):
 
 # Stochastic rounding needs a uniform number per entry and step. It comes from a counter-based hash of
 # (seed, entry index) rather than from a PRNG key in the state: no state field (layouts and checkpoints
-# stay as they are), a chunked loop draws exactly what a whole-leaf pass would, and a restored run
+# stay as they are), a fused step draws exactly what quantizing the new state would, and a restored run
 # repeats its rounding. The hash is Wellons' "lowbias32" integer mixer (a few vector instructions).
 
 
