@@ -125,8 +125,8 @@ def test_sharded_steps_give_the_single_device_numbers(report, name):
 def test_steps_keep_the_sharding_of_leading_axes(report, name):
     """A step jitted without ``out_shardings`` keeps the split of a leading axis and of a 1-D param.
 
-    For a param split on its last axis (of more than one row), the step's chunked loop runs
-    over the rows of all blocks, and XLA chooses its own layout for the new codes (the
+    For a param split on its last axis (of more than one row), XLA may choose its own
+    layout for the new codes of a step jitted without ``out_shardings`` (the
     numbers stay the same, see above); pass the state's shardings as the step's
     ``out_shardings`` (as :func:`optcore.sharding.state_shardings` gives them) to keep it.
     """

@@ -20,7 +20,7 @@ from _reference import quantize_dequantize, rank1_quantize_dequantize, to_blocks
 
 LR, WD = 0.01, 1e-2
 # A skinny leaf with a leading axis (blocks even for adamw_4bit's second moment); a matrix (rank-1 scales for
-# adamw_4bit's second moment: with 4096-entry chunks, one run of rows and a tail); chunked 1-D; below the threshold.
+# adamw_4bit's second moment); 1-D; below the threshold.
 SHAPES = {"w": (3, 5000), "m": (40, 120), "v": (20_000,), "small": (50,)}
 MIN_SIZE = 1000
 
@@ -109,13 +109,12 @@ def _run(opt, steps, params=None):
 @pytest.mark.parametrize("name,block,mu_rounding", [
     ("adamw_8bit", 2048, None), ("adamw_8bit", 256, None), ("adamw_8bit", 256, "stochastic"),
     ("adamw_4bit", 128, None), ("adamw_4bit", 128, "nearest"), ("lion_8bit", 2048, None), ("sgd_8bit", 2048, None)])
-def test_matches_the_numpy_reference(name, block, mu_rounding, monkeypatch):
-    """Five steps equal the reference; chunks of 4096 entries, so the loop and its tail both run.
+def test_matches_the_numpy_reference(name, block, mu_rounding):
+    """Five steps equal the reference.
 
     ``adamw_4bit`` rounds its first moment stochastically by default: the
     reference draws the documented uniforms and rounds by its own rule.
     """
-    monkeypatch.setattr(_quantize, "CHUNK_ENTRIES", 4096)
     params, state = _run(_factory(name, block, mu_rounding), 5)
     expected = _reference_run(name, 5, block, mu_rounding)
     for k in SHAPES:
@@ -217,9 +216,8 @@ def test_bf16_params_keep_their_dtype():
     np.testing.assert_allclose(np.asarray(updates["w"], np.float32), np.asarray(want["w"], np.float32), rtol=1e-2)
 
 
-def test_quantize_state_matches_the_dedicated_transform(monkeypatch):
+def test_quantize_state_matches_the_dedicated_transform():
     """quantize_state(adamw) stores mu signed and nu unsigned (by field name): adamw_8bit's numbers."""
-    monkeypatch.setattr(_quantize, "CHUNK_ENTRIES", 4096)
     wrapped = optcore_lowbit.quantize_state(optcore.adamw(LR, weight_decay=WD), min_quantized_size=MIN_SIZE)
     state = wrapped.init(jax.tree.map(jnp.asarray, _params()))
     assert state[0].mu["w"].kind == SIGNED and state[0].nu["w"].kind == UNSIGNED

@@ -190,9 +190,8 @@ def test_rank1_is_tighter_than_blocks_when_magnitudes_follow_rows():
 @pytest.mark.parametrize("bits,kind", [(4, LINEAR_NO_ZERO), (8, UNSIGNED)])
 @pytest.mark.parametrize("shape", [(37, 892), (3, 5000), (6, 7, 301)])
 @pytest.mark.parametrize("stochastic_rounding", [False, True])
-def test_chunked_rank1_requantize_equals_whole_leaf(bits, kind, shape, stochastic_rounding, monkeypatch):
-    """Two loops over runs of rows (chunks of 4096 entries, with a tail) give the whole-leaf codes and maxima."""
-    monkeypatch.setattr(_quantize, "CHUNK_ENTRIES", 4096)
+def test_rank1_requantize_equals_quantizing_the_new_state(bits, kind, shape, stochastic_rounding):
+    """The fused passes (maxima, then codes, each recomputing the new state) store what quantizing it gives."""
     rng = np.random.default_rng(4)
     old = _quantize.quantize_rank1(jnp.asarray(rng.uniform(0, 2, size=shape).astype(np.float32)), kind, bits)
     g = jnp.asarray(rng.normal(size=shape).astype(np.float32))
@@ -259,14 +258,11 @@ def test_state_bytes(bits, block):
 
 @pytest.mark.parametrize("stochastic_first", [False, True])
 @pytest.mark.parametrize("bits,shape", [(8, (50_001,)), (4, (50_001,)), (8, (13, 3001)), (4, (37, 892))])
-def test_chunked_requantize_equals_whole_leaf(bits, shape, stochastic_first, monkeypatch):
-    """The chunked loops store the codes and scales that quantizing the whole leaf gives.
-
-    1-D: chunks of blocks and a padded tail; leading axes with padded rows:
-    chunks of rows. With stochastic rounding of the first state, each chunk
-    draws the numbers of its entries' indices in the whole leaf.
+def test_requantize_equals_quantizing_the_new_states(bits, shape, stochastic_first):
+    """The fused passes (block maxima, then codes, each recomputing the new states) store what quantizing
+    the new states gives: 1-D with a padded last block, leading axes with padded rows, stochastic rounding
+    of the first state included; and the extra result comes back in the leaf's shape.
     """
-    monkeypatch.setattr(_quantize, "CHUNK_ENTRIES", 3000)
     block = 2048 if bits == 8 else 128
     rng = np.random.default_rng(2)
     kinds = [SIGNED, UNSIGNED if bits == 8 else LINEAR_NO_ZERO]
@@ -281,14 +277,14 @@ def test_chunked_requantize_equals_whole_leaf(bits, shape, stochastic_first, mon
 
     @jax.jit
     def both(g, olds):
-        chunked, (extra,) = _quantize.requantize(step, g, olds, n_extra=1, seeds=seeds)
+        fused, (extra,) = _quantize.requantize(step, g, olds, n_extra=1, seeds=seeds)
         news = step(g, *[optcore_lowbit.dequantize(q) for q in olds])
         whole = _quantize.quantize_many(list(news[:2]), kinds, bits, block, seeds=seeds)
-        return chunked, whole, extra, news[2]
+        return fused, whole, extra, news[2]
 
-    chunked, whole, extra, expected_extra = both(g, olds)
-    assert layout(shape, block, bits).pad > 0 and math.prod(shape) // 3000 > 1  # the loop and a padded tail ran
-    for c, w in zip(chunked, whole):
+    fused, whole, extra, expected_extra = both(g, olds)
+    assert layout(shape, block, bits).pad > 0
+    for c, w in zip(fused, whole):
         # Equal up to XLA fusing the moment update differently (a contracted multiply-add: one ulp).
         np.testing.assert_allclose(np.asarray(c.scales), np.asarray(w.scales), rtol=3e-7)
         assert np.mean(np.asarray(c.codes) == np.asarray(w.codes)) > 0.9999

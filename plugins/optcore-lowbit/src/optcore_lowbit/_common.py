@@ -95,29 +95,26 @@ def step_leaf(step_fn, g, likes, separable: bool = False, seeds=None):
     """One leaf's step: ``step_fn(g32, *old states) -> (new states..., update)``, states stored as ``likes``.
 
     ``step_fn`` is elementwise. When every state leaf is block-quantized, the
-    new states are computed and requantized chunk by chunk inside
-    :func:`~optcore_lowbit._quantize.requantize` (one pass over the leaf), and
-    the update is computed from the dequantized old state and the gradient as
-    an elementwise expression, which XLA fuses into the parameter update
-    downstream (one more pass, reading one byte per state entry). Writing the
-    update from inside the loop instead needs a full-size float32 buffer for
-    it, which measured slower on the CPU. ``separable`` says that each new
-    state depends only on the gradient and its own old state (Adam's
-    moments): then states of different formats (block-wise and rank-1) are
-    each requantized in their own chunked loops. Otherwise (some state kept
-    in float) the states are loaded into float32 and each new state is
-    stored on its own. ``seeds`` (one per state: ``None``, or a
-    :func:`~optcore_lowbit._quantize.rounding_seed` for stochastic rounding)
-    say how each new state is rounded. Returns ``(update, *new states)``, the
-    update in float32.
+    new states are requantized by :func:`~optcore_lowbit._quantize.requantize`
+    (two fused passes over the leaf), and the update is computed from the old
+    codes and the gradient in an expression of its own, which XLA fuses into
+    the parameter update downstream (one more pass, reading one byte per
+    state entry); writing the update out in full instead would need a
+    float32 buffer of the leaf's size. ``separable`` says that each new state
+    depends only on the gradient and its own old state (Adam's moments): then
+    states of different formats (block-wise and rank-1) are each requantized
+    on their own. Otherwise (some state kept in float) the states are loaded
+    into float32 and each new state is stored on its own. ``seeds`` (one per
+    state: ``None``, or a :func:`~optcore_lowbit._quantize.rounding_seed` for
+    stochastic rounding) say how each new state is rounded. Returns
+    ``(update, *new states)``, the update in float32.
     """
     g32 = g.astype(jnp.promote_types(g.dtype, jnp.float32))
-    outs = step_fn(g32, *[load(like) for like in likes])
     k = len(likes)
     seeds = list(seeds or [None] * k)
     if all(isinstance(like, QuantizedArray) for like in likes):
-        stored, _ = requantize(lambda g, *olds: list(step_fn(g, *olds))[:k], g, list(likes), seeds=seeds)
-        return (outs[-1], *stored)
+        stored, _ = requantize(lambda g, *olds: list(step_fn(g, *olds))[:k], g32, list(likes), seeds=seeds)
+        return (_update_apart(step_fn, g32, likes), *stored)
     if separable and all(is_quantized(like) for like in likes):
         stored = []
         for i, like in enumerate(likes):
@@ -126,11 +123,23 @@ def step_leaf(step_fn, g, likes, separable: bool = False, seeds=None):
                 return step_fn(g, *[old if j == i else jnp.zeros_like(old) for j in range(k)])[i]
 
             if isinstance(like, Rank1QuantizedArray):
-                stored.append(requantize_rank1(own_state, g, like, seed=seeds[i]))
+                stored.append(requantize_rank1(own_state, g32, like, seed=seeds[i]))
             else:
-                stored.append(requantize(lambda g, old: [own_state(g, old)], g, [like], seeds=seeds[i:i + 1])[0][0])
-        return (outs[-1], *stored)
+                stored.append(requantize(lambda g, old: [own_state(g, old)], g32, [like], seeds=seeds[i:i + 1])[0][0])
+        return (_update_apart(step_fn, g32, likes), *stored)
+    outs = step_fn(g32, *[load(like) for like in likes])
     return (outs[-1], *[store(x, like, seed) for x, like, seed in zip(outs[:-1], likes, seeds)])
+
+
+def _update_apart(step_fn, g32, likes):
+    """The update from the gradient and the old states, behind an optimization barrier.
+
+    Without it XLA would share this computation with the requantization's
+    passes and write the new states to memory in full (see
+    :func:`~optcore_lowbit._quantize.requantize`).
+    """
+    g32, likes = jax.lax.optimization_barrier((g32, tuple(likes)))
+    return step_fn(g32, *[load(like) for like in likes])[-1]
 
 
 def stored_dtype(leaf):

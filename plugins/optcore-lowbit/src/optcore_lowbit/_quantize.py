@@ -281,7 +281,7 @@ def decode(codes, kind: str, bits: int):
 
 # Stochastic rounding needs a uniform number per entry and step. It comes from a counter-based hash of
 # (seed, entry index) rather than from a PRNG key in the state: no state field (layouts and checkpoints
-# stay as they are), a chunked loop draws exactly what a whole-leaf pass would, and a restored run
+# stay as they are), a fused step draws exactly what quantizing the new state would, and a restored run
 # repeats its rounding. The hash is Wellons' "lowbias32" integer mixer (a few vector instructions).
 
 
@@ -352,18 +352,24 @@ def _unpack(packed):
 def _block_absmax(blocks_list):
     """Each block's absolute maximum, for several equally shaped block arrays in one reduction.
 
-    One variadic ``lax.reduce``: XLA:CPU fuses the producers of its operands
-    (the dequantized state and the moment update) into the reduction loop,
-    where a plain ``max`` is handed to a library kernel that first writes the
-    whole float32 array to memory (a full-size temporary per moment).
+    :func:`_max_abs_over` the last axis, all arrays in one reduction.
     """
-    operands = tuple(jnp.abs(b) for b in blocks_list)
-    if len(operands) == 1:
-        operands = operands * 2  # a single-operand reduce is the library kernel's case
-    axis = operands[0].ndim - 1
+    return _max_abs_over(blocks_list, (blocks_list[0].ndim - 1,))
+
+
+def _max_abs_over(xs, axes):
+    """``max(|x|, axes)`` for each of the equally shaped ``xs``, as one variadic reduction of ``x`` and ``-x``.
+
+    XLA:CPU keeps a variadic reduction of distinct operands in its own loop,
+    with their producers (the decoded state, the moment update) fused in. A
+    plain ``max`` (or one XLA simplifies to it, such as a reduction of ``|x|``
+    twice) goes to a library kernel (YNNPACK) that first writes its whole
+    float32 input to memory: a full-size temporary per moment.
+    """
+    operands = tuple(xs) + tuple(-x for x in xs)
     zeros = tuple(jnp.float32(0) for _ in operands)
-    out = jax.lax.reduce(operands, zeros, lambda a, b: tuple(jnp.maximum(x, y) for x, y in zip(a, b)), (axis,))
-    return out[: len(blocks_list)]
+    out = jax.lax.reduce(operands, zeros, lambda a, b: tuple(jnp.maximum(x, y) for x, y in zip(a, b)), tuple(axes))
+    return [jnp.maximum(hi, lo) for hi, lo in zip(out[:len(xs)], out[len(xs):])]
 
 
 def quantize_many(xs, kinds, bits: int, block_size: int, dtypes=None, seeds=None):
@@ -397,80 +403,23 @@ def quantize(x, kind: str, bits: int, block_size: int, dtype=None, seed=None) ->
                          None if seed is None else [seed])[0]
 
 
-CHUNK_ENTRIES = 1 << 17
-"""Entries per chunk of :func:`requantize`'s loop: a chunk's float32 temporaries stay in the CPU's L2 cache."""
+def _new_states(moment_fn, g_blocks, codes, scales, kinds, bits: int, valid):
+    """``moment_fn`` on the gradient's blocks and the old states decoded from ``codes`` and ``scales``.
 
-
-def _process_blocks(moment_fn, g_blocks, code_chunks, scale_chunks, kinds, bits, k, valid=None,
-                    seeds=None, first=0):
-    """One chunk of :func:`requantize`: blocks ``(..., length)`` of the gradient and the old codes and scales.
-
-    ``first`` is the index of the chunk's first entry in the leaf's block
-    layout (for stochastic rounding with ``seeds``). Returns the new codes,
-    the new scales and the extra results (flattened).
+    Returns the new states (padding entries zero, as :func:`quantize` has
+    them) and the extra results.
     """
-    olds_f = [
-        decode(_unpack(c) if bits == 4 else c, kind, bits) * s[..., None]
-        for c, s, kind in zip(code_chunks, scale_chunks, kinds)
-    ]
-    outs = moment_fn(g_blocks.astype(jnp.float32), *olds_f)
-    news, extras = list(outs[:k]), list(outs[k:])
-    if valid is not None:  # padding stays zero, as in quantize()
+    olds = [decode(_unpack(c) if bits == 4 else c, kind, bits) * s[..., None]
+            for c, s, kind in zip(codes, scales, kinds)]
+    outs = list(moment_fn(g_blocks, *olds))
+    news, extras = outs[:len(codes)], outs[len(codes):]
+    if valid is not None:
         news = [jnp.where(valid, x, 0) for x in news]
-    absmaxes = _block_absmax(news)
-    seeds = seeds or [None] * k
-    codes = [_encode_block_codes(x, a, kind, bits, _dither_or_none(seed, first, x.shape))
-             for x, a, kind, seed in zip(news, absmaxes, kinds, seeds)]
-    return codes, absmaxes, extras
-
-
-def _requantize_rows(moment_fn, g, olds, lay: Layout, n_extra: int, seeds=None):
-    """:func:`requantize` for a leaf with leading axes and padded rows: a loop over chunks of rows."""
-    bits, kinds, k = olds[0].bits, [q.kind for q in olds], len(olds)
-    R, row, nb, L = math.prod(lay.lead), lay.row, lay.n_blocks, lay.length
-    g_rows = g.reshape(R, row)
-    codes = [q.codes.reshape(R, nb, -1) for q in olds]
-    scales = [q.scales.reshape(R, nb) for q in olds]
-    extras = [jnp.zeros((R, row), jnp.float32) for _ in range(n_extra)]
-    chunk = max(1, CHUNK_ENTRIES // (nb * L))
-    valid = (jnp.arange(nb * L) < row).reshape(nb, L)
-
-    def run(g_part, code_parts, scale_parts, r):
-        c = g_part.shape[0]
-        blocks = jnp.pad(g_part, ((0, 0), (0, lay.pad))).reshape(c, nb, L)
-        new_codes, new_scales, new_extras = _process_blocks(
-            moment_fn, blocks, code_parts, scale_parts, kinds, bits, k, valid, seeds, r * nb * L)
-        return new_codes, new_scales, [e.reshape(c, nb * L)[:, :row] for e in new_extras]
-
-    def body(i, carry):
-        codes, scales, extras = carry
-        r = i * chunk
-        sl = lambda x: jax.lax.dynamic_slice_in_dim(x, r, chunk)  # noqa: E731
-        new_codes, new_scales, new_extras = run(sl(g_rows), [sl(c) for c in codes], [sl(s) for s in scales], r)
-        put = lambda x, y: jax.lax.dynamic_update_slice_in_dim(x, y, r, 0)  # noqa: E731
-        return ([put(c, n) for c, n in zip(codes, new_codes)], [put(s, n) for s, n in zip(scales, new_scales)],
-                [put(e, n) for e, n in zip(extras, new_extras)])
-
-    n_chunks = R // chunk
-    if n_chunks:
-        codes, scales, extras = jax.lax.fori_loop(0, n_chunks, body, (codes, scales, extras))
-    start = n_chunks * chunk
-    if start < R:
-        new_codes, new_scales, new_extras = run(g_rows[start:], [c[start:] for c in codes], [s[start:] for s in scales],
-                                                start)
-        put = lambda x, y: jax.lax.dynamic_update_slice_in_dim(x, y, start, 0)  # noqa: E731
-        codes = [put(c, n) for c, n in zip(codes, new_codes)]
-        scales = [put(s, n) for s, n in zip(scales, new_scales)]
-        extras = [put(e, n) for e, n in zip(extras, new_extras)]
-    quantized = [
-        QuantizedArray(c.reshape(q.codes.shape), s.reshape(q.scales.shape), q.shape, q.dtype, q.kind, bits, q.block_size)
-        for c, s, q in zip(codes, scales, olds)
-    ]
-    return quantized, [e.reshape(g.shape) for e in extras]
+    return news, extras
 
 
 def requantize(moment_fn, g, olds, n_extra: int = 0, seeds=None):
-    """The new state ``moment_fn(g, *old states)``, quantized as the ``olds`` are, chunk by chunk.
+    """The new state ``moment_fn(g, *old states)``, quantized as the ``olds`` are, without a float32 copy.
 
     ``olds`` are :class:`QuantizedArray` leaves of one param (same bits and
     block size); ``moment_fn`` is elementwise: it maps float32 arrays of one
@@ -481,72 +430,32 @@ def requantize(moment_fn, g, olds, n_extra: int = 0, seeds=None):
     stochastically, drawn as :func:`quantize` draws them.
 
     Each new block needs its maximum before any of its entries can be
-    encoded. Over a whole leaf that is two passes, and XLA:CPU recomputes the
-    dequantization and the moment update in both (or writes a full float32
-    copy of each moment in between). Here a loop runs over chunks of
-    ``CHUNK_ENTRIES`` entries: each chunk is dequantized, updated, reduced,
-    encoded and written while it sits in cache, so every entry is decoded and
-    encoded once per loop, and written in place. Leaves with leading axes whose rows need padding
-    loop over chunks of whole rows instead (:func:`_requantize_rows`).
+    encoded: two passes over the leaf, each computing the new states from
+    the gradient and the old codes (a few operations per entry), the first
+    reducing them to block maxima and the second encoding them. An
+    optimization barrier between the passes keeps XLA from computing the new
+    states once and writing them to memory in full for both (a float32 copy
+    of every moment: more memory than float32 Adam's state, and slower).
     """
     first = olds[0]
-    bits, block_size = first.bits, first.block_size
-    lay = layout(tuple(g.shape), block_size, bits)
-    kinds = [q.kind for q in olds]
-    k = len(olds)
-    if lay.lead and lay.pad:
-        return _requantize_rows(moment_fn, g, olds, lay, n_extra, seeds)
-    L = lay.length
-    n = math.prod(lay.shape)
-    rows = math.prod(lay.lead) * lay.n_blocks
-    g_flat = g.reshape(-1)
-    chunk = max(1, CHUNK_ENTRIES // L)
-    n_chunks = (n // L) // chunk  # chunks of whole, unpadded blocks
-
-    def process(g_blocks, code_chunks, scale_chunks, first, valid=None):
-        codes, scales, extras = _process_blocks(moment_fn, g_blocks, code_chunks, scale_chunks, kinds, bits, k, valid,
-                                                seeds, first)
-        return codes, scales, [e.reshape(-1) for e in extras]
-
-    def body(i, carry):
-        codes, scales, extras = carry
-        row = i * chunk
-        g_blocks = jax.lax.dynamic_slice_in_dim(g_flat, row * L, chunk * L).reshape(chunk, L)
-        new_codes, new_scales, new_extras = process(
-            g_blocks,
-            [jax.lax.dynamic_slice_in_dim(c, row, chunk) for c in codes],
-            [jax.lax.dynamic_slice_in_dim(s, row, chunk) for s in scales],
-            row * L,
-        )
-        codes = [jax.lax.dynamic_update_slice_in_dim(c, nc, row, 0) for c, nc in zip(codes, new_codes)]
-        scales = [jax.lax.dynamic_update_slice_in_dim(s, ns, row, 0) for s, ns in zip(scales, new_scales)]
-        extras = [jax.lax.dynamic_update_slice_in_dim(e, ne, row * L, 0) for e, ne in zip(extras, new_extras)]
-        return codes, scales, extras
-
-    codes = [q.codes.reshape(rows, -1) for q in olds]
-    scales = [q.scales.reshape(rows) for q in olds]
-    extras = [jnp.zeros((n,), jnp.float32) for _ in range(n_extra)]
-    if n_chunks:
-        codes, scales, extras = jax.lax.fori_loop(0, n_chunks, body, (codes, scales, extras))
-    start = n_chunks * chunk
-    if start < rows:  # the rest, with the padded last block: static slices
-        tail = g_flat[start * L:]
-        valid = None
-        if lay.pad:
-            valid = (jnp.arange((rows - start) * L) < tail.shape[0]).reshape(rows - start, L)
-            tail = jnp.pad(tail, (0, lay.pad))
-        new_codes, new_scales, new_extras = process(
-            tail.reshape(rows - start, L), [c[start:] for c in codes], [s[start:] for s in scales], start * L, valid
-        )
-        codes = [jax.lax.dynamic_update_slice_in_dim(c, nc, start, 0) for c, nc in zip(codes, new_codes)]
-        scales = [jax.lax.dynamic_update_slice_in_dim(s, ns, start, 0) for s, ns in zip(scales, new_scales)]
-        extras = [jax.lax.dynamic_update_slice_in_dim(e, ne[: n - start * L], start * L, 0)
-                  for e, ne in zip(extras, new_extras)]
+    bits, kinds = first.bits, [q.kind for q in olds]
+    lay = layout(tuple(g.shape), first.block_size, bits)
+    valid = None
+    if lay.pad:
+        valid = (jnp.arange(lay.n_blocks * lay.length) < lay.row).reshape(lay.n_blocks, lay.length)
+    g_blocks = _blocks(g, lay)
+    codes, scales = [q.codes for q in olds], [q.scales for q in olds]
+    news, _ = _new_states(moment_fn, g_blocks, codes, scales, kinds, bits, valid)
+    absmaxes = _block_absmax(news)
+    g_blocks, codes, scales, absmaxes = jax.lax.optimization_barrier((g_blocks, codes, scales, absmaxes))
+    news, extras = _new_states(moment_fn, g_blocks, codes, scales, kinds, bits, valid)
+    seeds = seeds or [None] * len(olds)
     quantized = [
-        QuantizedArray(c.reshape(q.codes.shape), s.reshape(q.scales.shape), q.shape, q.dtype, q.kind, bits, block_size)
-        for c, s, q in zip(codes, scales, olds)
+        QuantizedArray(_encode_block_codes(x, a, q.kind, bits, _dither_or_none(seed, 0, x.shape)),
+                       a, q.shape, q.dtype, q.kind, bits, q.block_size)
+        for x, a, q, seed in zip(news, absmaxes, olds, seeds)
     ]
-    return quantized, [e.reshape(g.shape) for e in extras]
+    return quantized, [_unblocks(e, lay) for e in extras]
 
 
 def dequantize(q):
@@ -611,10 +520,10 @@ def rank1_fits(shape) -> bool:
     return len(shape) >= 2 and RANK1_ENTRIES_PER_MAXIMUM * sum(shape) <= math.prod(shape)
 
 
-def _axis_maxima(magnitudes):
-    """Per axis ``d``, the maximum of ``magnitudes`` over every other axis."""
-    axes = range(magnitudes.ndim)
-    return tuple(_max_over(magnitudes, [a for a in axes if a != d]) for d in axes)
+def _axis_maxima(x):
+    """Per axis ``d``, the maximum of ``|x|`` over every other axis."""
+    axes = range(x.ndim)
+    return tuple(_max_abs_over([x], [a for a in axes if a != d])[0] for d in axes)
 
 
 def _rank1_scale(maxima, shape):
@@ -646,7 +555,7 @@ def quantize_rank1(x, kind: str, bits: int, dtype=None, seed=None) -> Rank1Quant
         raise ValueError(f"rank-1 normalization needs a leaf of two or more axes, got shape {x.shape}.")
     dtype = x.dtype if dtype is None else dtype
     x = x.astype(jnp.float32)
-    maxima = _axis_maxima(jnp.abs(x))
+    maxima = _axis_maxima(x)
     codes = _encode_rank1(x, maxima, kind, bits, _dither_or_none(seed, 0, x.shape))
     return Rank1QuantizedArray(codes, maxima, x.shape, dtype, kind, bits)
 
@@ -655,44 +564,21 @@ def _dequantize_rank1(q: Rank1QuantizedArray):
     return _decode_rank1(q.codes, q.maxima, q.shape, q.kind, q.bits)
 
 
-def _max_over(x, axes):
-    """``max(x, axes)`` as a variadic reduce, which XLA:CPU fuses with ``x``'s producer (see :func:`_block_absmax`)."""
-    zero = jnp.float32(0)
-    return jax.lax.reduce((x, x), (zero, zero), lambda a, b: (jnp.maximum(a[0], b[0]), jnp.maximum(a[1], b[1])),
-                          tuple(axes))[0]
-
-
 def requantize_rank1(moment_fn, g, old: Rank1QuantizedArray, seed=None) -> Rank1QuantizedArray:
     """The new state ``moment_fn(g, old state)`` (elementwise), quantized with rank-1 normalization as ``old`` is.
 
-    The new maxima depend on the whole new state: one reduction per axis,
-    each fusing the new state's computation from ``g`` and the old codes.
-    Then a loop over runs of axis-0 slices (about ``CHUNK_ENTRIES`` entries
-    each) recomputes each run's new state and encodes it in place. No
-    float32 copy of the leaf is written: over many leaves such copies add up
-    to more than float32 AdamW's peak memory.
+    As :func:`requantize`: the new maxima (one reduction per axis) and the
+    codes are separate passes, each computing the new state from ``g`` and
+    the old codes, with an optimization barrier between them so that no
+    float32 copy of the leaf is written (over many leaves such copies add up
+    to more than float32 AdamW's peak memory).
     """
-    shape = old.shape
     g32 = g.astype(jnp.float32)
-    maxima = _axis_maxima(jnp.abs(moment_fn(g32, _dequantize_rank1(old))))
-    chunk = max(1, min(shape[0], CHUNK_ENTRIES // math.prod(shape[1:])))
-    n_chunks, tail = divmod(shape[0], chunk)
-
-    def encode_run(start, size, codes):
-        # Reads its run of old codes from the carry before overwriting it: the buffer is updated in place.
-        cut = lambda x: jax.lax.dynamic_slice_in_dim(x, start, size)  # noqa: E731
-        part = (size, *shape[1:])
-        old_part = _decode_rank1(cut(codes), (cut(old.maxima[0]), *old.maxima[1:]), part, old.kind, old.bits)
-        dither = _dither_or_none(seed, start * math.prod(shape[1:]), part)
-        new = _encode_rank1(moment_fn(cut(g32), old_part), (cut(maxima[0]), *maxima[1:]), old.kind, old.bits, dither)
-        return jax.lax.dynamic_update_slice_in_dim(codes, new, start, 0)
-
-    codes = old.codes
-    if n_chunks:
-        codes = jax.lax.fori_loop(0, n_chunks, lambda i, c: encode_run(i * chunk, chunk, c), codes)
-    if tail:
-        codes = encode_run(n_chunks * chunk, tail, codes)
-    return Rank1QuantizedArray(codes, maxima, shape, old.dtype, old.kind, old.bits)
+    maxima = _axis_maxima(moment_fn(g32, _dequantize_rank1(old)))
+    g32, codes, old_maxima, maxima = jax.lax.optimization_barrier((g32, old.codes, old.maxima, maxima))
+    new = moment_fn(g32, _decode_rank1(codes, old_maxima, old.shape, old.kind, old.bits))
+    codes = _encode_rank1(new, maxima, old.kind, old.bits, _dither_or_none(seed, 0, old.shape))
+    return Rank1QuantizedArray(codes, maxima, old.shape, old.dtype, old.kind, old.bits)
 
 
 def check_format(bits, block_size, min_quantized_size) -> None:
