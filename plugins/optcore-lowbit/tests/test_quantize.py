@@ -277,7 +277,7 @@ def test_requantize_equals_quantizing_the_new_states(bits, shape, stochastic_fir
 
     @jax.jit
     def both(g, olds):
-        fused, (extra,) = _quantize.requantize(step, g, olds, n_extra=1, seeds=seeds)
+        fused, (extra,) = _quantize.requantize(step, g, olds, seeds=seeds)
         news = step(g, *[optcore_lowbit.dequantize(q) for q in olds])
         whole = _quantize.quantize_many(list(news[:2]), kinds, bits, block, seeds=seeds)
         return fused, whole, extra, news[2]

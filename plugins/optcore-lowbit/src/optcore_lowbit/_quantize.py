@@ -418,12 +418,12 @@ def _new_states(moment_fn, g_blocks, codes, scales, kinds, bits: int, valid):
     return news, extras
 
 
-def requantize(moment_fn, g, olds, n_extra: int = 0, seeds=None):
+def requantize(moment_fn, g, olds, seeds=None):
     """The new state ``moment_fn(g, *old states)``, quantized as the ``olds`` are, without a float32 copy.
 
     ``olds`` are :class:`QuantizedArray` leaves of one param (same bits and
     block size); ``moment_fn`` is elementwise: it maps float32 arrays of one
-    shape to ``len(olds)`` new states followed by ``n_extra`` other results
+    shape to ``len(olds)`` new states followed by any number of other results
     (the update). Returns the new :class:`QuantizedArray` leaves and the
     extra results (float32, of ``g``'s shape). ``seeds`` (one per old leaf,
     ``None`` or a :func:`rounding_seed`) round the matching new states
