@@ -533,7 +533,7 @@ def _rank1_scale(maxima, shape):
 
 
 def _encode_rank1(x, maxima, kind: str, bits: int, dither=None):
-    """Codes of ``x`` (a leaf, or a run of its axis-0 slices with ``maxima[0]`` cut to match)."""
+    """Codes of the leaf ``x`` scaled entry by entry by the smallest of its slices' ``maxima``."""
     scale = _rank1_scale(maxima, x.shape)
     # An entry whose scale is 0 lies in an all-zero slice: it is 0 and stays 0.
     inverse = jnp.where(scale > 0, 1 / jnp.where(scale > 0, scale, 1), 0)
