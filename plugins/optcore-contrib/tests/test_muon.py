@@ -58,3 +58,17 @@ def test_every_preconditioning_converges_to_the_polar_factor(preconditioning):
     target = _numpy_preconditioned(g, "aol") if preconditioning == "aol" else g
     left, _, vt = np.linalg.svd(target, full_matrices=False)
     np.testing.assert_allclose(u, left @ vt, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(), (4,)])
+def test_scale_by_muon_names_a_leaf_that_is_not_a_matrix(shape):
+    params = {"w": jnp.ones((3, 4)), "b": jnp.ones(shape)}
+    tx = cc.scale_by_muon()
+    with pytest.raises(ValueError, match=rf"shape \({','.join(map(str, shape))}{',' if len(shape) == 1 else ''}\).*use muon\(\)"):
+        tx.update(params, tx.init(params), params)
+    # muon() routes the non-matrix leaf to Adam; None in weight_dimension_numbers passes its
+    # bias-corrected momentum through, which at the first step (no Nesterov) is the gradient.
+    numbers = {"w": cc.MuonDimensionNumbers(), "b": None}
+    u, _ = cc.scale_by_muon(nesterov=False, weight_dimension_numbers=numbers).update(params, tx.init(params), params)
+    np.testing.assert_allclose(u["b"], params["b"], rtol=1e-6)
+    assert cc.muon(0.1).update(params, cc.muon(0.1).init(params), params)[0]["b"].shape == shape

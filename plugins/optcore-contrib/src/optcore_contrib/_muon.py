@@ -100,6 +100,11 @@ def _newton_schulz(x, coeffs, eps, preconditioning="frobenius"):
 def _as_matrices(x, numbers: MuonDimensionNumbers):
     """Reshapes ``x`` to (batch, rows, cols) and returns the inverse map."""
     ndim = x.ndim
+    if ndim < 2:
+        raise ValueError(
+            f"scale_by_muon orthogonalises matrices, but got an array of shape {x.shape}: use muon(), which "
+            "sends params with fewer than two axes to Adam, or give this leaf None in weight_dimension_numbers."
+        )
     reduction = _axes(numbers.reduction_axis, ndim)
     output = _axes(numbers.output_axis, ndim)
     if set(reduction) & set(output):
