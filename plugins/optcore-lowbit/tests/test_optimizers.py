@@ -230,6 +230,25 @@ def test_quantize_state_matches_the_dedicated_transform():
         np.testing.assert_allclose(got[k], want[k], rtol=0, atol=LR * 0.05)
 
 
+def test_quantize_state_with_rank1_scaling_matches_adamw_4bit():
+    """nonnegative_scaling="rank1": nu of the matrix on rank-1 scales, the skinny and 1-D leaves on blocks,
+    so quantize_state(adamw, bits=4) stores what adamw_4bit (first moment rounded to nearest) stores."""
+    wrapped = optcore_lowbit.quantize_state(optcore.adamw(LR, weight_decay=WD), bits=4, min_quantized_size=MIN_SIZE,
+                                            nonnegative_scaling="rank1")
+    state = wrapped.init(jax.tree.map(jnp.asarray, _params()))
+    nu = state[0].nu
+    assert isinstance(nu["m"], optcore_lowbit.Rank1QuantizedArray) and nu["m"].kind == LINEAR_NO_ZERO
+    assert not isinstance(nu["w"], optcore_lowbit.Rank1QuantizedArray) and _quantize.is_quantized(nu["w"])
+    assert not isinstance(state[0].mu["m"], optcore_lowbit.Rank1QuantizedArray)
+    got, got_state = _run(wrapped, 5)
+    want, want_state = _run(_factory("adamw_4bit", 128, "nearest"), 5)
+    np.testing.assert_array_equal(got_state[0].nu["m"].codes, want_state[0].nu["m"].codes)
+    for k in SHAPES:
+        np.testing.assert_allclose(got[k], want[k], rtol=2e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="nonnegative_scaling must be one of"):
+        optcore_lowbit.quantize_state(optcore.adamw(LR), nonnegative_scaling="rank-1")
+
+
 def test_quantize_state_keeps_non_param_shaped_leaves():
     """Adafactor's factored second moments (rows, columns) are not param-shaped: they stay float."""
     params = {"w": jnp.ones((128, 256))}

@@ -21,8 +21,8 @@ from optcore_lowbit._quantize import (
     quantize,
     rounding_seed,
 )
+from optcore_lowbit._common import NU_SCALINGS
 from optcore_lowbit._transforms import (
-    NU_SCALINGS,
     ROUNDINGS,
     ScaleByAdamLowBitState,
     ScaleByLionLowBitState,

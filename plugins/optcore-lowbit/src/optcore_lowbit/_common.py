@@ -28,6 +28,14 @@ used 2048; on the study's digits task 2048-entry blocks mixed second moments of 
 trained measurably differently from float32); 128 for 4 bits (Li et al. 2023, B128)."""
 MIN_QUANTIZED_SIZE = 4096
 """Leaves with fewer entries keep a float state (bitsandbytes' ``min_8bit_size``)."""
+NU_SCALINGS = ("rank1", "block")
+"""How a second moment of two or more axes is normalized: rank-1 (Li et al. 2023) or block scales."""
+
+
+def check_scaling(name: str, value) -> None:
+    """Raises ``ValueError`` naming ``name`` unless ``value`` is one of :data:`NU_SCALINGS`."""
+    if value not in NU_SCALINGS:
+        raise ValueError(f"{name} must be one of {NU_SCALINGS}, got {value!r}.")
 
 
 class Format(NamedTuple):

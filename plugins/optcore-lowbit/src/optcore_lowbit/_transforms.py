@@ -23,8 +23,6 @@ from optcore_lowbit import _common
 from optcore_lowbit._quantize import LINEAR_NO_ZERO, SIGNED, UNSIGNED, rounding_seed
 
 _LION_MODES = ("hard", "smooth", "refined")
-NU_SCALINGS = ("rank1", "block")
-"""How :func:`scale_by_adam_4bit` normalizes the second moment of leaves with two or more axes."""
 ROUNDINGS = ("nearest", "stochastic")
 """How the Adam transforms round the first moment to its code (their ``mu_rounding`` argument)."""
 
@@ -201,8 +199,7 @@ def scale_by_adam_4bit(
       nu_scaling: ``"rank1"`` or ``"block"``: the second moment's normalization.
       mu_rounding: ``"stochastic"`` or ``"nearest"`` (the paper's): how the first moment is rounded.
     """
-    if nu_scaling not in NU_SCALINGS:
-        raise ValueError(f"nu_scaling must be one of {NU_SCALINGS}, got {nu_scaling!r}.")
+    _common.check_scaling("nu_scaling", nu_scaling)
     fmt = _common.make_format(4, block_size, min_quantized_size)
     return _scale_by_adam_lowbit(
         b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, LINEAR_NO_ZERO, nu_scaling == "rank1", mu_rounding

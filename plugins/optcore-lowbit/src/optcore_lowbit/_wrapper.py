@@ -10,7 +10,15 @@ import numpy as np
 import optcore
 from optcore import base, kit
 from optcore_lowbit import _common
-from optcore_lowbit._quantize import LINEAR_NO_ZERO, SIGNED, UNSIGNED, is_quantized, quantize
+from optcore_lowbit._quantize import (
+    LINEAR_NO_ZERO,
+    SIGNED,
+    UNSIGNED,
+    is_quantized,
+    quantize,
+    quantize_rank1,
+    rank1_fits,
+)
 
 NONNEGATIVE_FIELDS = ("nu", "nu_max", "sum_of_squares", "v_row", "v_col", "v")
 """State fields the wrapper stores on an unsigned code by default: second moments, non-negative by construction."""
@@ -29,7 +37,7 @@ def _field_name(path) -> Optional[str]:
     return None
 
 
-@kit.static_args("inner", "bits", "block_size", "min_quantized_size", "nonnegative_fields")
+@kit.static_args("inner", "bits", "block_size", "min_quantized_size", "nonnegative_fields", "nonnegative_scaling")
 def quantize_state(
     inner: base.GradientTransformation,
     bits: int = 8,
@@ -37,6 +45,7 @@ def quantize_state(
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
     *,
     nonnegative_fields: Sequence[str] = NONNEGATIVE_FIELDS,
+    nonnegative_scaling: str = "block",
 ) -> base.GradientTransformationExtraArgs:
     r"""Stores the params-shaped float state of ``inner`` block-quantized, to ``bits`` bits.
 
@@ -51,10 +60,12 @@ def quantize_state(
     Codes: a leaf whose innermost field is named in ``nonnegative_fields``
     (second moments: ``nu``, ``sum_of_squares``...) is stored on the unsigned
     dynamic code (8 bits) or the linear code without zero (4 bits), as
-    :func:`scale_by_adam_8bit` and :func:`scale_by_adam_4bit` store ``nu``
-    (with block scales everywhere, as ``nu_scaling="block"``: the wrapper
-    does not know which fields rank-1 scales suit); any other leaf on the
-    signed dynamic code, which is right for any sign.
+    :func:`scale_by_adam_8bit` and :func:`scale_by_adam_4bit` store ``nu``,
+    normalized as ``nonnegative_scaling`` says: block scales (the default),
+    or ``"rank1"``, the rank-1 normalization that :func:`scale_by_adam_4bit`
+    gives its second moment by default (Li et al.'s recipe; leaves of one
+    axis, and skinny ones, keep blocks). Any other leaf is stored on the
+    signed dynamic code, which is right for any sign, with block scales.
     The field is the innermost ``NamedTuple`` attribute on the leaf's path.
     A negative value in a leaf declared non-negative is stored as 0.
 
@@ -69,8 +80,10 @@ def quantize_state(
       block_size: entries per block (default: 256 for 8 bits, 128 for 4).
       min_quantized_size: leaves with fewer entries stay float.
       nonnegative_fields: state field names stored on the unsigned code.
+      nonnegative_scaling: ``"block"`` or ``"rank1"``: how those fields are normalized.
     """
     fmt = _common.make_format(bits, block_size, min_quantized_size)
+    _common.check_scaling("nonnegative_scaling", nonnegative_scaling)
     nonnegative = frozenset(nonnegative_fields)
     inner = optcore.with_extra_args_support(inner)
 
@@ -81,10 +94,11 @@ def quantize_state(
         def maybe_quantize(path, leaf):
             if not (hasattr(leaf, "dtype") and tuple(np.shape(leaf)) in shapes and fmt.quantizes(leaf)):
                 return leaf
-            if _field_name(path) in nonnegative:
-                kind = UNSIGNED if fmt.bits == 8 else LINEAR_NO_ZERO
-            else:
-                kind = SIGNED
+            if _field_name(path) not in nonnegative:
+                return quantize(leaf, SIGNED, fmt.bits, fmt.block_size)
+            kind = UNSIGNED if fmt.bits == 8 else LINEAR_NO_ZERO
+            if nonnegative_scaling == "rank1" and rank1_fits(np.shape(leaf)):
+                return quantize_rank1(leaf, kind, fmt.bits)
             return quantize(leaf, kind, fmt.bits, fmt.block_size)
 
         return jax.tree_util.tree_map_with_path(maybe_quantize, state)
