@@ -98,7 +98,10 @@ def _report() -> dict:
 @pytest.fixture(scope="module")
 def report():
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES}"
+    # Patient collectives: tox runs the tests on every core, and a starved device thread must not abort
+    # a collective after XLA:CPU's default 40 s.
+    env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES}"
+                        " --xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600")
     env["JAX_PLATFORMS"] = "cpu"
     out = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
