@@ -1,5 +1,7 @@
 """Muon's preconditionings against NumPy norms, and the polar factor they all converge to."""
 
+import re
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -64,7 +66,7 @@ def test_every_preconditioning_converges_to_the_polar_factor(preconditioning):
 def test_scale_by_muon_names_a_leaf_that_is_not_a_matrix(shape):
     params = {"w": jnp.ones((3, 4)), "b": jnp.ones(shape)}
     tx = cc.scale_by_muon()
-    with pytest.raises(ValueError, match=rf"shape \({','.join(map(str, shape))}{',' if len(shape) == 1 else ''}\).*use muon\(\)"):
+    with pytest.raises(ValueError, match=re.escape(f"shape {shape}") + r".*use muon\(\)"):
         tx.update(params, tx.init(params), params)
     # muon() routes the non-matrix leaf to Adam; None in weight_dimension_numbers passes its
     # bias-corrected momentum through, which at the first step (no Nesterov) is the gradient.
