@@ -6,7 +6,8 @@ users notice:
 * **Hyperparameters** (Python numbers, arrays, the float32 arrays that
   :func:`optcore.inject_hyperparams` passes in, or schedules of the step)
   enter the arithmetic through :func:`f32`, so a float and the same value
-  injected give bit-identical updates.
+  injected give bit-identical updates; in float32, or in float64 for float64
+  updates under ``jax_enable_x64`` (:func:`hyperparameter_dtype`).
 * **Dtypes**: updates leave in the dtype of the gradients (:func:`cast_like`)
   or, when a state dtype such as ``mu_dtype`` was asked for, in the dtype
   Optax's arithmetic gives (:func:`cast_promoted`); state leaves keep the dtype
@@ -41,7 +42,7 @@ Example, a complete transformation (momentum with a bias-corrected decay)::
 
         def update_fn(updates, state, params=None):
             count = optcore.safe_increment(state.count)
-            b = kit.f32(kit.value_at(decay, state.count))
+            b = kit.f32(kit.value_at(decay, state.count), kit.hyperparameter_dtype(updates))
             mu = jax.tree.map(lambda m, g: b * m + (1 - b) * g, state.mu, updates)
             debiased = jax.tree.map(lambda m: m / (1 - b ** count), mu)
             return kit.cast_promoted(debiased, updates, state.mu), MomentumState(
@@ -74,8 +75,26 @@ STATIC_ARGS_ATTRIBUTE = "__optcore_static_args__"
 # --- hyperparameters in ---------------------------------------------------
 
 
-def f32(value: Any) -> jax.Array:
-    """``value`` as a float32 array (a traced value stays traced).
+def hyperparameter_dtype(*trees: Any) -> jnp.dtype:
+    """The dtype of hyperparameter arithmetic for ``trees``: float32, or float64 if a leaf is float64.
+
+    float32 for float32, bfloat16 and float16 leaves (low-precision updates are
+    computed in float32 and rounded once); float64 (or complex128, counted by
+    its real part) under ``jax_enable_x64``, where a float32 ``b1`` would cap an
+    Adam step at float32 precision (about 1e-7) while Optax's Python-float
+    hyperparameters give float64. ``inject_hyperparams`` stores its floats in
+    this dtype, so injected and plain hyperparameters stay bit-identical.
+    """
+    dtypes = [jnp.finfo(leaf.dtype).dtype for leaf in jax.tree.leaves(trees)
+              if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    dtype = jnp.dtype(jnp.float32)
+    for leaf_dtype in dtypes:
+        dtype = jnp.promote_types(dtype, leaf_dtype)
+    return dtype
+
+
+def f32(value: Any, dtype: Any = None) -> jax.Array:
+    """``value`` as a float32 array, or in ``dtype`` when it is wider (a traced value stays traced).
 
     Every float hyperparameter enters the arithmetic of an ``update`` through
     this, so a Python float and the float32 array ``inject_hyperparams``
@@ -84,8 +103,13 @@ def f32(value: Any) -> jax.Array:
     rather than compiled in as constants (Optax issue 577). No optimization
     barrier: XLA compiles the same arithmetic either way, and a barrier per
     hyperparameter cost ~15% of the compile time of a 1000-leaf Adam step.
+
+    Pass ``dtype=hyperparameter_dtype(updates)`` so that float64 updates under
+    ``jax_enable_x64`` get float64 hyperparameters; a dtype narrower than
+    float32 still gives float32.
     """
-    return jnp.asarray(value, dtype=jnp.float32)
+    target = jnp.float32 if dtype is None else jnp.promote_types(jnp.float32, dtype)
+    return jnp.asarray(value, dtype=target)
 
 
 def value_at(hyperparam: Any, count: jax.Array) -> Any:
@@ -276,6 +300,7 @@ __all__ = [
     "declared_static_args",
     "dtype_or_none",
     "f32",
+    "hyperparameter_dtype",
     "learning_rate_at",
     "own_copy",
     "require_params",

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, validate
-from optcore.kit import static_args
+from optcore.kit import f32, hyperparameter_dtype, static_args
 from optcore.transforms import (
     add_decayed_weights,
     chain,
@@ -100,12 +100,35 @@ def lars(
     )
 
 
-def _shrink_params(factor: jax.Array) -> base.GradientTransformation:
-    """``u <- u + factor * theta`` for a (negative) ``factor``: Fromage's radial shrink."""
+def _fromage_factors(learning_rate: Any, updates: Any) -> tuple[jax.Array, jax.Array]:
+    r"""Fromage's step :math:`-\eta / \sqrt{1+\eta^2}` and shrink :math:`1 / \sqrt{1+\eta^2} - 1`.
+
+    In the updates' hyperparameter dtype (float64 under x64 for float64 params).
+    """
+    lr = f32(learning_rate, hyperparameter_dtype(updates))
+    multiplier = 1 / jnp.sqrt(1 + lr**2)
+    return -(lr * multiplier), multiplier - 1
+
+
+def _fromage_step(learning_rate: Any) -> base.GradientTransformation:
+    """``u <- -eta / sqrt(1 + eta^2) u``: the learning rate with Fromage's radial factor."""
+
+    def update_fn(updates, state, params=None):
+        del params
+        validate.check_floating(updates)
+        step, _ = _fromage_factors(learning_rate, updates)
+        return jax.tree.map(lambda g: (step * g).astype(g.dtype), updates), state
+
+    return base.GradientTransformation(base.init_empty_state, update_fn)
+
+
+def _shrink_params(learning_rate: Any) -> base.GradientTransformation:
+    """``u <- u + (1 / sqrt(1 + eta^2) - 1) theta``: Fromage's radial shrink."""
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(base.NO_PARAMS_MSG)
+        _, factor = _fromage_factors(learning_rate, updates)
         return jax.tree.map(lambda u, p: (u + factor * p).astype(u.dtype), updates, params), state
 
     return base.GradientTransformation(base.init_empty_state, update_fn)
@@ -129,9 +152,4 @@ def fromage(learning_rate: float, min_norm: float = 1e-6) -> base.GradientTransf
         raise TypeError("fromage needs a scalar learning_rate: its shrink factor 1/sqrt(1+lr^2) is fixed.")
     learning_rate = validate.as_scalar("learning_rate", learning_rate)
     validate.check_not_nan("learning_rate", learning_rate)
-    multiplier = 1 / jnp.sqrt(1 + jnp.asarray(learning_rate, jnp.float32) ** 2)
-    return chain(
-        scale_by_trust_ratio(min_norm),
-        scale_by_learning_rate(jnp.asarray(learning_rate, jnp.float32) * multiplier),
-        _shrink_params(multiplier - 1),
-    )
+    return chain(scale_by_trust_ratio(min_norm), _fromage_step(learning_rate), _shrink_params(learning_rate))

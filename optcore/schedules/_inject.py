@@ -57,21 +57,6 @@ def _is_numeric(value: Any) -> bool:
     )
 
 
-def _float_dtype(tree: Any) -> jnp.dtype:
-    """float32, or a wider float if the tree holds one (float64 params under x64).
-
-    bf16/f16 params still get float32 hyperparameters: the unwrapped
-    optimizers do their hyperparameter arithmetic in float32, so both paths
-    compute the same numbers.
-    """
-    dtypes = [
-        jnp.finfo(jnp.asarray(x).dtype).dtype
-        for x in jax.tree.leaves(tree)
-        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
-    ]
-    return functools.reduce(jnp.promote_types, dtypes, jnp.dtype(jnp.float32))
-
-
 def _as_hyperparam(value: Any, float_dtype: jnp.dtype) -> jax.Array:
     value = jnp.asarray(value)
     if jnp.issubdtype(value.dtype, jnp.floating):
@@ -193,7 +178,7 @@ def inject_hyperparams(
             return base.with_extra_args_support(inner_factory(*call.args, **call.kwargs))
 
         def float_dtype(tree):
-            return hyperparam_dtype if hyperparam_dtype is not None else _float_dtype(tree)
+            return hyperparam_dtype if hyperparam_dtype is not None else kit.hyperparameter_dtype(tree)
 
         def init_fn(params):
             dtype = float_dtype(params)

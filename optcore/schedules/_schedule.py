@@ -245,7 +245,8 @@ def piecewise_interpolate_schedule(
         validate.check_non_negative(f"boundaries_and_scales[{boundary!r}] (a scale)", scale)
     # A boundary at 0 makes a zero-length first segment; the value jumps there.
     bounds = jnp.asarray([0] + [boundary for boundary, _ in ordered])
-    values = jnp.asarray(np.cumprod([init_value] + [scale for _, scale in ordered]), dtype=jnp.float32)
+    # In JAX's default float: float32, float64 under x64 (the products are taken in float64 either way).
+    values = jnp.asarray(np.cumprod([init_value] + [scale for _, scale in ordered]), dtype=jnp.result_type(float))
     last = len(ordered)
 
     def schedule(count):

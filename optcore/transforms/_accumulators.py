@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, numerics, tree_utils, validate
-from optcore.kit import cast_like, check_beta, dtype_or_none, f32
+from optcore.kit import cast_like, check_beta, dtype_or_none, f32, hyperparameter_dtype
 
 
 class ScaleByRmsState(NamedTuple):
@@ -115,8 +115,9 @@ def scale_by_rms(
         return ScaleByRmsState(nu=nu)
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
-        decay_, eps_ = f32(decay), f32(eps)
+        decay_, eps_ = (f32(x, hyper_dtype) for x in (decay, eps))
         nu = tree_utils.tree_update_moment_per_elem_norm(updates, state.nu, decay_, 2)
         if bias_correction:
             count = numerics.safe_increment(state.count)
@@ -172,8 +173,9 @@ def scale_by_stddev(
         return ScaleByRStdDevState(mu=mu, nu=nu)
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
-        decay_, eps_ = f32(decay), f32(eps)
+        decay_, eps_ = (f32(x, hyper_dtype) for x in (decay, eps))
         mu = tree_utils.tree_update_moment(updates, state.mu, decay_, 1)
         nu = tree_utils.tree_update_moment_per_elem_norm(updates, state.nu, decay_, 2)
         if bias_correction:
@@ -220,9 +222,10 @@ def scale_by_rss(
         )
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
         validate.check_tree_match(updates, state.sum_of_squares)
-        eps_ = f32(eps)
+        eps_ = f32(eps, hyper_dtype)
         sum_of_squares = jax.tree.map(lambda g, s: numerics.abs_sq(g) + s, updates, state.sum_of_squares)
         scaling = jax.tree.map(
             lambda s: jnp.where(s > 0, jax.lax.rsqrt(s + eps_), jnp.zeros_like(s + eps_)), sum_of_squares
@@ -256,8 +259,9 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> base.GradientTrans
         return ScaleByAdaDeltaState(e_g=tree_utils.state_zeros_like(params), e_x=tree_utils.state_zeros_like(params))
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
-        rho_, eps_ = f32(rho), f32(eps)
+        rho_, eps_ = (f32(x, hyper_dtype) for x in (rho, eps))
         e_g = tree_utils.tree_update_moment(updates, state.e_g, rho_, 2)
         new_updates = jax.tree.map(
             lambda g, eg, ex: (jnp.sqrt(ex + eps_) / jnp.sqrt(eg + eps_) * g).astype(g.dtype),
@@ -320,10 +324,11 @@ def scale_by_sm3(b1: float = 0.9, b2: float = 1.0, eps: float = 1e-8) -> base.Gr
         return ScaleBySM3State(mu=mu, nu=tree_utils.state_zeros_like(params))
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
         validate.check_tree_match(updates, state.nu)
-        b1_, b2_, eps_ = f32(b1), f32(b2), f32(eps)
-        gain = f32(1.0) if b2_is_one else 1 - b2_
+        b1_, b2_, eps_ = (f32(x, hyper_dtype) for x in (b1, b2, eps))
+        gain = f32(1.0, hyper_dtype) if b2_is_one else 1 - b2_
 
         def accumulate(g, vectors):
             if g.ndim < 2:
@@ -399,12 +404,13 @@ def scale_by_novograd(
         return ScaleByNovogradState(
             count=jnp.zeros([], jnp.int32),
             mu=tree_utils.state_zeros_like(params, dtype=mu_dtype),
-            nu=jax.tree.map(lambda p: jnp.zeros([], jnp.float32), params),
+            nu=jax.tree.map(lambda p: jnp.zeros([], hyperparameter_dtype(p)), params),
         )
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         validate.check_tree_match(updates, state.mu)
-        b1_, b2_, eps_, eps_root_, wd_ = f32(b1), f32(b2), f32(eps), f32(eps_root), f32(weight_decay)
+        b1_, b2_, eps_, eps_root_, wd_ = (f32(x, hyper_dtype) for x in (b1, b2, eps, eps_root, weight_decay))
         if params is None:
             # Without params, only a weight decay known to be zero can be applied.
             if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):

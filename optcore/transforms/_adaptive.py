@@ -1,9 +1,9 @@
 """Adaptive rescaling by bias-corrected moments of the gradient.
 
 Adam and its relatives: AMSGrad, AdaMax, AdaBelief, Yogi, RAdam and Adan.
-Every hyperparameter enters the arithmetic as a float32 array (see
-:mod:`optcore.kit`); moments are stored in their state dtype and updates are returned
-in the dtype of the incoming updates.
+Every hyperparameter enters the arithmetic as a float32 array (float64 for
+float64 updates under x64; see :mod:`optcore.kit`); moments are stored in their
+state dtype and updates are returned in the dtype of the incoming updates.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, numerics, tree_utils, validate
-from optcore.kit import cast_like, cast_promoted, check_beta, dtype_or_none, f32
+from optcore.kit import cast_like, cast_promoted, check_beta, dtype_or_none, f32, hyperparameter_dtype
 
 
 class ScaleByAdamState(NamedTuple):
@@ -147,8 +147,9 @@ def scale_by_adam(
     init_fn = _init_moments(ScaleByAdamState, mu_dtype, nu_dtype)
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
-        b1_, b2_, eps_, eps_root_ = f32(b1), f32(b2), f32(eps), f32(eps_root)
+        b1_, b2_, eps_, eps_root_ = (f32(x, hyper_dtype) for x in (b1, b2, eps, eps_root))
         mu = tree_utils.tree_update_moment(updates, state.mu, b1_, 1)
         nu = tree_utils.tree_update_moment_per_elem_norm(updates, state.nu, b2_, 2)
         count = numerics.safe_increment(state.count)
@@ -207,8 +208,9 @@ def scale_by_amsgrad(
         )
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
-        b1_, b2_, eps_, eps_root_ = f32(b1), f32(b2), f32(eps), f32(eps_root)
+        b1_, b2_, eps_, eps_root_ = (f32(x, hyper_dtype) for x in (b1, b2, eps, eps_root))
         mu = tree_utils.tree_update_moment(updates, state.mu, b1_, 1)
         nu = tree_utils.tree_update_moment_per_elem_norm(updates, state.nu, b2_, 2)
         count = numerics.safe_increment(state.count)
@@ -253,8 +255,9 @@ def scale_by_adamax(
     init_fn = _init_moments(ScaleByAdamState)
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
-        b1_, b2_, eps_ = f32(b1), f32(b2), f32(eps)
+        b1_, b2_, eps_ = (f32(x, hyper_dtype) for x in (b1, b2, eps))
         count = numerics.safe_increment(state.count)
         mu = tree_utils.tree_update_moment(updates, state.mu, b1_, 1)
         nu = jax.tree.map(lambda g, v: jnp.maximum(jnp.abs(g) + eps_, b2_ * v), updates, state.nu)
@@ -298,8 +301,9 @@ def scale_by_belief(
     init_fn = _init_moments(ScaleByBeliefState, nu_dtype=nu_dtype)
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
-        b1_, b2_, eps_, eps_root_ = f32(b1), f32(b2), f32(eps), f32(eps_root)
+        b1_, b2_, eps_, eps_root_ = (f32(x, hyper_dtype) for x in (b1, b2, eps, eps_root))
         mu = tree_utils.tree_update_moment(updates, state.mu, b1_, 1)
         prediction_error = jax.tree.map(lambda g, m: g - m, updates, mu)
         nu = tree_utils.tree_update_moment_per_elem_norm(prediction_error, state.nu, b2_, 2)
@@ -351,8 +355,9 @@ def scale_by_yogi(
         )
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
-        b1_, b2_, eps_, eps_root_ = f32(b1), f32(b2), f32(eps), f32(eps_root)
+        b1_, b2_, eps_, eps_root_ = (f32(x, hyper_dtype) for x in (b1, b2, eps, eps_root))
         mu = tree_utils.tree_update_moment(updates, state.mu, b1_, 1)
 
         def yogi_nu(g, v):
@@ -416,8 +421,9 @@ def scale_by_radam(
     init_fn = _init_moments(ScaleByAdamState, nu_dtype=nu_dtype)
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
-        b1_, b2_, eps_, eps_root_ = f32(b1), f32(b2), f32(eps), f32(eps_root)
+        b1_, b2_, eps_, eps_root_ = (f32(x, hyper_dtype) for x in (b1, b2, eps, eps_root))
         rho_inf = 2 / (1 - b2_) - 1
         mu = tree_utils.tree_update_moment(updates, state.mu, b1_, 1)
         nu = tree_utils.tree_update_moment_per_elem_norm(updates, state.nu, b2_, 2)
@@ -432,7 +438,7 @@ def scale_by_radam(
         # The rectifier is defined only for rho > 4 (a threshold below 4 would
         # take the root of a negative number); elsewhere the momentum step is
         # used and a dummy rho keeps the unused branch finite.
-        use_adaptive = jnp.logical_and(rho >= f32(threshold), rho > 4)
+        use_adaptive = jnp.logical_and(rho >= f32(threshold, hyper_dtype), rho > 4)
         safe_rho = jnp.where(rho > 4, rho, rho_inf)
         rectifier = jnp.sqrt((safe_rho - 4) * (safe_rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * safe_rho))
         new_updates = jax.tree.map(
@@ -487,9 +493,10 @@ def scale_by_adan(
         return ScaleByAdanState(m=zeros(), v=zeros(), n=zeros(), g=zeros(), t=_zero_count())
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
         validate.check_tree_match(updates, state.g)
-        b1_, b2_, b3_, eps_, eps_root_ = f32(b1), f32(b2), f32(b3), f32(eps), f32(eps_root)
+        b1_, b2_, b3_, eps_, eps_root_ = (f32(x, hyper_dtype) for x in (b1, b2, b3, eps, eps_root))
         is_first = state.t == 0
         diff = jax.tree.map(lambda g, prev: jnp.where(is_first, jnp.zeros_like(g), g - prev), updates, state.g)
         m = tree_utils.tree_update_moment(updates, state.m, b1_, 1)

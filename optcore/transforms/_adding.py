@@ -13,7 +13,7 @@ from optcore import validate, base, numerics, tree_utils
 from optcore.transforms._combining import chain
 from optcore.transforms._masking import masked
 from optcore.transforms._scaling import scale
-from optcore.kit import cast_promoted, f32, static_args
+from optcore.kit import cast_promoted, f32, hyperparameter_dtype, static_args
 
 AddDecayedWeightsState = base.EmptyState
 
@@ -56,10 +56,11 @@ def add_decayed_weights(
     validate.check_not_nan("weight_decay", weight_decay)
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         if params is None:
             raise ValueError(base.NO_PARAMS_MSG)
         validate.check_tree_match(updates, params, against="params")
-        decay_ = f32(weight_decay)  # float32 arithmetic, so that injected and plain agree bit for bit
+        decay_ = f32(weight_decay, hyper_dtype)  # as inject_hyperparams stores it: plain and injected agree bit for bit
         updates = jax.tree.map(
             # In the dtype of g and p promoted (as Optax, whose Python-float
             # weight_decay never promotes), not the float32 of the arithmetic.
@@ -99,12 +100,13 @@ def trace(
         return TraceState(trace=tree_utils.state_zeros_like(params, dtype=accumulator_dtype))
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
         validate.check_tree_match(updates, state.trace)
         # g + decay * t in the dtype of g and t promoted, as Optax's Python-float
         # decay gives: a float32 decay (injected, scheduled) must not turn a
         # bf16 trace into float32.
-        decay_ = f32(decay)  # float32 arithmetic, so that injected and plain agree bit for bit
+        decay_ = f32(decay, hyper_dtype)  # as inject_hyperparams stores it: plain and injected agree bit for bit
 
         def momentum(g, t):
             return (g + decay_ * t).astype(jnp.result_type(g, t))
@@ -213,10 +215,11 @@ def ema(
         )
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
         # In the dtype of updates and average promoted, as with a Python-float
         # decay (a float32 array one would promote a bf16 average).
-        new_ema = tree_utils.tree_update_moment(updates, state.ema, f32(decay), order=1)
+        new_ema = tree_utils.tree_update_moment(updates, state.ema, f32(decay, hyper_dtype), order=1)
         new_ema = cast_promoted(new_ema, updates, state.ema)
         count_inc = numerics.safe_increment(state.count)
         if debias:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optcore import base, numerics, tree_utils, validate
-from optcore.kit import f32, static_args
+from optcore.kit import f32, hyperparameter_dtype, static_args
 
 
 class FactoredState(NamedTuple):
@@ -135,13 +135,14 @@ def scale_by_factored_rms(
         return FactoredState(count=jnp.zeros([], jnp.int32), v_row=unflatten(0), v_col=unflatten(1), v=unflatten(2))
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         if params is not None:
             validate.check_tree_match(updates, params, against="params")
         else:
             _check_against_state(updates, state, factored, min_dim_size_to_factor)
         del params  # the shapes come from the updates
         decay_t = jnp.asarray(decay_rate_fn(state.count - step_offset, decay_rate), jnp.float32)
-        eps_ = f32(epsilon)
+        eps_ = f32(epsilon, hyper_dtype)
 
         def leaf_update(g, v_row, v_col, v):
             g_sq = numerics.abs_sq(g) + eps_

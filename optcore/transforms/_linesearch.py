@@ -20,9 +20,19 @@ from jax import lax
 
 from optcore import base, tree_utils, validate
 
-# The default float (float64 under jax_enable_x64), as a strong (not weak) type so
-# that states keep one type across steps inside lax loops.
-_FLOAT = jnp.result_type(float)
+# The defaults are read at init (a jax.enable_x64 context may change them after
+# import) and used as strong (not weak) types, so that states keep one type
+# across steps inside lax loops.
+
+
+def _default_float() -> jnp.dtype:
+    """JAX's default float at init time: float32, float64 under x64 (Optax's ``jnp.asarray(1.0)``)."""
+    return jnp.result_type(float)
+
+
+def _default_int() -> jnp.dtype:
+    """JAX's default int at init time: int32, int64 under x64 (Optax's ``jnp.asarray(0)``)."""
+    return jnp.result_type(int)
 
 
 class BacktrackingLinesearchInfo(NamedTuple):
@@ -148,10 +158,10 @@ def scale_by_backtracking_linesearch(
 
     def init_fn(params):
         return ScaleByBacktrackingLinesearchState(
-            learning_rate=jnp.array(1.0, _FLOAT),
-            value=jnp.array(jnp.inf, _FLOAT),
+            learning_rate=jnp.array(1.0, _default_float()),
+            value=jnp.array(jnp.inf, _default_float()),
             grad=tree_utils.state_zeros_like(params) if store_grad else None,
-            info=BacktrackingLinesearchInfo(num_linesearch_steps=jnp.array(0, jnp.int32), decrease_error=jnp.array(jnp.inf, _FLOAT)),
+            info=BacktrackingLinesearchInfo(num_linesearch_steps=jnp.array(0, _default_int()), decrease_error=jnp.array(jnp.inf, _default_float())),
         )
 
     def update_fn(updates, state, params=None, *, value=None, grad=None, value_fn=None, **extra_args):
@@ -194,7 +204,7 @@ def scale_by_backtracking_linesearch(
             value=jnp.asarray(new_value).astype(state.value.dtype),
             grad=new_grad,
             # Counted as function evaluations, the first guess included.
-            info=BacktrackingLinesearchInfo(num_linesearch_steps=steps + 1, decrease_error=error.astype(state.info.decrease_error.dtype)),
+            info=BacktrackingLinesearchInfo(num_linesearch_steps=(steps + 1).astype(state.info.num_linesearch_steps.dtype), decrease_error=error.astype(state.info.decrease_error.dtype)),
         )
         return _scale(stepsize, updates), new_state
 
@@ -316,13 +326,13 @@ def scale_by_zoom_linesearch(
 
     def init_fn(params):
         return ScaleByZoomLinesearchState(
-            learning_rate=jnp.array(1.0, _FLOAT),
-            value=jnp.array(jnp.inf, _FLOAT),
+            learning_rate=jnp.array(1.0, _default_float()),
+            value=jnp.array(jnp.inf, _default_float()),
             grad=tree_utils.state_zeros_like(params),
             info=ZoomLinesearchInfo(
-                num_linesearch_steps=jnp.array(0, jnp.int32),
-                decrease_error=jnp.array(jnp.inf, _FLOAT),
-                curvature_error=jnp.array(jnp.inf, _FLOAT),
+                num_linesearch_steps=jnp.array(0, _default_int()),
+                decrease_error=jnp.array(jnp.inf, _default_float()),
+                curvature_error=jnp.array(jnp.inf, _default_float()),
             ),
         )
 
@@ -463,7 +473,7 @@ def scale_by_zoom_linesearch(
             value=new_value.astype(state.value.dtype),
             grad=jax.tree.map(lambda g, old: jnp.asarray(g).astype(old.dtype), new_grad, state.grad),
             info=ZoomLinesearchInfo(
-                num_linesearch_steps=final.steps,
+                num_linesearch_steps=final.steps.astype(state.info.num_linesearch_steps.dtype),
                 decrease_error=decrease_error.astype(state.info.decrease_error.dtype),
                 curvature_error=final.curvature_error.astype(state.info.curvature_error.dtype),
             ),

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, numerics, tree_utils, validate
-from optcore.kit import cast_like, cast_promoted, dtype_or_none, f32
+from optcore.kit import cast_like, cast_promoted, dtype_or_none, f32, hyperparameter_dtype
 
 ScaleState = base.EmptyState
 
@@ -53,8 +53,9 @@ def scale(step_size: float) -> base.GradientTransformation:
     """
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
-        step = f32(step_size)
+        step = f32(step_size, hyper_dtype)
         return jax.tree.map(lambda g: (step * g).astype(g.dtype), updates), state
 
     return base.GradientTransformation(base.init_empty_state, update_fn)
@@ -214,16 +215,17 @@ def scale_by_lion(
         if mode == "hard":
             return jnp.sign(c)
         if mode == "smooth":
-            return jnp.tanh(f32(smooth_beta) * c)
+            return jnp.tanh(f32(smooth_beta, c.dtype) * c)
         return jnp.clip(c, -1, 1)
 
     def init_fn(params):
         return ScaleByLionState(count=jnp.zeros([], jnp.int32), mu=tree_utils.state_zeros_like(params, dtype=mu_dtype))
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
         validate.check_tree_match(updates, state.mu)
-        b1_, b2_ = f32(b1), f32(b2)
+        b1_, b2_ = (f32(x, hyper_dtype) for x in (b1, b2))
         new_updates = jax.tree.map(
             lambda g, m: squash((1 - b1_) * g + b1_ * m), updates, state.mu
         )
@@ -287,10 +289,11 @@ def scale_by_rprop(
         )
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
         validate.check_tree_match(updates, state.prev_updates)
-        eta_minus_, eta_plus_ = f32(eta_minus), f32(eta_plus)
-        min_step, max_step = f32(min_step_size), f32(max_step_size)
+        eta_minus_, eta_plus_ = (f32(x, hyper_dtype) for x in (eta_minus, eta_plus))
+        min_step, max_step = (f32(x, hyper_dtype) for x in (min_step_size, max_step_size))
         agreement = jax.tree.map(lambda g, prev: jnp.sign(g * prev), updates, state.prev_updates)
         step_sizes = jax.tree.map(
             lambda s, step: jnp.where(
@@ -341,9 +344,10 @@ def scale_by_optimistic_gradient(alpha: float = 1.0, beta: float = 1.0) -> base.
         )
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
         validate.check_tree_match(updates, state.previous_gradient)
-        alpha_, beta_ = f32(alpha), f32(beta)
+        alpha_, beta_ = (f32(x, hyper_dtype) for x in (alpha, beta))
         new_updates = jax.tree.map(
             lambda g, prev: jnp.where(
                 state.is_initial_step, alpha_ * g, (alpha_ + beta_) * g - beta_ * prev
@@ -392,16 +396,17 @@ def scale_by_polyak(
         raise ValueError(f"variant must be one of {_POLYAK_VARIANTS}, got {variant!r}.")
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params, extra_args
         validate.require_update_args("scale_by_polyak", value=value)
         validate.check_floating(updates)
         squared_norm = tree_utils.tree_norm(updates, squared=True)
-        gap = jnp.asarray(value, jnp.float32) - f32(f_min)
+        gap = jnp.asarray(value, hyper_dtype) - f32(f_min, hyper_dtype)
         if variant == "sps+":
             gap = jnp.maximum(gap, 0.0)
-        denominator = squared_norm + f32(eps)
+        denominator = squared_norm + f32(eps, hyper_dtype)
         safe_denominator = jnp.where(denominator > 0, denominator, 1.0)
-        step = jnp.where(denominator > 0, jnp.minimum(gap / safe_denominator, f32(max_learning_rate)), 0.0)
+        step = jnp.where(denominator > 0, jnp.minimum(gap / safe_denominator, f32(max_learning_rate, hyper_dtype)), 0.0)
         return jax.tree.map(lambda g: (step * g).astype(g.dtype), updates), state
 
     return base.GradientTransformationExtraArgs(base.init_empty_state, update_fn)
@@ -444,8 +449,9 @@ def normalize_by_update_norm(scale_factor: float = 1.0, eps: float = 1e-6) -> ba
     validate.check_non_negative("eps", eps)
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         del params
-        norm = (tree_utils.tree_norm(updates) + f32(eps)) / f32(scale_factor)
+        norm = (tree_utils.tree_norm(updates) + f32(eps, hyper_dtype)) / f32(scale_factor, hyper_dtype)
         return jax.tree.map(lambda g: (g / norm).astype(g.dtype), updates), state
 
     return base.GradientTransformation(base.init_empty_state, update_fn)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, numerics, tree_utils, validate
-from optcore.kit import f32
+from optcore.kit import f32, hyperparameter_dtype
 
 ScaleByTrustRatioState = base.EmptyState
 
@@ -54,8 +54,9 @@ def scale_by_trust_ratio(
     validate.check_non_negative("eps", eps)
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         _require_params(params, updates)
-        min_norm_, coefficient, eps_ = f32(min_norm), f32(trust_coefficient), f32(eps)
+        min_norm_, coefficient, eps_ = (f32(x, hyper_dtype) for x in (min_norm, trust_coefficient, eps))
 
         def leaf(u, p):
             param_norm = numerics.safe_norm(p, min_norm_)
@@ -81,8 +82,9 @@ def scale_by_param_block_norm(min_scale: float = 1e-3) -> base.GradientTransform
     validate.check_non_negative("min_scale", min_scale)
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         _require_params(params, updates)
-        floor = f32(min_scale)
+        floor = f32(min_scale, hyper_dtype)
         updates = jax.tree.map(lambda u, p: (u * numerics.safe_norm(p, floor)).astype(u.dtype), updates, params)
         return updates, state
 
@@ -103,8 +105,9 @@ def scale_by_param_block_rms(min_scale: float = 1e-3) -> base.GradientTransforma
     validate.check_non_negative("min_scale", min_scale)
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         _require_params(params, updates)
-        floor = f32(min_scale)
+        floor = f32(min_scale, hyper_dtype)
         updates = jax.tree.map(
             lambda u, p: (u * numerics.safe_root_mean_squares(p, floor)).astype(u.dtype), updates, params
         )
@@ -145,15 +148,16 @@ def scale_by_distance_over_gradients(
     def init_fn(params):
         return ScaleByDistanceOverGradientsState(
             max_dist=jax.tree.map(
-                lambda p: (f32(reps_rel) * (1 + jnp.linalg.norm(p))).astype(param_dtype), params
+                lambda p: (f32(reps_rel, param_dtype) * (1 + jnp.linalg.norm(p))).astype(param_dtype), params
             ),
             grad_sum_of_squares=jax.tree.map(lambda p: jnp.zeros((1,), param_dtype), params),
             init_params=tree_utils.tree_cast(params, param_dtype),
         )
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = hyperparameter_dtype(updates)
         _require_params(params, updates)
-        eps_, scale_ = f32(eps), f32(global_scale)
+        eps_, scale_ = (f32(x, hyper_dtype) for x in (eps, global_scale))
         max_dist = jax.tree.map(
             lambda d, p, p0: jnp.maximum(d, jnp.linalg.norm(p - p0)).astype(d.dtype),
             state.max_dist,
