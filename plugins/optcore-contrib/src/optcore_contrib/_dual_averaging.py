@@ -79,11 +79,12 @@ def scale_by_madgrad(
         )
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = kit.hyperparameter_dtype(updates)
         kit.require_params(params, "scale_by_madgrad", updates)
-        # Float32 hyperparameters (the schedule evaluated first): the same bits
+        # Float32 (x64: float64) hyperparameters (the schedule evaluated first): the same bits
         # with and without inject_hyperparams.
-        lr = kit.f32(kit.learning_rate_at(learning_rate, state.count))
-        momentum_, eps_ = kit.f32(momentum), kit.f32(eps)
+        lr = kit.f32(kit.learning_rate_at(learning_rate, state.count), hyper_dtype)
+        momentum_, eps_ = (kit.f32(x, hyper_dtype) for x in (momentum, eps))
         # As in the reference implementation, eps also keeps the step weight positive.
         lamb = (lr + eps_) * jnp.sqrt(state.count + 1.0)
         s = jax.tree.map(lambda acc, g: acc + lamb * g, state.s, updates)
@@ -210,23 +211,25 @@ def momo(
     validate.check_not_nan("weight_decay", weight_decay)
 
     def init_fn(params):
+        stat_dtype = kit.hyperparameter_dtype(params)  # float64 for float64 params under x64
         return MomoState(
             exp_avg=tree_utils.state_zeros_like(params),
-            barf=jnp.zeros([], jnp.float32),
-            gamma=jnp.zeros([], jnp.float32),
-            lb=jnp.asarray(lower_bound, jnp.float32),
+            barf=jnp.zeros([], stat_dtype),
+            gamma=jnp.zeros([], stat_dtype),
+            lb=jnp.asarray(lower_bound, stat_dtype),
             count=kit.zero_count(),
         )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
+        hyper_dtype = kit.hyperparameter_dtype(updates)
         del extra_args
         kit.require_params(params, "momo", updates)
         validate.require_update_args("momo", value=value)
-        # Float32 hyperparameters (the schedule evaluated first): the same bits
+        # Float32 (x64: float64) hyperparameters (the schedule evaluated first): the same bits
         # with and without inject_hyperparams.
-        lr = kit.f32(kit.learning_rate_at(learning_rate, state.count))
-        lower_bound_, weight_decay_ = kit.f32(lower_bound), kit.f32(weight_decay)
-        b = jnp.where(state.count == 0, kit.f32(0.0), kit.f32(beta))
+        lr = kit.f32(kit.learning_rate_at(learning_rate, state.count), hyper_dtype)
+        lower_bound_, weight_decay_ = (kit.f32(x, hyper_dtype) for x in (lower_bound, weight_decay))
+        b = jnp.where(state.count == 0, kit.f32(0.0, hyper_dtype), kit.f32(beta, hyper_dtype))
         exp_avg = jax.tree.map(lambda d, g: b * d + (1 - b) * g, state.exp_avg, updates)
         barf = b * state.barf + (1 - b) * value
         gamma = b * state.gamma + (1 - b) * tree_utils.tree_vdot(updates, params)
@@ -294,24 +297,26 @@ def momo_adam(
     validate.check_not_nan("weight_decay", weight_decay)
 
     def init_fn(params):
+        stat_dtype = kit.hyperparameter_dtype(params)  # float64 for float64 params under x64
         return MomoAdamState(
             exp_avg=tree_utils.state_zeros_like(params),
             exp_avg_sq=tree_utils.state_zeros_like(params),
-            barf=jnp.zeros([], jnp.float32),
-            gamma=jnp.zeros([], jnp.float32),
-            lb=jnp.asarray(lower_bound, jnp.float32),
+            barf=jnp.zeros([], stat_dtype),
+            gamma=jnp.zeros([], stat_dtype),
+            lb=jnp.asarray(lower_bound, stat_dtype),
             count=kit.zero_count(),
         )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
+        hyper_dtype = kit.hyperparameter_dtype(updates)
         del extra_args
         kit.require_params(params, "momo_adam", updates)
         validate.require_update_args("momo_adam", value=value)
-        # Float32 hyperparameters (the schedule evaluated first): the same bits
+        # Float32 (x64: float64) hyperparameters (the schedule evaluated first): the same bits
         # with and without inject_hyperparams.
-        lr = kit.f32(kit.learning_rate_at(learning_rate, state.count))
-        b1_, b2_, eps_ = kit.f32(b1), kit.f32(b2), kit.f32(eps)
-        lower_bound_, weight_decay_ = kit.f32(lower_bound), kit.f32(weight_decay)
+        lr = kit.f32(kit.learning_rate_at(learning_rate, state.count), hyper_dtype)
+        b1_, b2_, eps_ = (kit.f32(x, hyper_dtype) for x in (b1, b2, eps))
+        lower_bound_, weight_decay_ = (kit.f32(x, hyper_dtype) for x in (lower_bound, weight_decay))
         step = state.count + 1
         exp_avg = jax.tree.map(lambda d, g: b1_ * d + (1 - b1_) * g, state.exp_avg, updates)
         exp_avg_sq = jax.tree.map(lambda v, g: b2_ * v + (1 - b2_) * g * g, state.exp_avg_sq, updates)

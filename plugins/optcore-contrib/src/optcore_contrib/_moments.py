@@ -85,9 +85,10 @@ def scale_by_acprop(
         )
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = kit.hyperparameter_dtype(updates)
         del params
-        # Float32 hyperparameters: the same bits with and without inject_hyperparams.
-        b1_, b2_, eps_, eps_root_ = (kit.f32(x) for x in (b1, b2, eps, eps_root))
+        # Float32 (x64: float64) hyperparameters: the same bits with and without inject_hyperparams.
+        b1_, b2_, eps_, eps_root_ = (kit.f32(x, hyper_dtype) for x in (b1, b2, eps, eps_root))
         mu = tree_utils.tree_update_moment(updates, state.mu, b1_, 1)
         # The prediction error is measured against the EMA *before* this gradient.
         prediction_error = jax.tree.map(lambda g, m: g - m, updates, state.mu)
@@ -194,12 +195,13 @@ def scale_by_ademamix(
         )
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = kit.hyperparameter_dtype(updates)
         del params
-        # Float32 hyperparameters (schedules evaluated first): the same bits with
+        # Float32 (x64: float64) hyperparameters (schedules evaluated first): the same bits with
         # and without inject_hyperparams.
-        b1_, b2_, eps_, eps_root_ = (kit.f32(x) for x in (b1, b2, eps, eps_root))
-        b3_now = kit.f32(kit.value_at(b3, state.count_m2))
-        alpha_now = kit.f32(kit.value_at(alpha, state.count_m2))
+        b1_, b2_, eps_, eps_root_ = (kit.f32(x, hyper_dtype) for x in (b1, b2, eps, eps_root))
+        b3_now = kit.f32(kit.value_at(b3, state.count_m2), hyper_dtype)
+        alpha_now = kit.f32(kit.value_at(alpha, state.count_m2), hyper_dtype)
         m1 = tree_utils.tree_update_moment(updates, state.m1, b1_, 1)
         m2 = tree_utils.tree_update_moment(updates, state.m2, b3_now, 1)
         nu = tree_utils.tree_update_moment_per_elem_norm(updates, state.nu, b2_, 2)
@@ -298,12 +300,13 @@ def scale_by_simplified_ademamix(
         )
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = kit.hyperparameter_dtype(updates)
         del params
         validate.check_tree_match(updates, state.m)
-        # Float32 hyperparameters (schedules evaluated first): the same bits with
+        # Float32 (x64: float64) hyperparameters (schedules evaluated first): the same bits with
         # and without inject_hyperparams.
-        b1_, b2_, eps_, eps_root_ = (kit.f32(x) for x in (b1, b2, eps, eps_root))
-        alpha_now = kit.f32(kit.value_at(alpha, state.t))
+        b1_, b2_, eps_, eps_root_ = (kit.f32(x, hyper_dtype) for x in (b1, b2, eps, eps_root))
+        alpha_now = kit.f32(kit.value_at(alpha, state.t), hyper_dtype)
         m = jax.tree.map(lambda old, g: b1_ * old + g, state.m, updates)
         n = tree_utils.tree_update_moment_per_elem_norm(updates, state.n, b2_, 2)
         t = numerics.safe_increment(state.t)

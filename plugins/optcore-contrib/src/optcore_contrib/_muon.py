@@ -176,16 +176,13 @@ def _preset_coefficients(ns_coeffs):
     return ns_coeffs
 
 
-def _coefficient_table(ns_coeffs, ns_steps):
-    table = jnp.asarray(ns_coeffs, jnp.float32)
-    if table.ndim == 1:
-        if table.shape != (3,):
-            raise ValueError(f"ns_coeffs must be three numbers or a sequence of triples, got {ns_coeffs!r}.")
+def _check_coefficients(ns_coeffs, ns_steps):
+    """Checks the shape of ``ns_coeffs``: a triple, or one triple per iteration."""
+    shape = jnp.asarray(ns_coeffs, jnp.float32).shape
+    if shape == (3,):
         validate.check_range("ns_steps", ns_steps, low=1)
-        return table
-    if table.ndim != 2 or table.shape[1] != 3:
+    elif len(shape) != 2 or shape[1] != 3:
         raise ValueError(f"ns_coeffs must be three numbers or a sequence of triples, got {ns_coeffs!r}.")
-    return table
 
 
 @kit.static_args("ns_steps")
@@ -243,17 +240,17 @@ def scale_by_muon(
         )
     kit.check_beta("beta", beta)  # mu is divided by 1 - beta**t
     validate.check_non_negative("eps", eps)
-    table = _coefficient_table(ns_coeffs, ns_steps)
+    _check_coefficients(ns_coeffs, ns_steps)
     mu_dtype = kit.dtype_or_none(mu_dtype)
 
     def init_fn(params):
         return MuonState(
             count=kit.zero_count(),
             mu=tree_utils.state_zeros_like(params, dtype=mu_dtype),
-            # A fresh buffer per init: a donated state (jax.jit(step,
-            # donate_argnums=...)) deletes its arrays, and this table is held
-            # by the factory for every later init.
-            ns_coeffs=jnp.copy(table),
+            # A fresh buffer per init (jnp.array copies): a donated state
+            # (jax.jit(step, donate_argnums=...)) deletes its arrays. float32,
+            # or float64 for float64 params under x64.
+            ns_coeffs=jnp.array(ns_coeffs, kit.hyperparameter_dtype(params)),
         )
 
     def update_fn(updates, state, params=None):

@@ -173,17 +173,18 @@ def _scale_by_dog(init_step, eps) -> base.GradientTransformation:
     validate.check_non_negative("eps", eps)
 
     def init_fn(params):
+        stat_dtype = kit.hyperparameter_dtype(params)  # float64 for float64 params under x64
         if tag == "heuristic":
             max_dist = value * (1 + tree_utils.tree_norm(params))
         elif tag == "distance":
-            max_dist = jnp.asarray(value, jnp.float32)
+            max_dist = jnp.asarray(value, stat_dtype)
         else:  # the first step uses the given learning rate instead
-            max_dist = jnp.asarray(0.0, jnp.float32)
+            max_dist = jnp.asarray(0.0, stat_dtype)
         return DoGState(
             is_init_step=jnp.asarray(True),
             init_params=kit.own_copy(params),
-            max_dist=jnp.asarray(max_dist, jnp.float32),
-            sum_sq_norm_grads=jnp.asarray(0.0, jnp.float32),
+            max_dist=jnp.asarray(max_dist, stat_dtype),
+            sum_sq_norm_grads=jnp.asarray(0.0, stat_dtype),
         )
 
     def update_fn(updates, state, params=None):
@@ -248,10 +249,11 @@ def _scale_by_dowg(init_estim_sq_dist, eps) -> base.GradientTransformation:
     initial = eps if init_estim_sq_dist is None else init_estim_sq_dist
 
     def init_fn(params):
+        stat_dtype = kit.hyperparameter_dtype(params)  # float64 for float64 params under x64
         return DoWGState(
             init_params=kit.own_copy(params),
-            weighted_sq_norm_grads=jnp.asarray(0.0, jnp.float32),
-            estim_sq_dist=jnp.asarray(initial, jnp.float32),
+            weighted_sq_norm_grads=jnp.asarray(0.0, stat_dtype),
+            estim_sq_dist=jnp.asarray(initial, stat_dtype),
         )
 
     def update_fn(updates, state, params=None):
@@ -350,13 +352,14 @@ def dadapt_adamw(
     sqrt_beta2 = beta2**0.5
 
     def init_fn(params):
+        stat_dtype = kit.hyperparameter_dtype(params)  # float64 for float64 params under x64
         zeros = lambda: tree_utils.state_zeros_like(params)  # noqa: E731
         return DAdaptAdamWState(
             exp_avg=zeros(),
             exp_avg_sq=zeros(),
             grad_sum=zeros(),
-            estim_lr=jnp.asarray(estim_lr0, jnp.float32),
-            numerator_weighted=jnp.asarray(0.0, jnp.float32),
+            estim_lr=jnp.asarray(estim_lr0, stat_dtype),
+            numerator_weighted=jnp.asarray(0.0, stat_dtype),
             count=kit.zero_count(),
         )
 
@@ -445,14 +448,15 @@ def prodigy(
     beta3_value = beta2**0.5 if beta3 is None else beta3
 
     def init_fn(params):
+        stat_dtype = kit.hyperparameter_dtype(params)  # float64 for float64 params under x64
         zeros = lambda: tree_utils.state_zeros_like(params)  # noqa: E731
         return ProdigyState(
             exp_avg=zeros(),
             exp_avg_sq=zeros(),
             grad_sum=zeros(),
             params0=kit.own_copy(params),
-            estim_lr=jnp.asarray(estim_lr0, jnp.float32),
-            numerator_weighted=jnp.asarray(0.0, jnp.float32),
+            estim_lr=jnp.asarray(estim_lr0, stat_dtype),
+            numerator_weighted=jnp.asarray(0.0, stat_dtype),
             count=kit.zero_count(),
         )
 

@@ -62,14 +62,15 @@ def reduce_on_plateau(
     validate.check_non_negative("min_scale", min_scale)
 
     def init_fn(params):
+        stat_dtype = kit.hyperparameter_dtype(params)  # float64 for float64 params under x64
         del params
         return ReduceLROnPlateauState(
-            scale=jnp.ones([], jnp.float32),
-            best_value=jnp.asarray(jnp.inf, jnp.float32),
+            scale=jnp.ones([], stat_dtype),
+            best_value=jnp.asarray(jnp.inf, stat_dtype),
             plateau_count=jnp.zeros([], jnp.int32),
             cooldown_count=jnp.zeros([], jnp.int32),
             count=jnp.zeros([], jnp.int32),
-            avg_value=jnp.zeros([], jnp.float32),
+            avg_value=jnp.zeros([], stat_dtype),
         )
 
     def decide(state: ReduceLROnPlateauState) -> ReduceLROnPlateauState:

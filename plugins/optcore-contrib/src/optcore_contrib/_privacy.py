@@ -117,14 +117,15 @@ def differentially_private_aggregate(
         return DifferentiallyPrivateAggregateState(rng_key=jnp.copy(key))
 
     def update_fn(updates, state, params=None):
+        hyper_dtype = kit.hyperparameter_dtype(updates)
         _check_per_example(updates, params)
         del params
-        # Float32 hyperparameters, the noise std computed from them in float32:
+        # Float32 (x64: float64) hyperparameters, the noise std computed from them in float32:
         # the same bits with and without inject_hyperparams. The barrier (on one
         # scalar) keeps XLA from folding the std into the normal sampler's
         # constants: with it folded, the programs for a constant and an injected
         # std contracted different multiply-adds into FMAs on CPU (1 ulp apart).
-        clip, multiplier = kit.f32(l2_norm_clip), kit.f32(noise_multiplier)
+        clip, multiplier = (kit.f32(x, hyper_dtype) for x in (l2_norm_clip, noise_multiplier))
         noise_std = jax.lax.optimization_barrier(clip * multiplier)
         leaves, treedef = jax.tree.flatten(updates)
         batch_size = leaves[0].shape[0]

@@ -94,13 +94,14 @@ def schedule_free(
     base_optimizer = optcore.with_extra_args_support(base_optimizer)
 
     def init_fn(params):
+        stat_dtype = kit.hyperparameter_dtype(params)  # float64 for float64 params under x64
         # z starts at the params but in its own buffers (a cast to the same dtype is no copy).
         z = kit.own_copy(params if state_dtype is None else tree_utils.tree_cast(params, state_dtype))
         return ScheduleFreeState(
-            b1=jnp.asarray(b1, jnp.float32),
-            weight_sum=jnp.zeros([], jnp.float32),
+            b1=jnp.asarray(b1, stat_dtype),
+            weight_sum=jnp.zeros([], stat_dtype),
             step_count=jnp.ones([], jnp.int32),
-            max_lr=jnp.zeros([], jnp.float32),
+            max_lr=jnp.zeros([], stat_dtype),
             base_optimizer_state=base_optimizer.init(params),
             z=z,
         )

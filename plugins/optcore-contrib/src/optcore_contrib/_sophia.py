@@ -80,10 +80,11 @@ def _scale_by_sophia(
         )
 
     def update_fn(updates, state, params=None, *, obj_fn=None, **extra_args):
+        hyper_dtype = kit.hyperparameter_dtype(updates)
         kit.require_params(params, "sophia")
         validate.require_update_args("sophia", obj_fn=obj_fn)
-        # Float32 hyperparameters: the same bits with and without inject_hyperparams.
-        b1_, b2_, eps_, gamma_, clip_ = (kit.f32(x) for x in (b1, b2, eps, gamma, clip_threshold))
+        # Float32 (x64: float64) hyperparameters: the same bits with and without inject_hyperparams.
+        b1_, b2_, eps_, gamma_, clip_ = (kit.f32(x, hyper_dtype) for x in (b1, b2, eps, gamma, clip_threshold))
         mu = tree_utils.tree_update_moment(updates, state.mu, b1_, 1)
 
         def refresh(operand):
