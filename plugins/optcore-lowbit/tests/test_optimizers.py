@@ -249,6 +249,46 @@ def test_quantize_state_with_rank1_scaling_matches_adamw_4bit():
         optcore_lowbit.quantize_state(optcore.adamw(LR), nonnegative_scaling="rank-1")
 
 
+def test_quantize_state_with_stochastic_rounding_matches_adamw_4bit():
+    """rounding="stochastic" seeds each signed leaf from the wrapper's count and the param's position, as
+    adamw_4bit seeds its first moment: the same codes, bit for bit, for its default (stochastic) rounding."""
+    wrapped = optcore_lowbit.quantize_state(optcore.adamw(LR, weight_decay=WD), bits=4, min_quantized_size=MIN_SIZE,
+                                            nonnegative_scaling="rank1", rounding="stochastic")
+    state = wrapped.init(jax.tree.map(jnp.asarray, _params()))
+    assert isinstance(state, optcore_lowbit.QuantizeStateState) and int(state.count) == 0
+    got, got_state = _run(wrapped, 5)
+    want, want_state = _run(_factory("adamw_4bit", 128), 5)
+    nearest, nearest_state = _run(_factory("adamw_4bit", 128, "nearest"), 5)
+    assert int(got_state.count) == 5
+    for k in ("w", "m", "v"):
+        np.testing.assert_array_equal(got_state.inner_state[0].mu[k].codes, want_state[0].mu[k].codes)
+        # The rounding matters: to nearest, some codes differ.
+        assert np.any(np.asarray(got_state.inner_state[0].mu[k].codes) != np.asarray(nearest_state[0].mu[k].codes))
+    for k in SHAPES:
+        np.testing.assert_allclose(got[k], want[k], rtol=2e-6, atol=1e-7)
+    with pytest.raises(ValueError, match=r"rounding must be one of \('nearest', 'stochastic'\), got 'up'"):
+        optcore_lowbit.quantize_state(optcore.adamw(LR), rounding="up")
+
+
+def test_quantize_state_salts_are_distinct_per_field_and_param():
+    """Two signed fields of one state (a momentum and an EMA) get different seeds for the same param."""
+    params = {"a": jnp.ones((64, 64)), "b": jnp.ones((64, 64))}
+    inner = optcore.chain(optcore.trace(0.9), optcore.ema(0.9))
+    wrapped = optcore_lowbit.quantize_state(inner, bits=4, min_quantized_size=1, rounding="stochastic")
+    state = wrapped.init(params)
+    # The same values in both params and (up to a factor) in both fields: with one seed, the codes would agree.
+    values = jnp.asarray(np.random.default_rng(0).uniform(0.1, 1.0, (64, 64)), jnp.float32)
+    grads = {k: values for k in params}
+    _, state = jax.jit(wrapped.update)(grads, state, params)
+    codes = [np.asarray(x.codes) for x in jax.tree.leaves(state.inner_state, is_leaf=_quantize.is_quantized)
+             if _quantize.is_quantized(x)]
+    assert len(codes) == 4
+    # Independent rounding makes every pair of leaves differ somewhere.
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert np.any(codes[i] != codes[j]), (i, j)
+
+
 def test_quantize_state_keeps_non_param_shaped_leaves():
     """Adafactor's factored second moments (rows, columns) are not param-shaped: they stay float."""
     params = {"w": jnp.ones((128, 256))}

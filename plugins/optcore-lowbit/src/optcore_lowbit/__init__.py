@@ -21,9 +21,8 @@ from optcore_lowbit._quantize import (
     quantize,
     rounding_seed,
 )
-from optcore_lowbit._common import NU_SCALINGS
+from optcore_lowbit._common import NU_SCALINGS, ROUNDINGS
 from optcore_lowbit._transforms import (
-    ROUNDINGS,
     ScaleByAdamLowBitState,
     ScaleByLionLowBitState,
     TraceLowBitState,
@@ -32,7 +31,7 @@ from optcore_lowbit._transforms import (
     scale_by_lion_8bit,
     trace_8bit,
 )
-from optcore_lowbit._wrapper import NONNEGATIVE_FIELDS, quantize_state
+from optcore_lowbit._wrapper import NONNEGATIVE_FIELDS, QuantizeStateState, quantize_state
 
 __version__ = "0.3.0"
 
@@ -45,6 +44,7 @@ WRAPPERS = ("quantize_state",)
 __all__ = [
     "NONNEGATIVE_FIELDS",
     "NU_SCALINGS",
+    "QuantizeStateState",
     "QuantizedArray",
     "ROUNDINGS",
     "Rank1QuantizedArray",

@@ -38,6 +38,16 @@ def check_scaling(name: str, value) -> None:
         raise ValueError(f"{name} must be one of {NU_SCALINGS}, got {value!r}.")
 
 
+ROUNDINGS = ("nearest", "stochastic")
+"""How a signed state is rounded to its code (the Adam transforms' ``mu_rounding``, ``quantize_state``'s ``rounding``)."""
+
+
+def check_rounding(name: str, value) -> None:
+    """Raises ``ValueError`` naming ``name`` unless ``value`` is one of :data:`ROUNDINGS`."""
+    if value not in ROUNDINGS:
+        raise ValueError(f"{name} must be one of {ROUNDINGS}, got {value!r}.")
+
+
 class Format(NamedTuple):
     """How a transformation stores its large state leaves."""
 

@@ -23,8 +23,6 @@ from optcore_lowbit import _common
 from optcore_lowbit._quantize import LINEAR_NO_ZERO, SIGNED, UNSIGNED, rounding_seed
 
 _LION_MODES = ("hard", "smooth", "refined")
-ROUNDINGS = ("nearest", "stochastic")
-"""How the Adam transforms round the first moment to its code (their ``mu_rounding`` argument)."""
 
 
 class ScaleByAdamLowBitState(NamedTuple):
@@ -52,13 +50,8 @@ def _bias_correction(decay, count):
     return 1 - decay ** count.astype(jnp.float32)
 
 
-def _check_rounding(mu_rounding):
-    if mu_rounding not in ROUNDINGS:
-        raise ValueError(f"mu_rounding must be one of {ROUNDINGS}, got {mu_rounding!r}.")
-
-
 def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, nu_kind, nu_rank1, mu_rounding):
-    _check_rounding(mu_rounding)
+    _common.check_rounding("mu_rounding", mu_rounding)
     kit.check_beta("b1", b1)
     kit.check_beta("b2", b2)
     kit.check_non_negative("eps", eps)

@@ -2,7 +2,7 @@ r"""``quantize_state``: block-quantized storage for the state of any transformat
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
 import numpy as np
@@ -18,12 +18,43 @@ from optcore_lowbit._quantize import (
     quantize,
     quantize_rank1,
     rank1_fits,
+    rounding_seed,
 )
 
 NONNEGATIVE_FIELDS = ("nu", "nu_max", "sum_of_squares", "v_row", "v_col", "v")
 """State fields the wrapper stores on an unsigned code by default: second moments, non-negative by construction."""
 
 
+class QuantizeStateState(NamedTuple):
+    """State of ``quantize_state(..., rounding="stochastic")``: the step count that seeds the rounding."""
+
+    count: jax.Array  # shape=(), dtype=int32
+    inner_state: Any  # the inner transformation's state, its large float leaves quantized
+
+
+def _rounding_salts(state: Any, updates: Any) -> list:
+    """A distinct salt per signed quantized leaf of ``state``, in flatten order (``None`` for other leaves).
+
+    The salt of a leaf is its param's position in ``updates`` plus the number
+    of params times the rank of its field (the path above the param) among
+    the signed fields: the first signed field (Adam's ``mu``) gets the salts
+    the Adam transforms use, so their stochastic rounding is reproduced.
+    """
+    param_paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(updates)[0]]
+    leaves = jax.tree_util.tree_flatten_with_path(state, is_leaf=is_quantized)[0]
+    fields: dict = {}
+    salts = []
+    for path, leaf in leaves:
+        if not (is_quantized(leaf) and leaf.kind == SIGNED):
+            salts.append(None)
+            continue
+        # The longest param path that ends the leaf's path (none: a param-shaped leaf stored
+        # under other keys, which is a field of its own).
+        matches = [i for i, p in enumerate(param_paths) if len(p) <= len(path) and path[len(path) - len(p):] == p]
+        index = max(matches, key=lambda i: len(param_paths[i])) if matches else 0
+        field_path = path[: len(path) - len(param_paths[index])] if matches else path
+        salts.append(fields.setdefault(field_path, len(fields)) * len(param_paths) + index)
+    return salts
 
 
 def _field_name(path) -> Optional[str]:
@@ -46,6 +77,7 @@ def quantize_state(
     *,
     nonnegative_fields: Sequence[str] = NONNEGATIVE_FIELDS,
     nonnegative_scaling: str = "block",
+    rounding: str = "nearest",
 ) -> base.GradientTransformationExtraArgs:
     r"""Stores the params-shaped float state of ``inner`` block-quantized, to ``bits`` bits.
 
@@ -69,6 +101,15 @@ def quantize_state(
     The field is the innermost ``NamedTuple`` attribute on the leaf's path.
     A negative value in a leaf declared non-negative is stored as 0.
 
+    Rounding: to the nearest code level, or with ``rounding="stochastic"``,
+    signed leaves go up or down to one of the two levels around each entry,
+    so that the stored value is unbiased (what :func:`scale_by_adam_4bit`
+    does to its first moment by default: with 4 bits, rounding to nearest
+    turns the small entries of a block with a large maximum into 0 at every
+    step). Non-negative leaves always round to nearest. The random numbers
+    are a hash of a step count, which the state then holds:
+    :class:`QuantizeStateState` ``(count, inner_state)``.
+
     Unlike the dedicated transforms, the dequantized state exists as a whole
     float array during ``update`` (the inner update is a black box that XLA
     may or may not fuse with the quantization), so the memory of the step is
@@ -81,9 +122,11 @@ def quantize_state(
       min_quantized_size: leaves with fewer entries stay float.
       nonnegative_fields: state field names stored on the unsigned code.
       nonnegative_scaling: ``"block"`` or ``"rank1"``: how those fields are normalized.
+      rounding: ``"nearest"`` or ``"stochastic"``: how signed fields are rounded.
     """
     fmt = _common.make_format(bits, block_size, min_quantized_size)
     _common.check_scaling("nonnegative_scaling", nonnegative_scaling)
+    _common.check_rounding("rounding", rounding)
     nonnegative = frozenset(nonnegative_fields)
     inner = optcore.with_extra_args_support(inner)
 
@@ -101,17 +144,23 @@ def quantize_state(
                 return quantize_rank1(leaf, kind, fmt.bits)
             return quantize(leaf, kind, fmt.bits, fmt.block_size)
 
-        return jax.tree_util.tree_map_with_path(maybe_quantize, state)
+        state = jax.tree_util.tree_map_with_path(maybe_quantize, state)
+        return QuantizeStateState(count=kit.zero_count(), inner_state=state) if rounding == "stochastic" else state
 
     def update_fn(updates, state, params=None, **extra_args):
+        if rounding == "stochastic":
+            count, state = optcore.safe_increment(state.count), state.inner_state
         floats = jax.tree.map(lambda x: x.dequantize() if is_quantized(x) else x, state, is_leaf=is_quantized)
         new_updates, new_floats = inner.update(updates, floats, params, **extra_args)
-        new_state = jax.tree.map(
-            lambda old, new: _common.store(new, old) if is_quantized(old) else new,
-            state,
-            new_floats,
-            is_leaf=is_quantized,
-        )
+        leaves, treedef = jax.tree.flatten(state, is_leaf=is_quantized)
+        salts = _rounding_salts(state, updates) if rounding == "stochastic" else [None] * len(leaves)
+        new_leaves = [
+            _common.store(new, old, None if salt is None else rounding_seed(count, salt)) if is_quantized(old) else new
+            for old, new, salt in zip(leaves, treedef.flatten_up_to(new_floats), salts)
+        ]
+        new_state = jax.tree.unflatten(treedef, new_leaves)
+        if rounding == "stochastic":
+            new_state = QuantizeStateState(count=count, inner_state=new_state)
         return new_updates, new_state
 
     return base.GradientTransformationExtraArgs(init_fn, update_fn)
