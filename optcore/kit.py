@@ -85,11 +85,12 @@ def hyperparameter_dtype(*trees: Any) -> jnp.dtype:
     hyperparameters give float64. ``inject_hyperparams`` stores its floats in
     this dtype, so injected and plain hyperparameters stay bit-identical.
     """
-    dtypes = [jnp.finfo(leaf.dtype).dtype for leaf in jax.tree.leaves(trees)
-              if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)]
     dtype = jnp.dtype(jnp.float32)
-    for leaf_dtype in dtypes:
-        dtype = jnp.promote_types(dtype, leaf_dtype)
+    for leaf in jax.tree.leaves(trees):
+        # Arrays by their dtype; Python and NumPy scalars as JAX would type them.
+        leaf_dtype = leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf)
+        if jnp.issubdtype(leaf_dtype, jnp.inexact):
+            dtype = jnp.promote_types(dtype, jnp.finfo(leaf_dtype).dtype)
     return dtype
 
 

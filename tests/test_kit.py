@@ -21,6 +21,21 @@ def test_f32_traces_and_rounds_like_float32():
     assert traced.dtype == jnp.float32 and float(traced) == 0.5
 
 
+def test_hyperparameter_dtype_is_float32_unless_a_leaf_is_float64():
+    low = {"w": jnp.ones(2, jnp.bfloat16), "h": jnp.ones(2, jnp.float16), "i": jnp.ones(2, jnp.int32), "none": None}
+    assert kit.hyperparameter_dtype(low) == jnp.float32
+    assert kit.hyperparameter_dtype({"c": jnp.ones(2, jnp.complex64)}, 0.5) == jnp.float32
+    assert kit.f32(0.1, jnp.bfloat16).dtype == jnp.float32  # never narrower than float32
+    with jax.enable_x64(True):
+        assert kit.hyperparameter_dtype({"w": jnp.ones(2, jnp.float32)}) == jnp.float32
+        assert kit.hyperparameter_dtype({"w": jnp.ones(2, jnp.float32), "d": jnp.ones(2, jnp.float64)}) == jnp.float64
+        assert kit.hyperparameter_dtype(jnp.ones(2, jnp.complex128)) == jnp.float64  # by its real part
+        assert kit.hyperparameter_dtype([1.5]) == jnp.float64  # a Python float, typed as JAX types it
+        assert kit.hyperparameter_dtype({"i": jnp.ones(2, jnp.int64)}) == jnp.float32
+        b1 = kit.f32(0.9, kit.hyperparameter_dtype(jnp.ones(2, jnp.float64)))
+        assert b1.dtype == jnp.float64 and float(b1) == 0.9  # not float32(0.9) = 0.899999976...
+
+
 def test_value_at_and_learning_rate_at():
     schedule = optcore.linear_schedule(1.0, 0.0, 10)
     assert float(kit.value_at(schedule, jnp.asarray(5))) == pytest.approx(0.5)
