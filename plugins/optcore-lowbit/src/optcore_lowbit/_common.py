@@ -109,6 +109,16 @@ def store(x, like, seed=None):
     return x.astype(like.dtype)
 
 
+def step_dtype(g, likes):
+    """The dtype of a leaf's hyperparameter arithmetic: float32 if a state is quantized, else ``g``'s.
+
+    A float state follows its float twin (float64 under x64 for float64
+    params: ``kit.hyperparameter_dtype``); a quantized one keeps the float32
+    hyperparameters its codes were designed and tested with.
+    """
+    return jnp.dtype(jnp.float32) if any(is_quantized(like) for like in likes) else kit.hyperparameter_dtype(g)
+
+
 def step_leaf(step_fn, g, likes, separable: bool = False, seeds=None):
     """One leaf's step: ``step_fn(g32, *old states) -> (new states..., update)``, states stored as ``likes``.
 

@@ -12,6 +12,7 @@ complex ones) keep a float state.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any, NamedTuple, Optional
 
@@ -67,23 +68,30 @@ def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, f
 
     def update_fn(updates, state, params=None):
         _common.check_updates(updates, state.mu, params)
-        b1_, b2_, eps_, eps_root_ = kit.f32(b1), kit.f32(b2), kit.f32(eps), kit.f32(eps_root)
         count = numerics.safe_increment(state.count)
-        c1, c2 = _bias_correction(b1_, count), _bias_correction(b2_, count)
 
-        def step(g32, mu, nu):
-            mu = b1_ * mu + (1 - b1_) * g32
-            nu = b2_ * nu + (1 - b2_) * jnp.real(g32 * jnp.conj(g32))
-            if nesterov:
-                mu_hat = b1_ * mu / _bias_correction(b1_, numerics.safe_increment(count)) + (1 - b1_) * g32 / c1
-            else:
-                mu_hat = mu / c1
-            return mu, nu, mu_hat / (jnp.sqrt(nu / c2 + eps_root_) + eps_)
+        @functools.cache
+        def step_in(dtype):
+            """Adam's elementwise step, its hyperparameters in ``dtype`` (:func:`_common.step_dtype`)."""
+            b1_, b2_, eps_, eps_root_ = (kit.f32(x, dtype) for x in (b1, b2, eps, eps_root))
+            c1, c2 = _bias_correction(b1_, count), _bias_correction(b2_, count)
+
+            def step(g32, mu, nu):
+                mu = b1_ * mu + (1 - b1_) * g32
+                nu = b2_ * nu + (1 - b2_) * jnp.real(g32 * jnp.conj(g32))
+                if nesterov:
+                    mu_hat = b1_ * mu / _bias_correction(b1_, numerics.safe_increment(count)) + (1 - b1_) * g32 / c1
+                else:
+                    mu_hat = mu / c1
+                return mu, nu, mu_hat / (jnp.sqrt(nu / c2 + eps_root_) + eps_)
+
+            return step
 
         leaf_ids = itertools.count()  # the leaf's position in the tree: its salt for stochastic rounding
 
         def leaf(g, mu_leaf, nu_leaf):
             mu_seed = rounding_seed(count, next(leaf_ids)) if mu_rounding == "stochastic" else None
+            step = step_in(_common.step_dtype(g, (mu_leaf, nu_leaf)))
             u, mu, nu = _common.step_leaf(step, g, (mu_leaf, nu_leaf), separable=True, seeds=(mu_seed, None))
             return u.astype(jnp.result_type(g.dtype, mu_leaf.dtype, nu_leaf.dtype)), mu, nu
 
@@ -236,7 +244,7 @@ def scale_by_lion_8bit(
         if mode == "hard":
             return jnp.sign(c)
         if mode == "smooth":
-            return jnp.tanh(kit.f32(smooth_beta) * c)
+            return jnp.tanh(kit.f32(smooth_beta, c.dtype) * c)
         return jnp.clip(c, -1, 1)
 
     def init_fn(params):
@@ -247,13 +255,18 @@ def scale_by_lion_8bit(
 
     def update_fn(updates, state, params=None):
         _common.check_updates(updates, state.mu, params)
-        b1_, b2_ = kit.f32(b1), kit.f32(b2)
 
-        def step(g32, mu):
-            return b2_ * mu + (1 - b2_) * g32, squash(b1_ * mu + (1 - b1_) * g32)
+        @functools.cache
+        def step_in(dtype):
+            b1_, b2_ = kit.f32(b1, dtype), kit.f32(b2, dtype)
+
+            def step(g32, mu):
+                return b2_ * mu + (1 - b2_) * g32, squash(b1_ * mu + (1 - b1_) * g32)
+
+            return step
 
         def leaf(g, mu_leaf):
-            u, mu = _common.step_leaf(step, g, (mu_leaf,))
+            u, mu = _common.step_leaf(step_in(_common.step_dtype(g, (mu_leaf,))), g, (mu_leaf,))
             return u.astype(jnp.result_type(g.dtype, mu_leaf.dtype)), mu
 
         new_updates, mu = _common.map_leaves(leaf, updates, state.mu)
@@ -295,14 +308,19 @@ def trace_8bit(
 
     def update_fn(updates, state, params=None):
         _common.check_updates(updates, state.trace, params)
-        decay_ = kit.f32(decay)
 
-        def step(g32, t):
-            t = g32 + decay_ * t
-            return t, (g32 + decay_ * t if nesterov else t)
+        @functools.cache
+        def step_in(dtype):
+            decay_ = kit.f32(decay, dtype)
+
+            def step(g32, t):
+                t = g32 + decay_ * t
+                return t, (g32 + decay_ * t if nesterov else t)
+
+            return step
 
         def leaf(g, t_leaf):
-            u, t = _common.step_leaf(step, g, (t_leaf,))
+            u, t = _common.step_leaf(step_in(_common.step_dtype(g, (t_leaf,))), g, (t_leaf,))
             return u.astype(jnp.result_type(g.dtype, t_leaf.dtype)), t
 
         new_updates, trace = _common.map_leaves(leaf, updates, state.trace)
