@@ -120,7 +120,7 @@ def differentially_private_aggregate(
         hyper_dtype = kit.hyperparameter_dtype(updates)
         _check_per_example(updates, params)
         del params
-        # Float32 (x64: float64) hyperparameters, the noise std computed from them in float32:
+        # Float32 (x64: float64) hyperparameters, the noise std computed from them in that dtype:
         # the same bits with and without inject_hyperparams. The barrier (on one
         # scalar) keeps XLA from folding the std into the normal sampler's
         # constants: with it folded, the programs for a constant and an injected
