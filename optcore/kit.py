@@ -196,6 +196,48 @@ def zero_count() -> jax.Array:
     return jnp.zeros([], jnp.int32)
 
 
+def wraps_one_array(x: Any) -> bool:
+    """Whether ``x`` is a pytree node that stands for the one array it holds, as ``flax.nnx.Variable`` is.
+
+    Such a node has a ``shape`` and a ``dtype`` and exactly one leaf, an
+    array that is not itself. Arrays, scalars, containers and nodes of
+    several arrays (a quantized state leaf) are not wrappers.
+    """
+    if x is None or isinstance(x, jax.Array) or not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        return False
+    leaves = jax.tree.leaves(x)
+    return len(leaves) == 1 and leaves[0] is not x
+
+
+def map_params(fn: Callable[..., Any], tree: Any, *, with_path: bool = False) -> Any:
+    """``fn(array)`` (or ``fn(path, array)``) for each param of ``tree``: a per-param state, built as clients keep it.
+
+    A param wrapped in a node that stands for one array (``flax.nnx.Variable``,
+    see :func:`wraps_one_array`) is unwrapped for ``fn``. An array result is
+    wrapped again (the state keeps the variable's type and metadata, as
+    ``jax.tree.map`` would give); a structured result (a list of vectors, a
+    quantized array) *replaces* the wrapper. ``flax.nnx.Optimizer`` writes each
+    step's new state back into its variables path by path, so a structure
+    kept inside a variable would come back as a plain mapping and break the
+    next step. For params without wrappers this is ``jax.tree.map(fn, tree)``
+    (``jax.tree_util.tree_map_with_path`` with ``with_path``).
+    """
+
+    def apply(*args):
+        leaf = args[-1]
+        if not wraps_one_array(leaf):
+            return fn(*args)
+        result = fn(*args[:-1], jax.tree.leaves(leaf)[0])
+        result_leaves = jax.tree.leaves(result)
+        if len(result_leaves) == 1 and result_leaves[0] is result:  # one array: keep the wrapper
+            return jax.tree.map(lambda _: result, leaf)
+        return result
+
+    if with_path:
+        return jax.tree_util.tree_map_with_path(apply, tree, is_leaf=wraps_one_array)
+    return jax.tree.map(apply, tree, is_leaf=wraps_one_array)
+
+
 def own_copy(tree: Any) -> Any:
     """A copy of ``tree`` in new buffers, for a state field that starts at the params.
 
@@ -303,6 +345,7 @@ __all__ = [
     "f32",
     "hyperparameter_dtype",
     "learning_rate_at",
+    "map_params",
     "own_copy",
     "require_params",
     "require_update_args",
@@ -310,5 +353,6 @@ __all__ = [
     "static_args",
     "value_at",
     "widen",
+    "wraps_one_array",
     "zero_count",
 ]

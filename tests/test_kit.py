@@ -75,6 +75,54 @@ def test_own_copy_gives_new_buffers_with_equal_values():
     assert copied["w"].unsafe_buffer_pointer() != params["w"].unsafe_buffer_pointer()
 
 
+@jax.tree_util.register_pytree_with_keys_class
+class _Variable:
+    """Stands for one array, with metadata, as ``flax.nnx.Variable`` does (the core does not depend on Flax)."""
+
+    def __init__(self, value, tag="param"):
+        self.value, self.tag = value, tag
+
+    shape = property(lambda self: self.value.shape)
+    dtype = property(lambda self: self.value.dtype)
+
+    def tree_flatten_with_keys(self):
+        return ((jax.tree_util.GetAttrKey("value"), self.value),), self.tag
+
+    @classmethod
+    def tree_unflatten(cls, tag, children):
+        return cls(children[0], tag)
+
+
+def test_wraps_one_array_only_for_single_array_nodes_with_shape_and_dtype():
+    assert kit.wraps_one_array(_Variable(jnp.ones(3)))
+    for other in (jnp.ones(3), np.ones(3), 1.0, None, {"w": jnp.ones(3)}, [jnp.ones(3)],
+                  jax.ShapeDtypeStruct((3,), jnp.float32), _Variable({"a": jnp.ones(3), "b": jnp.ones(2)})):
+        assert not kit.wraps_one_array(other), other
+
+
+def test_map_params_unwraps_variables_and_lets_a_structured_state_replace_them():
+    params = {"w": _Variable(jnp.ones((2, 3)), tag="kernel"), "b": jnp.zeros(3)}
+    seen = []
+
+    def per_param(p):
+        seen.append(isinstance(p, jax.Array))
+        return [jnp.sum(p, axis=1), jnp.sum(p, axis=0)] if p.ndim == 2 else jnp.zeros_like(p)
+
+    state = kit.map_params(per_param, params)
+    assert seen == [True, True]  # the variable was unwrapped for fn
+    # A structured result replaces the wrapper: a client writing it back path by path keeps the list.
+    assert isinstance(state["w"], list) and [v.tolist() for v in state["w"]] == [[3.0, 3.0], [2.0, 2.0, 2.0]]
+    # An array result keeps the wrapper and its metadata, as jax.tree.map would give.
+    wrapped = kit.map_params(jnp.zeros_like, params)
+    assert isinstance(wrapped["w"], _Variable) and wrapped["w"].tag == "kernel"
+    assert jax.tree.structure(wrapped) == jax.tree.structure(jax.tree.map(jnp.zeros_like, params))
+    # Without wrappers it is jax.tree.map (or tree_map_with_path).
+    plain = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+    assert jax.tree.structure(kit.map_params(per_param, plain)) == jax.tree.structure(jax.tree.map(per_param, plain))
+    paths = kit.map_params(lambda path, p: jax.tree_util.keystr(path), params, with_path=True)
+    assert paths["b"] == "['b']" and paths["w"].value == "['w']"  # the path ends at the wrapper
+
+
 def test_zero_count_is_a_scalar_int32():
     count = kit.zero_count()
     assert count.shape == () and count.dtype == jnp.int32 and int(count) == 0

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, numerics, tree_utils, validate
-from optcore.kit import cast_like, check_beta, dtype_or_none, f32, hyperparameter_dtype
+from optcore.kit import cast_like, check_beta, dtype_or_none, f32, hyperparameter_dtype, map_params
 
 
 class ScaleByRmsState(NamedTuple):
@@ -320,7 +320,8 @@ def scale_by_sm3(b1: float = 0.9, b2: float = 1.0, eps: float = 1e-8) -> base.Gr
         return [jnp.sum(zeros, axis=others(i), dtype=zeros.dtype) for i in range(zeros.ndim)]
 
     def init_fn(params):
-        mu = jax.tree.map(accumulators, tree_utils.state_zeros_like(params))
+        # Each param's list of vectors replaces a variable wrapping the param (flax.nnx), see kit.map_params.
+        mu = map_params(accumulators, tree_utils.state_zeros_like(params))
         return ScaleBySM3State(mu=mu, nu=tree_utils.state_zeros_like(params))
 
     def update_fn(updates, state, params=None):
