@@ -90,6 +90,16 @@ def init_leaf(p, fmt: Format, kind: str, dtype=None, rank1: bool = False):
     return tree_utils.state_zeros_like(p, dtype=dtype)
 
 
+def init_field(params: Any, fmt: Format, kind: str, dtype=None, rank1: bool = False) -> Any:
+    """The zero state of every param (see :func:`init_leaf`).
+
+    A quantized leaf replaces a variable that wraps its param
+    (``flax.nnx.Variable``) rather than sitting inside it: see
+    :func:`optcore.kit.map_params`.
+    """
+    return kit.map_params(lambda p: init_leaf(p, fmt, kind, dtype, rank1=rank1), params)
+
+
 def load(leaf):
     """A state leaf in float32 arithmetic (complex stays complex)."""
     if is_quantized(leaf):

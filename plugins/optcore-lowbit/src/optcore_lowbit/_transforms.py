@@ -62,8 +62,8 @@ def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, f
     def init_fn(params):
         return ScaleByAdamLowBitState(
             count=kit.zero_count(),
-            mu=jax.tree.map(lambda p: _common.init_leaf(p, fmt, SIGNED, mu_dtype), params),
-            nu=jax.tree.map(lambda p: _common.init_leaf(p, fmt, nu_kind, nu_dtype, rank1=nu_rank1), params),
+            mu=_common.init_field(params, fmt, SIGNED, mu_dtype),
+            nu=_common.init_field(params, fmt, nu_kind, nu_dtype, rank1=nu_rank1),
         )
 
     def update_fn(updates, state, params=None):
@@ -250,7 +250,7 @@ def scale_by_lion_8bit(
     def init_fn(params):
         return ScaleByLionLowBitState(
             count=kit.zero_count(),
-            mu=jax.tree.map(lambda p: _common.init_leaf(p, fmt, SIGNED, mu_dtype), params),
+            mu=_common.init_field(params, fmt, SIGNED, mu_dtype),
         )
 
     def update_fn(updates, state, params=None):
@@ -303,7 +303,7 @@ def trace_8bit(
 
     def init_fn(params):
         return TraceLowBitState(
-            trace=jax.tree.map(lambda p: _common.init_leaf(p, fmt, SIGNED, accumulator_dtype), params)
+            trace=_common.init_field(params, fmt, SIGNED, accumulator_dtype)
         )
 
     def update_fn(updates, state, params=None):

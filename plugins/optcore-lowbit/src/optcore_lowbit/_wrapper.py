@@ -144,7 +144,8 @@ def quantize_state(
                 return quantize_rank1(leaf, kind, fmt.bits)
             return quantize(leaf, kind, fmt.bits, fmt.block_size)
 
-        state = jax.tree_util.tree_map_with_path(maybe_quantize, state)
+        # A quantized leaf replaces a variable wrapping the inner state's array (flax.nnx): kit.map_params.
+        state = kit.map_params(maybe_quantize, state, with_path=True)
         return QuantizeStateState(count=kit.zero_count(), inner_state=state) if rounding == "stochastic" else state
 
     def update_fn(updates, state, params=None, **extra_args):
