@@ -51,7 +51,8 @@ Example, a complete transformation (momentum with a bias-corrected decay)::
         return optcore.GradientTransformation(init_fn, update_fn)
 
 The layer just above :mod:`optcore.base`: it imports nothing else of the core
-but :mod:`optcore.validate`, so the core's transforms use it too.
+but :mod:`optcore.validate` and :mod:`optcore.numerics`, so the core's
+transforms use it too.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from typing import Any, Callable, TypeVar
 import jax
 import jax.numpy as jnp
 
-from optcore import base, validate
+from optcore import base, numerics, validate
 from optcore.validate import check_non_negative, check_range, require_update_args
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -238,6 +239,40 @@ def map_params(fn: Callable[..., Any], tree: Any, *, with_path: bool = False) ->
     return jax.tree.map(apply, tree, is_leaf=wraps_one_array)
 
 
+def reshard_like(x: jax.Array, reference: jax.Array) -> jax.Array:
+    """``x`` split as ``reference`` is, where the split is part of the type (explicit mesh axes); else ``x``.
+
+    Under a mesh with explicit axes (JAX's default ``jax.make_mesh``), a
+    reshape that merges or splits a split axis gives its result a split of
+    its own, and adding it to an array split otherwise is a type error. A
+    state that is stored in another layout than its param (blocks, packed
+    codes) and reshaped back goes through this before it meets the gradient.
+    Auto axes leave the split to the compiler: ``x`` is returned unchanged.
+    """
+    want, have = numerics.typed_sharding(reference), numerics.typed_sharding(x)
+    if want is None and have is None:
+        return x
+    if want is None:  # the reference is whole on every device
+        return whole(x)
+    if have is not None and have.spec == want.spec:
+        return x
+    return jax.sharding.reshard(x, want)
+
+
+def whole(x: jax.Array) -> jax.Array:
+    """``x`` whole on every device where its split is part of its type (explicit mesh axes); else ``x``.
+
+    For the computations that need a whole matrix (an SVD, Newton-Schulz
+    iterations): with explicit axes JAX refuses to guess how to split them;
+    with auto axes the compiler gathers what it needs. Send the result back
+    with :func:`reshard_like`.
+    """
+    have = numerics.typed_sharding(x)
+    if have is None:
+        return x
+    return jax.sharding.reshard(x, jax.sharding.NamedSharding(have.mesh, jax.sharding.PartitionSpec()))
+
+
 def own_copy(tree: Any) -> Any:
     """A copy of ``tree`` in new buffers, for a state field that starts at the params.
 
@@ -349,9 +384,11 @@ __all__ = [
     "own_copy",
     "require_params",
     "require_update_args",
+    "reshard_like",
     "safe_ratio",
     "static_args",
     "value_at",
+    "whole",
     "widen",
     "wraps_one_array",
     "zero_count",

@@ -1,6 +1,6 @@
 """Linear algebra used by optimizers: power iteration, inverse p-th roots, NNLS.
 
-Layer 0: depends on JAX only. Every loop is a ``lax`` loop, so all functions
+Layer 1: depends on JAX and :mod:`optcore.numerics`. Every loop is a ``lax`` loop, so all functions
 run under ``jax.jit``.
 """
 
@@ -12,9 +12,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from optcore import numerics
+
 
 def _tree_vdot(x: Any, y: Any) -> jax.Array:
-    return sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(x), jax.tree.leaves(y)))
+    return sum(numerics.vdot(a, b) for a, b in zip(jax.tree.leaves(x), jax.tree.leaves(y)))
 
 
 def _tree_scale(scalar: jax.Array, x: Any) -> Any:

@@ -108,6 +108,37 @@ def global_norm(updates) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(abs_sq(leaf)) for leaf in leaves)) if leaves else jnp.zeros([])
 
 
+def typed_sharding(x):
+    """The sharding of ``x`` where it is part of its type (mesh axes of ``AxisType.Explicit``), else ``None``.
+
+    JAX's default mesh (``jax.make_mesh`` since JAX 0.7) has explicit axes:
+    there an array's split is known while tracing (``jax.typeof(x).sharding``)
+    and operations whose result split would be ambiguous (a contraction over
+    a split axis) are type errors instead of being resolved by the compiler.
+    ``None`` for arrays on auto axes, unsplit arrays and JAX versions before
+    sharding in types.
+    """
+    typeof = getattr(jax, "typeof", None)
+    sharding = getattr(typeof(x), "sharding", None) if typeof is not None else None
+    spec = getattr(sharding, "spec", None)
+    if spec is None or all(entry is None for entry in spec):
+        return None
+    return sharding
+
+
+def vdot(x, y, precision=None) -> jax.Array:
+    r"""The inner product :math:`\sum_i \bar x_i y_i` over all entries, as :func:`jax.numpy.vdot`.
+
+    For arrays split over explicit mesh axes (:func:`typed_sharding`) the
+    contraction of ``jnp.vdot`` is a type error (JAX asks for the split of a
+    scalar result); there the products are summed instead, an all-reduce that
+    gives the same value up to the order of the additions.
+    """
+    if typed_sharding(x) is not None or typed_sharding(y) is not None:
+        return jnp.sum(jnp.conj(x) * y)
+    return jnp.vdot(x, y, precision=precision)
+
+
 __all__ = [
     "abs_sq",
     "global_norm",
@@ -116,6 +147,8 @@ __all__ = [
     "safe_norm",
     "safe_root_mean_squares",
     "scale_gradient",
+    "typed_sharding",
+    "vdot",
 ]
 
 

@@ -123,6 +123,16 @@ def test_map_params_unwraps_variables_and_lets_a_structured_state_replace_them()
     assert paths["b"] == "['b']" and paths["w"].value == "['w']"  # the path ends at the wrapper
 
 
+def test_sharding_helpers_leave_arrays_without_typed_sharding_alone():
+    """On one device (or auto mesh axes) the split is not in the type: nothing to gather or reshard.
+    The mesh cases run in tests/integration/test_explicit_sharding_steps.py (8 fake devices)."""
+    x, y = jnp.arange(3.0), jnp.ones(3)
+    assert optcore.numerics.typed_sharding(x) is None
+    assert kit.whole(x) is x and kit.reshard_like(x, y) is x
+    a, b = jnp.array([1 + 2j, 3 - 1j]), jnp.array([2 - 1j, 1j])
+    np.testing.assert_allclose(optcore.numerics.vdot(a, b), np.vdot(np.asarray(a), np.asarray(b)), rtol=1e-6)
+
+
 def test_zero_count_is_a_scalar_int32():
     count = kit.zero_count()
     assert count.shape == () and count.dtype == jnp.int32 and int(count) == 0

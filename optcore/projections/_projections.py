@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from optcore import base, tree_utils
+from optcore.tree_utils._tree_math import real_vdot
 
 
 
@@ -31,12 +32,6 @@ def _broadcast_like(bound: Any, tree: Any) -> Any:
         "A bound must be a scalar or a pytree with the same structure as the tree projected; "
         f"got {jax.tree.structure(bound)} for {jax.tree.structure(tree)}."
     )
-
-
-def _vdot(x: Any, y: Any) -> jax.Array:
-    """The real inner product of two pytrees: :math:`\\sum_i \\mathrm{Re}(\\bar x_i y_i)`."""
-    products = jax.tree.leaves(jax.tree.map(lambda a, b: jnp.real(jnp.vdot(a, b)), x, y))
-    return sum(products) if products else jnp.array(0.0)
 
 
 def _in_dtype_of(value: jax.Array, leaf: Any) -> jax.Array:
@@ -219,7 +214,7 @@ def projection_hyperplane(x: base.Params, a: base.Params, b: Any) -> base.Params
       a: the normal of the hyperplane (a pytree like ``x``, non-zero).
       b: the offset, a scalar.
     """
-    scalar = (_vdot(a, x) - b) / _vdot(a, a)
+    scalar = (real_vdot(a, x) - b) / real_vdot(a, a)
     return _add_scaled(x, -scalar, a)
 
 
@@ -234,7 +229,7 @@ def projection_halfspace(x: base.Params, a: base.Params, b: Any) -> base.Params:
       a: the normal of the boundary (a pytree like ``x``, non-zero).
       b: the offset, a scalar.
     """
-    scalar = jax.nn.relu(_vdot(a, x) - b) / _vdot(a, a)
+    scalar = jax.nn.relu(real_vdot(a, x) - b) / real_vdot(a, a)
     return _add_scaled(x, -scalar, a)
 
 
@@ -248,5 +243,5 @@ def projection_vector(x: base.Params, a: base.Params) -> base.Params:
       x: the pytree to project.
       a: the direction (a pytree like ``x``, non-zero).
     """
-    scalar = _vdot(a, x) / _vdot(a, a)
+    scalar = real_vdot(a, x) / real_vdot(a, a)
     return jax.tree.map(lambda v: _in_dtype_of(scalar * v, v), a)

@@ -10,6 +10,7 @@ from jax import lax
 
 from optcore import base, numerics, tree_utils, validate
 from optcore.kit import static_args
+from optcore.tree_utils._tree_math import real_vdot
 
 
 class ScaleByLBFGSState(NamedTuple):
@@ -31,12 +32,6 @@ class ScaleByLBFGSState(NamedTuple):
     diff_params_memory: base.Params
     diff_updates_memory: base.Params
     weights_memory: jax.Array
-
-
-def _vdot(x, y) -> jax.Array:
-    """Real inner product of two pytrees."""
-    leaves = jax.tree.leaves(jax.tree.map(lambda a, b: jnp.real(jnp.vdot(a, b)), x, y))
-    return sum(leaves) if leaves else jnp.zeros([])
 
 
 def _axpy(alpha, x, y):
@@ -116,7 +111,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> ba
 
         diff_params = jax.tree.map(lambda a, b: a - b, params, state.params)
         diff_updates = jax.tree.map(lambda a, b: a - b, updates, state.updates)
-        curvature = _vdot(diff_params, diff_updates)
+        curvature = real_vdot(diff_params, diff_updates)
         weight = jnp.where(curvature == 0, 0.0, 1.0 / jnp.where(curvature == 0, 1.0, curvature))
         # Nothing is stored at the first step: there is no previous pair.
         weight = jnp.where(is_first, 0.0, weight)
@@ -129,13 +124,13 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> ba
         def first_loop(i, carry):
             q, alphas = carry
             j = (index - i) % memory_size
-            alpha = weights[j] * _vdot(_row(mem_dw, j), q)
+            alpha = weights[j] * real_vdot(_row(mem_dw, j), q)
             return _axpy(-alpha, _row(mem_du, j), q), alphas.at[j].set(alpha)
 
         q, alphas = lax.fori_loop(0, memory_size, first_loop, (updates, jnp.zeros_like(weights)))
 
         if scale_init_precond:
-            du_norm_sq = _vdot(diff_updates, diff_updates)
+            du_norm_sq = real_vdot(diff_updates, diff_updates)
             gamma_later = jnp.where(du_norm_sq > 0, curvature / jnp.where(du_norm_sq > 0, du_norm_sq, 1.0), 1.0)
             gamma_first = jnp.minimum(1.0, 1.0 / jnp.maximum(tree_utils.tree_norm(updates), 1e-30))
             gamma = jnp.where(is_first, gamma_first, gamma_later)
@@ -146,7 +141,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> ba
         # Second loop: oldest to newest pair.
         def second_loop(i, r):
             j = (index + 1 + i) % memory_size
-            beta = weights[j] * _vdot(_row(mem_du, j), r)
+            beta = weights[j] * real_vdot(_row(mem_du, j), r)
             return _axpy(alphas[j] - beta, _row(mem_dw, j), r)
 
         direction = lax.fori_loop(0, memory_size, second_loop, r)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from optcore import base, tree_utils, validate
+from optcore.tree_utils._tree_math import real_vdot
 
 # The defaults are read at init (a jax.enable_x64 context may change them after
 # import) and used as strong (not weak) types, so that states keep one type
@@ -80,11 +81,6 @@ class ScaleByZoomLinesearchState(NamedTuple):
     value: jax.Array
     grad: base.Updates
     info: ZoomLinesearchInfo
-
-
-def _vdot(x, y) -> jax.Array:
-    leaves = jax.tree.leaves(jax.tree.map(lambda a, b: jnp.real(jnp.vdot(a, b)), x, y))
-    return sum(leaves) if leaves else jnp.zeros([])
 
 
 def _step(params, stepsize, direction):
@@ -169,7 +165,7 @@ def scale_by_backtracking_linesearch(
             raise ValueError(base.NO_PARAMS_MSG)
         _check_extra_args(value, grad, value_fn, "scale_by_backtracking_linesearch")
         fn_kwargs = _kwargs_for(value_fn, extra_args)
-        slope = _vdot(updates, grad)
+        slope = real_vdot(updates, grad)
         value = jnp.asarray(value)
 
         def evaluate(stepsize):
@@ -342,13 +338,13 @@ def scale_by_zoom_linesearch(
         _check_extra_args(value, grad, value_fn, "scale_by_zoom_linesearch")
         fn_kwargs = _kwargs_for(value_fn, extra_args)
         value0 = jnp.asarray(value, state.value.dtype)
-        slope0 = _vdot(updates, grad).astype(value0.dtype)
+        slope0 = real_vdot(updates, grad).astype(value0.dtype)
         dtype = value0.dtype
 
         def evaluate(stepsize):
             new_value, new_grad = jax.value_and_grad(value_fn)(_step(params, stepsize, updates), **fn_kwargs)
             new_value = jnp.asarray(new_value, dtype)
-            slope = _vdot(updates, new_grad).astype(dtype)
+            slope = real_vdot(updates, new_grad).astype(dtype)
             exact_error = jnp.maximum(new_value - (value0 + slope_rtol * stepsize * slope0 + tol), 0.0)
             if approx_dec_rtol is not None:
                 approx_error = jnp.maximum(slope - ((1 - 2 * slope_rtol) * jnp.abs(slope0) + tol), 0.0)

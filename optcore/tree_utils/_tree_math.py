@@ -144,8 +144,19 @@ def tree_vdot(tree_x: Any, tree_y: Any) -> Any:
       tree_x: a pytree of arrays.
       tree_y: a pytree with the same structure.
     """
-    vdots = jax.tree.map(lambda x, y: jnp.vdot(x, y, precision=jax.lax.Precision.HIGHEST), tree_x, tree_y)
+    vdots = jax.tree.map(lambda x, y: numerics.vdot(x, y, precision=jax.lax.Precision.HIGHEST), tree_x, tree_y)
     return functools.reduce(operator.add, jax.tree.leaves(vdots), 0)
+
+
+def real_vdot(tree_x: Any, tree_y: Any) -> jax.Array:
+    r"""The real inner product of two trees, :math:`\sum_i \mathrm{Re}(\bar x_i y_i)`; ``0.0`` for empty trees.
+
+    What line searches, L-BFGS and projections need: a real slope or
+    curvature, also for complex params. Leaves split over explicit mesh axes
+    are summed as products (:func:`optcore.numerics.vdot`).
+    """
+    products = jax.tree.leaves(jax.tree.map(lambda a, b: jnp.real(numerics.vdot(a, b)), tree_x, tree_y))
+    return sum(products) if products else jnp.zeros([])
 
 
 def tree_sum(tree: Any, associative_reduction: bool = False) -> Any:
