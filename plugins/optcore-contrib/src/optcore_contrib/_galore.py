@@ -220,19 +220,23 @@ def scale_by_galore(
             # A transposed gradient would otherwise be silently reshaped into the param's matrix.
             validate.check_tree_match(updates, params, against="params")
         layouts = _layouts(weight_dimension_numbers, updates if params is None else params, rank)
+        # The SVD and the projections work on whole matrices: gathered where the split is explicit.
+        matrices = _map(lambda lo, g: g if lo is None else kit.whole(g), layouts, updates)
 
         def refreshed():
             return _map(
-                lambda lo, g, p: p if lo is None else _top_singular_vectors(g, lo), layouts, updates, state.projector
+                lambda lo, g, p: p if lo is None else _top_singular_vectors(g, lo), layouts, matrices, state.projector
             )
 
         # The SVD only runs on refresh steps.
         projector = jax.lax.cond(state.count % update_proj_gap == 0, refreshed, lambda: state.projector)
-        low_rank = _map(lambda lo, g, p: g if lo is None else _project(g, p, lo), layouts, updates, projector)
+        low_rank = _map(lambda lo, g, p: g if lo is None else _project(g, p, lo), layouts, matrices, projector)
         # The base optimizer sees low-rank shapes, so it gets no params.
         base_updates, base_state = base_optimizer.update(low_rank, state.base_optimizer_state)
         new_updates = _map(
-            lambda lo, n, p, g: (n if lo is None else scale * _project_back(n, p, lo, g.shape)).astype(g.dtype),
+            lambda lo, n, p, g: (
+                n if lo is None else kit.reshard_like(scale * _project_back(n, p, lo, g.shape), g)
+            ).astype(g.dtype),
             layouts,
             base_updates,
             projector,

@@ -270,12 +270,13 @@ def scale_by_muon(
         coeffs = state.ns_coeffs if state.ns_coeffs.ndim == 2 else jnp.tile(state.ns_coeffs, (ns_steps, 1))
 
         def orthogonalise(m, dn):
-            matrices, restore = _as_matrices(m, dn)
+            # Newton-Schulz works on whole matrices: gathered where the split is explicit, then split back.
+            matrices, restore = _as_matrices(kit.whole(m), dn)
             orth = _newton_schulz(matrices, coeffs.astype(m.dtype), eps, preconditioning)
             if adaptive:
                 # One dual norm per param, summed over its batch slices (as Optax 0.2.8 does).
                 orth = orth * jnp.sum(matrices * orth)
-            return restore(orth)
+            return kit.reshard_like(restore(orth), m)
 
         new_updates = _map_with_numbers(orthogonalise, numbers, mu_hat)
         # In the promoted dtype of gradient and stored momentum, as Optax: float32 with mu_dtype=float32.
