@@ -15,11 +15,12 @@ single-device steps.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
+
+from optcore.testing import fake_devices_env
 
 DEVICES = 8
 
@@ -97,13 +98,7 @@ def _report() -> dict:
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(os.environ)
-    # Patient collectives: tox runs the tests on every core, and a starved device thread must not abort
-    # a collective after XLA:CPU's default 40 s.
-    env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES}"
-                        " --xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600")
-    env["JAX_PLATFORMS"] = "cpu"
-    out = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, __file__], env=fake_devices_env(DEVICES), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -125,15 +120,11 @@ def test_sharded_steps_give_the_single_device_numbers(report, name):
 
 
 @pytest.mark.parametrize("name", ["adamw_8bit", "adamw_4bit", "lion_8bit", "sgd_8bit"])
-def test_steps_keep_the_sharding_of_leading_axes(report, name):
-    """A step jitted without ``out_shardings`` keeps the split of a leading axis and of a 1-D param.
-
-    For a param split on its last axis (of more than one row), XLA may choose its own
-    layout for the new codes of a step jitted without ``out_shardings`` (the
-    numbers stay the same, see above); pass the state's shardings as the step's
-    ``out_shardings`` (as :func:`optcore.sharding.state_shardings` gives them) to keep it.
-    """
-    assert report[name]["step"]["lead"] and report[name]["step"]["flat"]
+def test_steps_jitted_without_out_shardings_keep_the_sharding(report, name):
+    """A step jitted without ``out_shardings`` keeps the split of every layout: a leading axis, the last axis
+    (whole blocks per shard) and a 1-D param. (Mesh axes that are explicit, JAX's default ``jax.make_mesh``,
+    are covered by the core's ``tests/integration/test_explicit_sharding_steps.py``.)"""
+    assert report[name]["step"] == {"lead": True, "last": True, "flat": True}
 
 
 if __name__ == "__main__":

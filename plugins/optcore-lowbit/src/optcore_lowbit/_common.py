@@ -100,11 +100,17 @@ def init_field(params: Any, fmt: Format, kind: str, dtype=None, rank1: bool = Fa
     return kit.map_params(lambda p: init_leaf(p, fmt, kind, dtype, rank1=rank1), params)
 
 
-def load(leaf):
-    """A state leaf in float32 arithmetic (complex stays complex)."""
+def load(leaf, like=None):
+    """A state leaf in float32 arithmetic (complex stays complex), split as ``like`` (the gradient) is.
+
+    Under explicit mesh axes a block layout that merges split axes
+    dequantizes to a split of its own (:func:`optcore.kit.reshard_like`).
+    """
     if is_quantized(leaf):
-        return dequantize(leaf)
+        x = dequantize(leaf)
+        return x if like is None else kit.reshard_like(x, like)
     return leaf.astype(jnp.promote_types(leaf.dtype, jnp.float32))
+
 
 
 def store(x, like, seed=None):
@@ -165,7 +171,7 @@ def step_leaf(step_fn, g, likes, separable: bool = False, seeds=None):
             else:
                 stored.append(requantize(lambda g, old: [own_state(g, old)], g32, [like], seeds=seeds[i:i + 1])[0][0])
         return (_update_apart(step_fn, g32, likes), *stored)
-    outs = step_fn(g32, *[load(like) for like in likes])
+    outs = step_fn(g32, *[load(like, g32) for like in likes])
     return (outs[-1], *[store(x, like, seed) for x, like, seed in zip(outs[:-1], likes, seeds)])
 
 
@@ -177,7 +183,7 @@ def _update_apart(step_fn, g32, likes):
     :func:`~optcore_lowbit._quantize.requantize`).
     """
     g32, likes = jax.lax.optimization_barrier((g32, tuple(likes)))
-    return step_fn(g32, *[load(like) for like in likes])[-1]
+    return step_fn(g32, *[load(like, g32) for like in likes])[-1]
 
 
 def stored_dtype(leaf):
