@@ -13,13 +13,14 @@ the result must equal the same five steps run in this (single) process.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from optcore.testing import fake_devices_env
 
 PROCESSES = 2
 LOCAL_DEVICES = 4
@@ -131,11 +132,7 @@ def _free_port() -> int:
 @pytest.mark.parametrize("layout", ["fsdp", "zero"])
 def test_two_processes_match_single_process(tmp_path, layout):
     out = tmp_path / "params.npz"
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={LOCAL_DEVICES}"
-                        # a starved device thread on a loaded CI machine must not abort a collective
-                        " --xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600")
-    env["JAX_PLATFORMS"] = "cpu"
+    env = fake_devices_env(LOCAL_DEVICES)
     port = _free_port()
     logs = [tmp_path / f"process{i}.log" for i in range(PROCESSES)]
     procs = []

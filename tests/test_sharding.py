@@ -27,20 +27,18 @@ with auto axes, i.e. GSPMD propagation) it checks:
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
+
+from optcore.testing import fake_devices_env
 
 DEVICES = 8
 CASES = ["adam", "adamw", "adafactor", "lion", "multi_steps", "clip_by_global_norm"]
 LAYOUTS = ["replicated", "sharded", "sharded-auto"]
 # Known failures by (case, layout), each with its cause; none at present.
 KNOWN_ISSUES: dict = {}
-# XLA:CPU aborts a collective whose device threads do not all arrive within its timeout (40 s by
-# default); on a loaded 2-core CI machine 8 fake devices' threads can be starved that long.
-PATIENT_COLLECTIVES = "--xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600"
 # The only collectives a correct step may contain; which one depends on the math.
 MOVING_COLLECTIVES = ("all-gather", "all-to-all", "collective-permute", "reduce-scatter")
 
@@ -212,10 +210,7 @@ def _worker() -> dict:
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES} {PATIENT_COLLECTIVES}"
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, __file__], env=fake_devices_env(DEVICES), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

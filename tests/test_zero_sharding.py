@@ -28,10 +28,11 @@ import sys
 
 import pytest
 
+from optcore.testing import fake_devices_env
+
 DEVICES = 8
 OPTIMIZERS = ["adam", "adafactor"]
 LAYOUTS = ["zero", "zero+fsdp"]
-PATIENT_COLLECTIVES = "--xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600"
 BYTES = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "s16": 2, "u16": 2,
          "s8": 1, "u8": 1, "pred": 1}
 
@@ -218,10 +219,7 @@ def _worker() -> dict:
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES} {PATIENT_COLLECTIVES}"
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, __file__], env=fake_devices_env(DEVICES), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -244,8 +242,7 @@ def test_unsplittable_params_are_named_and_their_state_replicated(report):
 
 def test_the_example_shows_what_each_layout_costs_per_device():
     example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "sharded_training.py")
-    env = {**os.environ, "XLA_FLAGS": PATIENT_COLLECTIVES}
-    proc = subprocess.run([sys.executable, example, "--steps", "3"], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, example, "--steps", "3"], env=fake_devices_env(None), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     costs = re.findall(r"\[(\w+)\] mesh .*\nper device: params (\d+) B of (\d+) B, optimizer state (\d+) B of (\d+) B",
                        proc.stdout)

@@ -66,6 +66,7 @@ from optcore.testing._checks import (
     check_scan_carry,
     check_state_buffers,
 )
+from optcore.testing._devices import PATIENT_COLLECTIVES, fake_devices_env
 from optcore.testing._trees import (
     assert_bitwise_equal,
     assert_close,
@@ -309,6 +310,7 @@ __all__ = [
     "Harness",
     "INIT_MODES",
     "LEARNING_RATE",
+    "PATIENT_COLLECTIVES",
     "assert_bitwise_equal",
     "assert_close",
     "buffers",
@@ -323,6 +325,7 @@ __all__ = [
     "check_scan_carry",
     "check_state_buffers",
     "extra_update_args",
+    "fake_devices_env",
     "is_key",
     "leaf_types",
     "load_leaves",
