@@ -21,12 +21,13 @@ before jax is imported; see tests/test_sharding.py), on a 4 x 2
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from optcore.testing import fake_devices_env
 
 TESTS = Path(__file__).resolve().parents[1]
 DEVICES = 8
@@ -53,13 +54,15 @@ def _worker() -> dict:
 
     assert jax.device_count() == DEVICES, jax.devices()
     meshes = {kind: jax.make_mesh((4, 2), ("fsdp", "tp"), axis_types=(kind, kind)) for kind in (AxisType.Auto, AxisType.Explicit)}
-    specs = {"w1": P("fsdp", "tp"), "w2": P("tp", "fsdp"), "b": P("fsdp"), "s": P()}
+    # "big" is large enough for the low-bit plugin to quantize its state.
+    specs = {"w1": P("fsdp", "tp"), "w2": P("tp", "fsdp"), "b": P("fsdp"), "s": P(), "big": P("fsdp", "tp")}
     rng = np.random.default_rng(0)
     host = {
         "w1": rng.normal(size=(16, 6)).astype(np.float32),
         "w2": rng.normal(size=(10, 8)).astype(np.float32),
         "b": rng.normal(size=(24,)).astype(np.float32),
         "s": np.array([1.0, -0.5, 2.0, 0.25, -1.5, 3.0, 0.75], np.float32),
+        "big": rng.normal(size=(64, 128)).astype(np.float32),
     }
     # Non-finite and negative-zero entries: zero-initialised state must still be +0.0 there.
     host["b"][:3] = [np.inf, np.nan, -0.0]
@@ -143,13 +146,7 @@ def _worker() -> dict:
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(os.environ)
-    # Patient collectives: tox runs the tests on every core, and a starved device thread must not abort
-    # a collective after XLA:CPU's default 40 s.
-    env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES}"
-                        " --xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600")
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, __file__], env=fake_devices_env(DEVICES), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
