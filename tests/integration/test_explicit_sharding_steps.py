@@ -16,12 +16,14 @@ devices in a 4 x 2 ``('fsdp', 'tp')`` mesh under ``jax.set_mesh``:
 
 The params include a (64, 128) matrix split on both axes, which the low-bit
 plugin quantizes in blocks that span two rows, across the split of the
-columns. The optimizers are split into chunks, one subprocess each, so that
+columns. The low-bit wrapper ``quantize_state``, which no registry name
+builds, runs too. The optimizers are split into chunks, one subprocess each, so that
 pytest-xdist workers share the work rather than each running all of it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -35,13 +37,29 @@ TESTS = Path(__file__).resolve().parents[1]
 DEVICES = 8
 STEPS = 3
 CHUNKS = 4
+# Transformations no registry name builds: optcore_lowbit.quantize_state(optcore.adamw(...), **arguments).
+QUANTIZE_STATE = {
+    "quantize_state(adamw, bits=8)": {"bits": 8},
+    "quantize_state(adamw, bits=4, rank1, stochastic)": {"bits": 4, "nonnegative_scaling": "rank1",
+                                                         "rounding": "stochastic"},
+}
 
 
 def _names() -> list:
     sys.path.insert(0, str(TESTS))
     import registry_cases as rc
 
-    return [case.name for case in rc.optimizer_cases() if not case.skip]
+    extra = sorted(QUANTIZE_STATE) if importlib.util.find_spec("optcore_lowbit") else []
+    return [case.name for case in rc.optimizer_cases() if not case.skip] + extra
+
+
+def _build(name: str, cases: dict):
+    if name in QUANTIZE_STATE:
+        import optcore
+        import optcore_lowbit
+
+        return optcore_lowbit.quantize_state(optcore.adamw(0.01), **QUANTIZE_STATE[name])
+    return cases[name].build()
 
 
 def _worker(names: list) -> dict:
@@ -68,7 +86,7 @@ def _worker(names: list) -> dict:
     for name in names:
         errors = []
         try:
-            opt = cases[name].build()
+            opt = _build(name, cases)
             harness = rc.harness_of(name, opt)
 
             @jax.jit

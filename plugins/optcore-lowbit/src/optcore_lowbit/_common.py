@@ -100,17 +100,15 @@ def init_field(params: Any, fmt: Format, kind: str, dtype=None, rank1: bool = Fa
     return kit.map_params(lambda p: init_leaf(p, fmt, kind, dtype, rank1=rank1), params)
 
 
-def load(leaf, like=None):
+def load(leaf, like):
     """A state leaf in float32 arithmetic (complex stays complex), split as ``like`` (the gradient) is.
 
     Under explicit mesh axes a block layout that merges split axes
     dequantizes to a split of its own (:func:`optcore.kit.reshard_like`).
     """
     if is_quantized(leaf):
-        x = dequantize(leaf)
-        return x if like is None else kit.reshard_like(x, like)
+        return kit.reshard_like(dequantize(leaf), like)
     return leaf.astype(jnp.promote_types(leaf.dtype, jnp.float32))
-
 
 
 def store(x, like, seed=None):

@@ -32,6 +32,20 @@ class QuantizeStateState(NamedTuple):
     inner_state: Any  # the inner transformation's state, its large float leaves quantized
 
 
+def _owners(state: Any, updates: Any) -> list:
+    """Per leaf of ``state`` (quantized leaves as leaves), in flatten order: ``(path, leaf, param index)``.
+
+    The param of a leaf is the longest param path in ``updates`` that ends the
+    leaf's path; ``None`` for a leaf stored under other keys.
+    """
+    param_paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(updates)[0]]
+    owners = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state, is_leaf=is_quantized)[0]:
+        matches = [i for i, p in enumerate(param_paths) if len(p) <= len(path) and path[len(path) - len(p):] == p]
+        owners.append((path, leaf, max(matches, key=lambda i: len(param_paths[i])) if matches else None))
+    return owners
+
+
 def _rounding_salts(state: Any, updates: Any) -> list:
     """A distinct salt per signed quantized leaf of ``state``, in flatten order (``None`` for other leaves).
 
@@ -41,20 +55,33 @@ def _rounding_salts(state: Any, updates: Any) -> list:
     the Adam transforms use, so their stochastic rounding is reproduced.
     """
     param_paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(updates)[0]]
-    leaves = jax.tree_util.tree_flatten_with_path(state, is_leaf=is_quantized)[0]
     fields: dict = {}
     salts = []
-    for path, leaf in leaves:
+    for path, leaf, index in _owners(state, updates):
         if not (is_quantized(leaf) and leaf.kind == SIGNED):
             salts.append(None)
             continue
-        # The longest param path that ends the leaf's path (none: a param-shaped leaf stored
-        # under other keys, which is a field of its own).
-        matches = [i for i, p in enumerate(param_paths) if len(p) <= len(path) and path[len(path) - len(p):] == p]
-        index = max(matches, key=lambda i: len(param_paths[i])) if matches else 0
-        field_path = path[: len(path) - len(param_paths[index])] if matches else path
-        salts.append(fields.setdefault(field_path, len(fields)) * len(param_paths) + index)
+        # A leaf without a param (a param-shaped leaf stored under other keys) is a field of its own.
+        field_path = path if index is None else path[: len(path) - len(param_paths[index])]
+        salts.append(fields.setdefault(field_path, len(fields)) * len(param_paths) + (index or 0))
     return salts
+
+
+def _dequantized(state: Any, updates: Any) -> Any:
+    """``state`` with its quantized leaves as float arrays, each split as its param's gradient.
+
+    On explicit mesh axes a block layout that merges split axes dequantizes
+    to a split of its own (:func:`optcore.kit.reshard_like`).
+    """
+    grads = jax.tree.leaves(updates)
+    floats = []
+    for (_, leaf, index) in _owners(state, updates):
+        if is_quantized(leaf):
+            leaf = leaf.dequantize()
+            if index is not None and grads[index].shape == leaf.shape:
+                leaf = kit.reshard_like(leaf, grads[index])
+        floats.append(leaf)
+    return jax.tree.unflatten(jax.tree.structure(state, is_leaf=is_quantized), floats)
 
 
 def _field_name(path) -> Optional[str]:
@@ -151,7 +178,7 @@ def quantize_state(
     def update_fn(updates, state, params=None, **extra_args):
         if rounding == "stochastic":
             count, state = optcore.safe_increment(state.count), state.inner_state
-        floats = jax.tree.map(lambda x: x.dequantize() if is_quantized(x) else x, state, is_leaf=is_quantized)
+        floats = _dequantized(state, updates)
         new_updates, new_floats = inner.update(updates, floats, params, **extra_args)
         leaves, treedef = jax.tree.flatten(state, is_leaf=is_quantized)
         salts = _rounding_salts(state, updates) if rounding == "stochastic" else [None] * len(leaves)
