@@ -214,13 +214,23 @@ def map_params(fn: Callable[..., Any], tree: Any, *, with_path: bool = False) ->
     """``fn(array)`` (or ``fn(path, array)``) for each param of ``tree``: a per-param state, built as clients keep it.
 
     A param wrapped in a node that stands for one array (``flax.nnx.Variable``,
-    see :func:`wraps_one_array`) is unwrapped for ``fn``. An array result is
-    wrapped again (the state keeps the variable's type and metadata, as
-    ``jax.tree.map`` would give); a structured result (a list of vectors, a
-    quantized array) *replaces* the wrapper. ``flax.nnx.Optimizer`` writes each
-    step's new state back into its variables path by path, so a structure
-    kept inside a variable would come back as a plain mapping and break the
-    next step. For params without wrappers this is ``jax.tree.map(fn, tree)``
+    see :func:`wraps_one_array`) is unwrapped for ``fn``. An array result of
+    the param's shape is wrapped again (the state keeps the variable's type and
+    metadata, as ``jax.tree.map`` would give); any other result *replaces* the
+    wrapper:
+
+    * a structured result (a list of vectors, a quantized array):
+      ``flax.nnx.Optimizer`` writes each step's new state back into its
+      variables path by path, so a structure kept inside a variable would come
+      back as a plain mapping and break the next step;
+    * an array of another shape (a per-param scalar, a factored vector, a
+      stack of past updates): the variable's metadata describes the param's
+      axes (Flax's ``out_sharding``), and Flax would shard the state by it
+      (the param's split on the wrong axes, or an error where they do not
+      divide). Computed from the param, the state takes its split from the
+      computation instead.
+
+    For params without wrappers this is ``jax.tree.map(fn, tree)``
     (``jax.tree_util.tree_map_with_path`` with ``with_path``).
     """
 
@@ -228,10 +238,11 @@ def map_params(fn: Callable[..., Any], tree: Any, *, with_path: bool = False) ->
         leaf = args[-1]
         if not wraps_one_array(leaf):
             return fn(*args)
-        result = fn(*args[:-1], jax.tree.leaves(leaf)[0])
+        param = jax.tree.leaves(leaf)[0]
+        result = fn(*args[:-1], param)
         result_leaves = jax.tree.leaves(result)
-        if len(result_leaves) == 1 and result_leaves[0] is result:  # one array: keep the wrapper
-            return jax.tree.map(lambda _: result, leaf)
+        if len(result_leaves) == 1 and result_leaves[0] is result and jnp.shape(result) == jnp.shape(param):
+            return jax.tree.map(lambda _: result, leaf)  # the param's shape: keep the wrapper
         return result
 
     if with_path:

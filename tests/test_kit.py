@@ -116,11 +116,16 @@ def test_map_params_unwraps_variables_and_lets_a_structured_state_replace_them()
     wrapped = kit.map_params(jnp.zeros_like, params)
     assert isinstance(wrapped["w"], _Variable) and wrapped["w"].tag == "kernel"
     assert jax.tree.structure(wrapped) == jax.tree.structure(jax.tree.map(jnp.zeros_like, params))
+    # An array of another shape replaces it: the variable's metadata (Flax's sharding) names the param's axes.
+    scalars = kit.map_params(lambda p: jnp.zeros([], p.dtype), params)
+    assert isinstance(scalars["w"], jax.Array) and scalars["w"].shape == ()
+    stacked = kit.map_params(lambda p: jnp.broadcast_to(p, (4,) + p.shape), params)
+    assert isinstance(stacked["w"], jax.Array) and stacked["w"].shape == (4, 2, 3)
     # Without wrappers it is jax.tree.map (or tree_map_with_path).
     plain = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
     assert jax.tree.structure(kit.map_params(per_param, plain)) == jax.tree.structure(jax.tree.map(per_param, plain))
     paths = kit.map_params(lambda path, p: jax.tree_util.keystr(path), params, with_path=True)
-    assert paths["b"] == "['b']" and paths["w"].value == "['w']"  # the path ends at the wrapper
+    assert paths["b"] == "['b']" and paths["w"] == "['w']"  # the path ends at the wrapper
 
 
 def test_sharding_helpers_leave_arrays_without_typed_sharding_alone():

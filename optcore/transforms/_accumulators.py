@@ -405,7 +405,8 @@ def scale_by_novograd(
         return ScaleByNovogradState(
             count=jnp.zeros([], jnp.int32),
             mu=tree_utils.state_zeros_like(params, dtype=mu_dtype),
-            nu=jax.tree.map(lambda p: jnp.zeros([], hyperparameter_dtype(p)), params),
+            # A scalar per param replaces a variable wrapping it (flax.nnx): see kit.map_params.
+            nu=map_params(lambda p: jnp.zeros([], hyperparameter_dtype(p)), params),
         )
 
     def update_fn(updates, state, params=None):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optcore import base, numerics, tree_utils, validate
-from optcore.kit import f32, hyperparameter_dtype, static_args
+from optcore.kit import f32, hyperparameter_dtype, map_params, static_args
 
 
 class FactoredState(NamedTuple):
@@ -129,10 +129,10 @@ def scale_by_factored_rms(
             zeros = tree_utils.state_zeros_like(p)
             return jnp.sum(zeros, axis=d1), jnp.sum(zeros, axis=d0), placeholder()
 
-        leaves, treedef = jax.tree.flatten(params)
-        per_leaf = [leaf_state(p) for p in leaves]
-        unflatten = lambda i: jax.tree.unflatten(treedef, [s[i] for s in per_leaf])  # noqa: E731
-        return FactoredState(count=jnp.zeros([], jnp.int32), v_row=unflatten(0), v_col=unflatten(1), v=unflatten(2))
+        # One field at a time through map_params: a factored vector or a placeholder replaces a
+        # variable wrapping its param (flax.nnx), whose sharding metadata names the param's axes.
+        field = lambda i: map_params(lambda p: leaf_state(p)[i], params)  # noqa: E731
+        return FactoredState(count=jnp.zeros([], jnp.int32), v_row=field(0), v_col=field(1), v=field(2))
 
     def update_fn(updates, state, params=None):
         hyper_dtype = hyperparameter_dtype(updates)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from optcore import base, numerics, tree_utils, validate
-from optcore.kit import static_args
+from optcore.kit import map_params, static_args
 from optcore.tree_utils._tree_math import real_vdot
 
 
@@ -85,18 +85,18 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> ba
     def init_fn(params):
         # Built once per field: the two memories must not share buffers, or they cannot be donated;
         # from state_zeros_like, so they take the params' shardings under jax.jit(opt.init) too.
-        def stacked():
-            return jax.tree.map(
-                lambda z: jnp.broadcast_to(z, (memory_size,) + z.shape) + jnp.zeros((), z.dtype),
-                tree_utils.state_zeros_like(params),
-            )
+        # map_params: a stack replaces a variable wrapping its param (flax.nnx), whose sharding
+        # metadata names the param's axes, not the stack's.
+        def stack(p):
+            zeros = tree_utils.state_zeros_like(p)
+            return jnp.broadcast_to(zeros, (memory_size,) + zeros.shape) + jnp.zeros((), zeros.dtype)
 
         return ScaleByLBFGSState(
             count=jnp.zeros([], jnp.int32),
             params=tree_utils.state_zeros_like(params),
             updates=tree_utils.state_zeros_like(params),
-            diff_params_memory=stacked(),
-            diff_updates_memory=stacked(),
+            diff_params_memory=map_params(stack, params),
+            diff_updates_memory=map_params(stack, params),
             weights_memory=jnp.zeros(memory_size, _weights_dtype(params)),
         )
 
