@@ -41,8 +41,11 @@ def test_code_tables(kind, bits):
 
 @pytest.mark.parametrize("kind,bits", CODES)
 def test_decode_gives_the_table(kind, bits):
-    """The arithmetic decoder agrees with the table to float32 rounding (a few ulps: m * step + base)."""
+    """8-bit codes decode to the table's levels exactly (a lookup); the 4-bit arithmetic decoder agrees
+    with it to float32 rounding (a few ulps: m * step + base)."""
     decoded = np.asarray(jax.jit(lambda c: decode(c, kind, bits))(jnp.arange(2**bits, dtype=jnp.uint8)))
+    if bits == 8:
+        np.testing.assert_array_equal(decoded, optcore_lowbit.code_values(kind, bits))
     np.testing.assert_allclose(decoded, optcore_lowbit.code_values(kind, bits), rtol=1e-6, atol=0)
 
 
