@@ -33,9 +33,10 @@ the top level of the next one are equally spaced: round-to-nearest is one
 rounding of an affine function of the value. Across decades these affine maps
 join into a concave function, so the encoder takes the minimum of one
 multiply-add per decade (no comparisons, no table) and the 4-bit decoder the
-maximum; 8-bit codes are decoded by a lookup in the table of levels. 4-bit second moments use the linear code without zero,
-:math:`(m + 1) / 16`, the 4-bit paper's fix of the zero-point problem (a
-second moment rounded to 0 turns into an unbounded step).
+maximum; 8-bit codes are decoded by a lookup in the table of levels. 4-bit
+second moments use the linear code without zero, :math:`(m + 1) / 16`, the
+4-bit paper's fix of the zero-point problem (a second moment rounded to 0
+turns into an unbounded step).
 
 **Rank-1 scales.** Instead of blocks, a leaf of two or more axes can be
 scaled entry by entry by the smallest of the maxima of the slices through it
