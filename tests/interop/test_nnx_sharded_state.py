@@ -16,11 +16,13 @@ and later ones, are covered without editing the test.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+
+TESTS = Path(__file__).resolve().parents[1]  # registry_cases.py, imported in the subprocess
 
 DEVICES = 4
 KERNEL = (32, 512)
@@ -102,10 +104,8 @@ def _walk() -> dict:
 def test_every_optimizer_state_keeps_the_split_of_an_eagerly_sharded_nnx_model():
     from optcore.testing import fake_devices_env
 
-    env = fake_devices_env(DEVICES)
-    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                         env.get("PYTHONPATH", "")])
-    out = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=900)
+    out = subprocess.run([sys.executable, __file__], env=fake_devices_env(DEVICES), capture_output=True, text=True,
+                         timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["walked"] > 0, result
@@ -113,6 +113,7 @@ def test_every_optimizer_state_keeps_the_split_of_an_eagerly_sharded_nnx_model()
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(TESTS))
     import registry_cases
 
     walked = sum(not case.skip for case in registry_cases.optimizer_cases())
