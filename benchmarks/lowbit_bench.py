@@ -18,16 +18,25 @@ higher than adamw's; adamw_8bit step time at most 1.3x adamw's on the CPU.
     python benchmarks/lowbit_bench.py [--size 16000000] [--leaves 1000] [--repeats 15] [--json out.json]
     python benchmarks/lowbit_bench.py --smoke    # seconds, to keep the script working
     python benchmarks/lowbit_bench.py --compiler-option xla_cpu_prefer_vector_width=512
+    python benchmarks/lowbit_bench.py --codec-bound   # adds the row "adamw_8bit casts" (see below)
 
 ``--compiler-option`` (repeatable) goes to every row's ``jax.jit`` alike, so the
 ratios stay like for like: what a user gains by passing the same option to
 their own ``jax.jit`` (512-bit vectors on an AVX-512 CPU, where XLA emits
 256-bit ones by default).
+
+``--codec-bound`` adds a row that is not an optimizer: ``adamw_8bit`` compiled
+with its 8-bit code's encoder and decoder replaced by plain casts (``|x| * 127``
+to uint8 and back). Its numbers are wrong; its passes over memory, fusions and
+copies are the real step's. Its time is what the step would take if decoding
+and encoding cost nothing: how much of the gap to AdamW is the code's
+arithmetic, and how much the three passes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -58,6 +67,23 @@ def rows(lr: float = 1e-3, wd: float = 1e-4) -> dict[str, tuple[Any, Callable[[]
         "adamw_8bit": (optcore, lambda: optcore_lowbit.adamw_8bit(lr, weight_decay=wd)),
         "adamw_4bit": (optcore, lambda: optcore_lowbit.adamw_4bit(lr, weight_decay=wd)),
     }
+
+
+CODEC_BOUND_ROW = "adamw_8bit casts"
+
+
+@contextlib.contextmanager
+def codecs_as_casts():
+    """While open, optcore-lowbit's encoder and decoder are plain casts (for ``--codec-bound`` only)."""
+    from optcore_lowbit import _quantize
+
+    saved = _quantize.encode, _quantize.decode
+    _quantize.encode = lambda x, kind, bits, dither=None: (jnp.abs(x) * 127).astype(jnp.uint8)
+    _quantize.decode = lambda codes, kind, bits: codes.astype(jnp.float32) * jnp.float32(1 / 127)
+    try:
+        yield
+    finally:
+        _quantize.encode, _quantize.decode = saved
 
 
 def tree_bytes(tree) -> int:
@@ -100,10 +126,16 @@ class Runner:
         jax.block_until_ready((self.params, self.state))
 
 
-def measure(tree_name: str, params, repeats: int, compiler_options: dict[str, str]) -> list[dict]:
+def measure(tree_name: str, params, repeats: int, compiler_options: dict[str, str], codec_bound: bool = False) -> list[dict]:
     out = []
+    table = rows()
+    if codec_bound:
+        table[CODEC_BOUND_ROW] = table["adamw_8bit"]
     for jit_init in (False, True):
-        runners = {name: Runner(lib, factory, params, jit_init, compiler_options) for name, (lib, factory) in rows().items()}
+        runners = {}
+        for name, (lib, factory) in table.items():
+            with codecs_as_casts() if name == CODEC_BOUND_ROW else contextlib.nullcontext():
+                runners[name] = Runner(lib, factory, params, jit_init, compiler_options)
         reference = runners["optcore adamw"]
         medians = time_interleaved({name: r.run for name, r in runners.items()}, repeats)
         for name, r in runners.items():
@@ -143,6 +175,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--compiler-option", action="append", default=[], metavar="KEY=VALUE",
                         help="an XLA compiler option for every row's jax.jit (repeatable)")
+    parser.add_argument("--codec-bound", action="store_true",
+                        help=f"add the row {CODEC_BOUND_ROW!r}: adamw_8bit with its codes' encoder and decoder as plain casts")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script runs (seconds)")
     args = parser.parse_args(argv)
     bad = [o for o in args.compiler_option if "=" not in o]
@@ -158,9 +192,9 @@ def main(argv=None) -> int:
     }
     results = []
     for tree_name, params in trees.items():
-        results += measure(tree_name, params, args.repeats, compiler_options)
+        results += measure(tree_name, params, args.repeats, compiler_options, args.codec_bound)
 
-    header = f"{'tree':<12} {'init':<5} {'row':<14} {'state MB':>9} {'state x':>8} {'peak MB':>8} {'peak x':>7} {'step ms':>8} {'time x':>7} {'rel diff':>9}"
+    header = f"{'tree':<12} {'init':<5} {'row':<16} {'state MB':>9} {'state x':>8} {'peak MB':>8} {'peak x':>7} {'step ms':>8} {'time x':>7} {'rel diff':>9}"
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {platform.machine()}, {os.cpu_count()} CPUs; "
           f"size {args.size}, {args.leaves} leaves, {args.repeats} repeats"
           + (f"; compiler options {compiler_options}" if compiler_options else ""))
@@ -168,7 +202,7 @@ def main(argv=None) -> int:
     for r in results:
         peak = "-" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 1e6:8.1f}"
         peak_x = "-" if r["peak_ratio"] is None else f"{r['peak_ratio']:7.3f}"
-        print(f"{r['tree']:<12} {r['init']:<5} {r['row']:<14} {r['state_bytes'] / 1e6:9.2f} {r['state_ratio']:8.3f} "
+        print(f"{r['tree']:<12} {r['init']:<5} {r['row']:<16} {r['state_bytes'] / 1e6:9.2f} {r['state_ratio']:8.3f} "
               f"{peak:>8} {peak_x:>7} {r['step_s'] * 1e3:8.2f} {r['time_ratio']:7.3f} {r['max_rel_diff']:9.2e}")
     for line in verdicts(results):
         print(line)
