@@ -37,11 +37,13 @@ def _report() -> dict:
     assert jax.device_count() == DEVICES, jax.devices()
     mesh = Mesh(np.array(jax.devices()), ("x",))
     rng = np.random.default_rng(0)
-    shapes = {"lead": (64, 4096), "last": (32, 8 * 1024), "flat": (16 * 2048,)}
-    param_specs = {"lead": P("x", None), "last": P(None, "x"), "flat": P("x")}
-    # The shardings the codes and scales should have: the param's, with the row's split on the block axis.
-    code_specs = {"lead": P("x", None, None), "last": P(None, "x", None), "flat": P("x", None)}
-    scale_specs = {"lead": P("x", None), "last": P(None, "x"), "flat": P("x")}
+    # "tall" has more rows than one reduction sweeps well: its rank-1 column maxima are taken over groups of rows.
+    shapes = {"lead": (64, 4096), "last": (32, 8 * 1024), "flat": (16 * 2048,), "tall": (1024, 32)}
+    param_specs = {"lead": P("x", None), "last": P(None, "x"), "flat": P("x"), "tall": P("x", None)}
+    # The shardings the codes and scales should have: the param's, with the row's split on the block axis
+    # (a "tall" row is narrower than a block: its blocks run across rows, 16 to a device's 128 rows).
+    code_specs = {"lead": P("x", None, None), "last": P(None, "x", None), "flat": P("x", None), "tall": P("x", None)}
+    scale_specs = {"lead": P("x", None), "last": P(None, "x"), "flat": P("x"), "tall": P("x")}
     host = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
     sharded = {k: jax.device_put(v, NamedSharding(mesh, param_specs[k])) for k, v in host.items()}
     report = {}
@@ -93,6 +95,34 @@ def _report() -> dict:
         codes = lambda s: [np.asarray(x) for x in jax.tree.leaves(s)]  # noqa: E731
         entry["state_equal"] = all(np.array_equal(a, b) for a, b in zip(codes(s_sharded), codes(s_single)))
         report[name] = entry
+
+    # The tall matrix's rank-1 column maxima (over groups of rows) on mesh axes that are explicit, JAX's
+    # default: the reshape into groups must keep each device's rows on that device.
+    from jax.sharding import AxisType
+
+    explicit = jax.make_mesh((DEVICES,), ("x",), axis_types=(AxisType.Explicit,))
+    opt = optcore.get("adamw_4bit")(1e-2)
+
+    @jax.jit
+    def step(params, state):
+        updates, state = opt.update(jax.tree.map(lambda x: 0.1 * x, params), state, params)
+        return optcore.apply_updates(params, updates), state
+
+    def three_steps(params):
+        state = jax.jit(opt.init)(params)
+        for _ in range(3):
+            params, state = step(params, state)
+        return state
+
+    tall = {"tall": host["tall"]}
+    want = three_steps(jax.device_put(tall, jax.devices()[0]))
+    with jax.set_mesh(explicit):
+        got = three_steps({"tall": jax.device_put(host["tall"], NamedSharding(explicit, P("x", None)))})
+    report["explicit_tall"] = {
+        "state_equal": all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))),
+        "maxima_specs": [str(m.sharding.spec) for q in jax.tree.leaves(got, is_leaf=quantized)
+                         if isinstance(q, optcore_lowbit.Rank1QuantizedArray) for m in q.maxima],
+    }
     return report
 
 
@@ -105,11 +135,11 @@ def report():
 
 @pytest.mark.parametrize("name", ["adamw_8bit", "adamw_4bit", "lion_8bit", "sgd_8bit"])
 def test_init_under_jit_keeps_the_params_sharding(report, name):
-    assert report[name]["init"] == {"lead": True, "last": True, "flat": True}
+    assert report[name]["init"] == {"lead": True, "last": True, "flat": True, "tall": True}
 
 
 def test_the_4bit_second_moment_of_matrices_is_rank1_normalized(report):
-    assert report["adamw_4bit"]["rank1_shapes"] == [[32, 8192], [64, 4096]]
+    assert report["adamw_4bit"]["rank1_shapes"] == [[32, 8192], [64, 4096], [1024, 32]]
     assert report["adamw_8bit"]["rank1_shapes"] == []
 
 
@@ -119,12 +149,18 @@ def test_sharded_steps_give_the_single_device_numbers(report, name):
     assert report[name]["state_equal"]
 
 
+def test_rank1_maxima_of_a_tall_matrix_on_explicit_axes(report):
+    """Its column maxima, taken over groups of rows, on a mesh with explicit axes: the one-device state, and
+    each axis's maxima split like that axis."""
+    assert report["explicit_tall"] == {"state_equal": True, "maxima_specs": ["P('x',)", "P(None,)"]}
+
+
 @pytest.mark.parametrize("name", ["adamw_8bit", "adamw_4bit", "lion_8bit", "sgd_8bit"])
 def test_steps_jitted_without_out_shardings_keep_the_sharding(report, name):
     """A step jitted without ``out_shardings`` keeps the split of every layout: a leading axis, the last axis
     (whole blocks per shard) and a 1-D param. (Mesh axes that are explicit, JAX's default ``jax.make_mesh``,
     are covered by the core's ``tests/integration/test_explicit_sharding_steps.py``.)"""
-    assert report[name]["step"] == {"lead": True, "last": True, "flat": True}
+    assert report[name]["step"] == {"lead": True, "last": True, "flat": True, "tall": True}
 
 
 if __name__ == "__main__":

@@ -155,7 +155,9 @@ def to_blocks_inverse(blocks, shape, block, bits):
 
 
 @pytest.mark.parametrize("kind,bits", [(LINEAR_NO_ZERO, 4), (UNSIGNED, 8), (SIGNED, 4)])
-@pytest.mark.parametrize("shape", [(30, 41), (64, 256), (4, 5, 33)])
+# Tall matrices take the column maxima over groups of rows first: 8 groups of 125 rows, 128 groups of 8, and
+# 513 rows (no power-of-two factor) in one reduction.
+@pytest.mark.parametrize("shape", [(30, 41), (64, 256), (4, 5, 33), (1000, 24), (1024, 20), (513, 20)])
 def test_rank1_normalization_matches_the_reference(kind, bits, shape):
     """Scale of entry (i, j, ...): min over axes of that axis's slice maximum; nearest level by brute force."""
     rng = np.random.default_rng(2)
@@ -191,7 +193,7 @@ def test_rank1_is_tighter_than_blocks_when_magnitudes_follow_rows():
 
 
 @pytest.mark.parametrize("bits,kind", [(4, LINEAR_NO_ZERO), (8, UNSIGNED)])
-@pytest.mark.parametrize("shape", [(37, 892), (3, 5000), (6, 7, 301)])
+@pytest.mark.parametrize("shape", [(37, 892), (3, 5000), (6, 7, 301), (1000, 24)])
 @pytest.mark.parametrize("stochastic_rounding", [False, True])
 def test_rank1_requantize_equals_quantizing_the_new_state(bits, kind, shape, stochastic_rounding):
     """The fused passes (maxima, then codes, each recomputing the new state) store what quantizing it gives."""

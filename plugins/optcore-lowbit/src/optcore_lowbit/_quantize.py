@@ -547,8 +547,35 @@ def rank1_fits(shape) -> bool:
 
 def _axis_maxima(x):
     """Per axis ``d``, the maximum of ``|x|`` over every other axis."""
+    if x.ndim == 2:
+        return _max_abs_over([x], [1])[0], _column_max_abs(x)
     axes = range(x.ndim)
     return tuple(_max_abs_over([x], [a for a in axes if a != d])[0] for d in axes)
+
+
+_ROWS_PER_SWEEP = 512
+
+
+def _column_max_abs(x):
+    """``max(|x|, axis=0)`` of a matrix: over groups of consecutive rows first, then over the groups.
+
+    XLA:CPU reduces a matrix over its rows one column after another, each
+    column walking through every row; past a few hundred rows this slows
+    down (likely as the rows' cache lines stop fitting in the L1 cache): on a
+    4000x4000 matrix the reduction took 65 ms, and as two (groups of 125
+    rows, then the 32 group maxima) 11 ms. The group count is the largest
+    power of two that divides the rows, with at most 512 groups of at least 8
+    rows each (the group maxima, a temporary, take at most an eighth of the
+    matrix). Rows split evenly over a power-of-two count of devices thus
+    split into whole groups (no data moves between devices). Rows with no
+    such factor keep one reduction.
+    """
+    rows, cols = x.shape
+    groups = math.gcd(rows, _ROWS_PER_SWEEP, 1 << ((rows // 8).bit_length() - 1)) if rows > _ROWS_PER_SWEEP else 1
+    if groups == 1:
+        return _max_abs_over([x], [0])[0]
+    group_maxima = _max_abs_over([x.reshape(groups, rows // groups, cols)], [1])[0]
+    return _max_abs_over([group_maxima], [0])[0]
 
 
 def _rank1_scale(maxima, shape):
