@@ -117,7 +117,7 @@ def _report() -> dict:
     tall = {"tall": host["tall"]}
     want = three_steps(jax.device_put(tall, jax.devices()[0]))
     with jax.set_mesh(explicit):
-        got = three_steps({"tall": jax.device_put(host["tall"], NamedSharding(explicit, P("x", None)))})
+        got = three_steps(jax.device_put(tall, NamedSharding(explicit, P("x", None))))
     report["explicit_tall"] = {
         "state_equal": all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))),
         "maxima_specs": [str(m.sharding.spec) for q in jax.tree.leaves(got, is_leaf=quantized)
