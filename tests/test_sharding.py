@@ -21,6 +21,8 @@ with auto axes, i.e. GSPMD propagation) it checks:
   math needs a global reduction (a global norm; Adafactor's row/column means
   and RMS);
 * the step returns params and params-shaped state with their params' shardings;
+* with ``out_shardings`` read off its inputs (the sharding guide's recipe) the
+  step compiles once over two calls;
 * five training steps give the same numbers as a single-device run.
 """
 
@@ -114,12 +116,12 @@ def _worker() -> dict:
             params, state = train_step(params, state, jax.device_put(x, batch_sharding))
         return jax.tree.map(np.asarray, params)
 
-    def optimizer_step(opt):
+    def optimizer_step(opt, **jit_kwargs):
         def step(params, state, grads):
             updates, state = opt.update(grads, state, params)
             return optcore.apply_updates(params, updates), state
 
-        return jax.jit(step)
+        return jax.jit(step, **jit_kwargs)
 
     def check(name, opt, reduces, layout, reference):
         specs, explicit = layouts[layout]
@@ -177,7 +179,19 @@ def _worker() -> dict:
                 errors.append(f"step: state{jax.tree_util.keystr(path)} is on {getattr(new.sharding, 'spec', new.sharding)} "
                               f"after a step, param {key!r} on {specs[key]}")
 
-        # 4. Five steps on the mesh (batch split over 'fsdp') equal the single-device run.
+        # 4. With out_shardings read off its inputs (the sharding guide's recipe) the step compiles once:
+        # its outputs come back with the very shardings that went in, so the next call hits the cache.
+        def shardings_of(tree):
+            replicated = NamedSharding(mesh, P())
+            return jax.tree.map(lambda leaf: leaf.sharding if isinstance(leaf.sharding, NamedSharding) else replicated, tree)
+
+        pinned_step = optimizer_step(opt, out_shardings=(shardings_of(params), shardings_of(state)))
+        pinned_params, pinned_state = pinned_step(params, state, grads)
+        pinned_step(pinned_params, pinned_state, grads)
+        if pinned_step._cache_size() != 1:  # pylint: disable=protected-access
+            errors.append(f"step with out_shardings: compiled {pinned_step._cache_size()} times in two calls")
+
+        # 5. Five steps on the mesh (batch split over 'fsdp') equal the single-device run.
         result = train(opt, params, state, NamedSharding(mesh, P("fsdp", None)), gather=explicit)
         for key in host_params:
             if not np.allclose(result[key], reference[key], rtol=2e-5, atol=2e-6):
