@@ -81,7 +81,8 @@ class _QuantizedLeaf:
         return math.prod(self.shape)
 
     def __repr__(self):
-        fields = [f"{n}={self.dtype.name if n == 'dtype' else repr(getattr(self, n))}" for n in self._metadata + self._children]
+        shown = lambda n: self.dtype.name if n == "dtype" else repr(getattr(self, n))  # noqa: E731
+        fields = [f"{n}={shown(n)}" for n in self._metadata + self._children]
         return f"{type(self).__name__}({', '.join(fields)})"
 
 
