@@ -86,6 +86,16 @@ def codecs_as_casts():
         _quantize.encode, _quantize.decode = saved
 
 
+def donated_step(lib, opt, compiler_options: dict[str, str] | None = None):
+    """The jitted training step users write (``update``, then ``lib.apply_updates``), params and state donated."""
+
+    def step(params, state, grads):
+        updates, state = opt.update(grads, state, params)
+        return lib.apply_updates(params, updates), state
+
+    return jax.jit(step, donate_argnums=(0, 1), compiler_options=compiler_options or None)
+
+
 def tree_bytes(tree) -> int:
     return sum(x.nbytes for x in jax.tree.leaves(tree))
 
@@ -107,12 +117,8 @@ class Runner:
         state = (jax.jit(opt.init) if jit_init else opt.init)(params)
         self.state_bytes = tree_bytes(state)
 
-        def step(params, state, grads):
-            updates, state = opt.update(grads, state, params)
-            return lib.apply_updates(params, updates), state
-
         start = time.perf_counter()
-        self.compiled = jax.jit(step, donate_argnums=(0, 1), compiler_options=compiler_options or None).lower(params, state, params).compile()
+        self.compiled = donated_step(lib, opt, compiler_options).lower(params, state, params).compile()
         self.compile_s = time.perf_counter() - start
         self.peak_bytes = peak_bytes(self.compiled)
         self.grads = jax.tree.map(lambda x: x * 1e-3, params)

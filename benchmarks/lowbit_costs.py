@@ -36,17 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lowbit_bench import rows  # noqa: E402
+from lowbit_bench import donated_step, rows  # noqa: E402
 
 LEAF_SHAPE = (128, 125)  # 16,000 entries: above the 4,096-entry threshold, so every leaf is quantized
-
-
-def donated_step(lib, opt):
-    def step(params, state, grads):
-        updates, state = opt.update(grads, state, params)
-        return lib.apply_updates(params, updates), state
-
-    return jax.jit(step, donate_argnums=(0, 1))
 
 
 def loop_times(size: int, steps: int) -> dict[str, dict[str, float]]:
@@ -56,9 +48,9 @@ def loop_times(size: int, steps: int) -> dict[str, dict[str, float]]:
     out = {}
     for name, (lib, factory) in rows().items():
         opt = factory()
-        step = donated_step(lib, opt)
         p, s = jax.tree.map(jnp.copy, params), opt.init(params)
-        p, s = step(p, s, grads)  # compile and warm up outside the trace
+        step = donated_step(lib, opt).lower(p, s, grads).compile()
+        p, s = step(p, s, grads)  # warm up outside the trace
         jax.block_until_ready((p, s))
         with tempfile.TemporaryDirectory() as folder:
             with jax.profiler.trace(folder, create_perfetto_trace=True):
@@ -70,7 +62,7 @@ def loop_times(size: int, steps: int) -> dict[str, dict[str, float]]:
                 events = json.load(f)
         events = events["traceEvents"] if isinstance(events, dict) else events
         totals = collections.defaultdict(float)
-        compiled = step.lower(p, s, grads).compile().as_text()
+        compiled = step.as_text()
         for event in events:
             # The compiled program's own loops: names of its HLO instructions ("%name = ...").
             if event.get("ph") == "X" and f"%{event['name']} = " in compiled:

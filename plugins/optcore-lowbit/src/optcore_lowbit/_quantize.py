@@ -86,6 +86,11 @@ class _QuantizedLeaf:
         return f"{type(self).__name__}({', '.join(fields)})"
 
 
+def _as_dtype(dtype):
+    """``dtype`` as a NumPy dtype; unflattening passes one already, so that common case costs no conversion."""
+    return dtype if isinstance(dtype, np.dtype) else jnp.dtype(dtype)
+
+
 def _register_leaf(cls):
     """Registers ``cls`` as a pytree whose children are ``cls._children``, by name, and the rest static.
 
@@ -117,7 +122,7 @@ class QuantizedArray(_QuantizedLeaf):
         self.codes = codes  # uint8, (*lead, n_blocks, length), or length // 2 for packed 4-bit codes
         self.scales = scales  # float32, (*lead, n_blocks): each block's absolute maximum
         self.shape = tuple(shape)
-        self.dtype = dtype if isinstance(dtype, np.dtype) else jnp.dtype(dtype)  # unflattening passes a dtype
+        self.dtype = _as_dtype(dtype)
         self.kind = kind
         self.bits = bits
         self.block_size = block_size
@@ -524,7 +529,7 @@ class Rank1QuantizedArray(_QuantizedLeaf):
         self.codes = codes  # uint8, shape[:-1] + (shape[-1],), or (ceil(shape[-1] / 2),) packed for 4 bits
         self.maxima = tuple(maxima)  # float32, one vector of length shape[d] per axis d
         self.shape = tuple(shape)
-        self.dtype = dtype if isinstance(dtype, np.dtype) else jnp.dtype(dtype)  # unflattening passes a dtype
+        self.dtype = _as_dtype(dtype)
         self.kind = kind
         self.bits = bits
 
