@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -71,6 +72,13 @@ def make_format(bits, block_size, min_quantized_size) -> Format:
     return Format(int(bits), int(block_size), int(min_quantized_size))
 
 
+# Leaf by leaf quantization, jitted as :func:`leaf_step` is: the leaves of one signature are traced once
+# (on 200 leaves of 128x125, tracing the 8-bit init took 3.1 s leaf by leaf).
+quantize_leaf = jax.jit(quantize, static_argnames=("kind", "bits", "block_size", "dtype"))
+quantize_leaf_rank1 = jax.jit(quantize_rank1, static_argnames=("kind", "bits", "dtype"))
+dequantize_leaf = jax.jit(dequantize)
+
+
 def init_leaf(p, fmt: Format, kind: str, dtype=None, rank1: bool = False):
     """The zero state of param ``p``: quantized (``kind`` code) if ``fmt`` quantizes it, else float.
 
@@ -85,8 +93,8 @@ def init_leaf(p, fmt: Format, kind: str, dtype=None, rank1: bool = False):
     if fmt.quantizes(p):
         zeros = tree_utils.state_zeros_like(p, dtype=jnp.float32)
         if rank1 and rank1_fits(zeros.shape):
-            return quantize_rank1(zeros, kind, fmt.bits, dtype=dtype or jnp.result_type(p))
-        return quantize(zeros, kind, fmt.bits, fmt.block_size, dtype=dtype or jnp.result_type(p))
+            return quantize_leaf_rank1(zeros, kind, fmt.bits, dtype=dtype or jnp.result_type(p))
+        return quantize_leaf(zeros, kind, fmt.bits, fmt.block_size, dtype=dtype or jnp.result_type(p))
     return tree_utils.state_zeros_like(p, dtype=dtype)
 
 
@@ -107,7 +115,7 @@ def load(leaf, like):
     dequantizes to a split of its own (:func:`optcore.kit.reshard_like`).
     """
     if is_quantized(leaf):
-        return kit.reshard_like(dequantize(leaf), like)
+        return kit.reshard_like(dequantize_leaf(leaf), like)
     return leaf.astype(jnp.promote_types(leaf.dtype, jnp.float32))
 
 
@@ -117,9 +125,9 @@ def store(x, like, seed=None):
     ``seed``: stochastic rounding (see :func:`~optcore_lowbit._quantize.quantize`).
     """
     if isinstance(like, Rank1QuantizedArray):
-        return quantize_rank1(x, like.kind, like.bits, dtype=like.dtype, seed=seed)
+        return quantize_leaf_rank1(x, like.kind, like.bits, dtype=like.dtype, seed=seed)
     if is_quantized(like):
-        return quantize(x, like.kind, like.bits, like.block_size, dtype=like.dtype, seed=seed)
+        return quantize_leaf(x, like.kind, like.bits, like.block_size, dtype=like.dtype, seed=seed)
     return x.astype(like.dtype)
 
 
@@ -171,6 +179,30 @@ def step_leaf(step_fn, g, likes, separable: bool = False, seeds=None):
         return (_update_apart(step_fn, g32, likes), *stored)
     outs = step_fn(g32, *[load(like, g32) for like in likes])
     return (outs[-1], *[store(x, like, seed) for x, like, seed in zip(outs[:-1], likes, seeds)])
+
+
+@functools.partial(jax.jit, static_argnames=("make_step", "options", "separable"))
+def leaf_step(make_step, options: tuple, scalars: tuple, g, likes: tuple, seeds=None, separable: bool = False):
+    """:func:`step_leaf` with the step ``make_step(options, *scalars)``, traced once per leaf signature.
+
+    ``make_step`` builds the elementwise step; ``options`` (hashable) are its
+    static switches and ``scalars`` its hyperparameters in the dtype of
+    :func:`step_dtype`, computed once for all leaves (Adam's bias
+    corrections computed leaf by leaf gave a sharded step block scales an
+    ulp away from a single-device step's). Returns
+    ``(update, *new states)``, the update in the result dtype of ``g`` and
+    the states.
+
+    A jitted function, so that inside the user's jitted step every leaf with
+    the same shape, dtype and state layout (a transformer's layers) reuses
+    one traced and lowered computation, which XLA inlines. Traced leaf by
+    leaf, the requantization's codes and table lookups took about 25 ms per
+    leaf: 10 s of the 8-bit step's 31 s to compile on 400 leaves of 128x125.
+    Eagerly, each leaf signature compiles once.
+    """
+    step = make_step(options, *scalars)
+    update, *states = step_leaf(step, g, likes, separable=separable, seeds=seeds)
+    return (update.astype(jnp.result_type(g.dtype, *(like.dtype for like in likes))), *states)
 
 
 def _update_apart(step_fn, g32, likes):

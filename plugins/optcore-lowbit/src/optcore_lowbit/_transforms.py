@@ -51,6 +51,19 @@ def _bias_correction(decay, count):
     return 1 - decay ** count.astype(jnp.float32)
 
 
+def _adam_step(options, b1, b2, eps, eps_root, c1, c2, c1_next):
+    """Adam's elementwise step ``(g, mu, nu) -> (mu, nu, update)``; ``c1``, ``c2``: the bias corrections."""
+    (nesterov,) = options
+
+    def step(g32, mu, nu):
+        mu = b1 * mu + (1 - b1) * g32
+        nu = b2 * nu + (1 - b2) * jnp.real(g32 * jnp.conj(g32))
+        mu_hat = b1 * mu / c1_next + (1 - b1) * g32 / c1 if nesterov else mu / c1
+        return mu, nu, mu_hat / (jnp.sqrt(nu / c2 + eps_root) + eps)
+
+    return step
+
+
 def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, nu_kind, nu_rank1, mu_rounding):
     _common.check_rounding("mu_rounding", mu_rounding)
     kit.check_beta("b1", b1)
@@ -71,29 +84,19 @@ def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, f
         count = numerics.safe_increment(state.count)
 
         @functools.cache
-        def step_in(dtype):
-            """Adam's elementwise step, its hyperparameters in ``dtype`` (:func:`_common.step_dtype`)."""
+        def scalars(dtype):
+            """Adam's hyperparameters and bias corrections in ``dtype`` (:func:`_common.step_dtype`)."""
             b1_, b2_, eps_, eps_root_ = (kit.f32(x, dtype) for x in (b1, b2, eps, eps_root))
-            c1, c2 = _bias_correction(b1_, count), _bias_correction(b2_, count)
-
-            def step(g32, mu, nu):
-                mu = b1_ * mu + (1 - b1_) * g32
-                nu = b2_ * nu + (1 - b2_) * jnp.real(g32 * jnp.conj(g32))
-                if nesterov:
-                    mu_hat = b1_ * mu / _bias_correction(b1_, numerics.safe_increment(count)) + (1 - b1_) * g32 / c1
-                else:
-                    mu_hat = mu / c1
-                return mu, nu, mu_hat / (jnp.sqrt(nu / c2 + eps_root_) + eps_)
-
-            return step
+            c1_next = _bias_correction(b1_, numerics.safe_increment(count)) if nesterov else None
+            return b1_, b2_, eps_, eps_root_, _bias_correction(b1_, count), _bias_correction(b2_, count), c1_next
 
         leaf_ids = itertools.count()  # the leaf's position in the tree: its salt for stochastic rounding
 
         def leaf(g, mu_leaf, nu_leaf):
             mu_seed = rounding_seed(count, next(leaf_ids)) if mu_rounding == "stochastic" else None
-            step = step_in(_common.step_dtype(g, (mu_leaf, nu_leaf)))
-            u, mu, nu = _common.step_leaf(step, g, (mu_leaf, nu_leaf), separable=True, seeds=(mu_seed, None))
-            return u.astype(jnp.result_type(g.dtype, mu_leaf.dtype, nu_leaf.dtype)), mu, nu
+            likes = (mu_leaf, nu_leaf)
+            return _common.leaf_step(_adam_step, (nesterov,), scalars(_common.step_dtype(g, likes)), g, likes,
+                                     (mu_seed, None), separable=True)
 
         new_updates, mu, nu = _common.map_leaves(leaf, updates, state.mu, state.nu)
         return new_updates, ScaleByAdamLowBitState(count=count, mu=mu, nu=nu)
@@ -207,6 +210,34 @@ def scale_by_adam_4bit(
     )
 
 
+def _lion_step(options, b1, b2, smooth_beta):
+    """Lion's elementwise step ``(g, mu) -> (mu, update)``."""
+    (mode,) = options
+
+    def squash(c):
+        if mode == "hard":
+            return jnp.sign(c)
+        if mode == "smooth":
+            return jnp.tanh(smooth_beta * c)
+        return jnp.clip(c, -1, 1)
+
+    def step(g32, mu):
+        return b2 * mu + (1 - b2) * g32, squash(b1 * mu + (1 - b1) * g32)
+
+    return step
+
+
+def _trace_step(options, decay):
+    """Momentum's elementwise step ``(g, t) -> (t, update)``."""
+    (nesterov,) = options
+
+    def step(g32, t):
+        t = g32 + decay * t
+        return t, (g32 + decay * t if nesterov else t)
+
+    return step
+
+
 @kit.static_args("block_size", "min_quantized_size")
 def scale_by_lion_8bit(
     b1: float = 0.9,
@@ -240,13 +271,6 @@ def scale_by_lion_8bit(
     fmt = _common.make_format(8, block_size, min_quantized_size)
     mu_dtype = kit.dtype_or_none(mu_dtype)
 
-    def squash(c):
-        if mode == "hard":
-            return jnp.sign(c)
-        if mode == "smooth":
-            return jnp.tanh(kit.f32(smooth_beta, c.dtype) * c)
-        return jnp.clip(c, -1, 1)
-
     def init_fn(params):
         return ScaleByLionLowBitState(
             count=kit.zero_count(),
@@ -256,18 +280,10 @@ def scale_by_lion_8bit(
     def update_fn(updates, state, params=None):
         _common.check_updates(updates, state.mu, params)
 
-        @functools.cache
-        def step_in(dtype):
-            b1_, b2_ = kit.f32(b1, dtype), kit.f32(b2, dtype)
-
-            def step(g32, mu):
-                return b2_ * mu + (1 - b2_) * g32, squash(b1_ * mu + (1 - b1_) * g32)
-
-            return step
-
         def leaf(g, mu_leaf):
-            u, mu = _common.step_leaf(step_in(_common.step_dtype(g, (mu_leaf,))), g, (mu_leaf,))
-            return u.astype(jnp.result_type(g.dtype, mu_leaf.dtype)), mu
+            dtype = _common.step_dtype(g, (mu_leaf,))
+            scalars = tuple(kit.f32(x, dtype) for x in (b1, b2, smooth_beta))
+            return _common.leaf_step(_lion_step, (mode,), scalars, g, (mu_leaf,))
 
         new_updates, mu = _common.map_leaves(leaf, updates, state.mu)
         return new_updates, ScaleByLionLowBitState(count=numerics.safe_increment(state.count), mu=mu)
@@ -309,19 +325,9 @@ def trace_8bit(
     def update_fn(updates, state, params=None):
         _common.check_updates(updates, state.trace, params)
 
-        @functools.cache
-        def step_in(dtype):
-            decay_ = kit.f32(decay, dtype)
-
-            def step(g32, t):
-                t = g32 + decay_ * t
-                return t, (g32 + decay_ * t if nesterov else t)
-
-            return step
-
         def leaf(g, t_leaf):
-            u, t = _common.step_leaf(step_in(_common.step_dtype(g, (t_leaf,))), g, (t_leaf,))
-            return u.astype(jnp.result_type(g.dtype, t_leaf.dtype)), t
+            dtype = _common.step_dtype(g, (t_leaf,))
+            return _common.leaf_step(_trace_step, (nesterov,), (kit.f32(decay, dtype),), g, (t_leaf,))
 
         new_updates, trace = _common.map_leaves(leaf, updates, state.trace)
         return new_updates, TraceLowBitState(trace=trace)

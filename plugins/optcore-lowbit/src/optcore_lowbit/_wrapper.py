@@ -15,8 +15,6 @@ from optcore_lowbit._quantize import (
     SIGNED,
     UNSIGNED,
     is_quantized,
-    quantize,
-    quantize_rank1,
     rank1_fits,
     rounding_seed,
 )
@@ -77,7 +75,7 @@ def _dequantized(state: Any, updates: Any) -> Any:
     floats = []
     for (_, leaf, index) in _owners(state, updates):
         if is_quantized(leaf):
-            leaf = leaf.dequantize()
+            leaf = _common.dequantize_leaf(leaf).astype(leaf.dtype)
             if index is not None and grads[index].shape == leaf.shape:
                 leaf = kit.reshard_like(leaf, grads[index])
         floats.append(leaf)
@@ -165,11 +163,11 @@ def quantize_state(
             if not (hasattr(leaf, "dtype") and tuple(np.shape(leaf)) in shapes and fmt.quantizes(leaf)):
                 return leaf
             if _field_name(path) not in nonnegative:
-                return quantize(leaf, SIGNED, fmt.bits, fmt.block_size)
+                return _common.quantize_leaf(leaf, SIGNED, fmt.bits, fmt.block_size)
             kind = UNSIGNED if fmt.bits == 8 else LINEAR_NO_ZERO
             if nonnegative_scaling == "rank1" and rank1_fits(np.shape(leaf)):
-                return quantize_rank1(leaf, kind, fmt.bits)
-            return quantize(leaf, kind, fmt.bits, fmt.block_size)
+                return _common.quantize_leaf_rank1(leaf, kind, fmt.bits)
+            return _common.quantize_leaf(leaf, kind, fmt.bits, fmt.block_size)
 
         # A quantized leaf replaces a variable wrapping the inner state's array (flax.nnx): kit.map_params.
         state = kit.map_params(maybe_quantize, state, with_path=True)
