@@ -97,8 +97,11 @@ def quantize_dequantize(x: np.ndarray, kind: str, bits: int, block_size: int, u=
     return from_blocks((levels * absmax).astype(np.float32), x.shape, block_size, bits)
 
 
-def rank1_quantize_dequantize(x: np.ndarray, kind: str, bits: int) -> np.ndarray:
-    """``x`` (two or more axes) rounded with rank-1 normalization: scale min over axes of the slice maxima."""
+def rank1_quantize_dequantize(x: np.ndarray, kind: str, bits: int, u=None) -> np.ndarray:
+    """``x`` (two or more axes) rounded with rank-1 normalization: scale min over axes of the slice maxima.
+
+    With ``u`` (one uniform per entry of ``x``, flattened), stochastic rounding instead.
+    """
     magnitudes = np.abs(x.astype(np.float32))
     scale = None
     for d in range(x.ndim):
@@ -107,8 +110,9 @@ def rank1_quantize_dequantize(x: np.ndarray, kind: str, bits: int) -> np.ndarray
         scale = along if scale is None else np.minimum(scale, along)
     safe = np.where(scale > 0, scale, 1)
     normalized = np.where(scale > 0, x / safe, 0).astype(np.float32)
-    levels = code_values(kind, bits)[nearest(normalized, kind, bits)]
-    return (levels * scale).astype(np.float32)
+    index = (nearest(normalized, kind, bits) if u is None
+             else stochastic(normalized.ravel(), kind, bits, u).reshape(x.shape))
+    return (code_values(kind, bits)[index] * scale).astype(np.float32)
 
 
 def level_gap(normalized: np.ndarray, kind: str, bits: int) -> np.ndarray:

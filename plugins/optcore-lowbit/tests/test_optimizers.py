@@ -36,7 +36,10 @@ def _grad(params, step):
             for k, p in params.items()}
 
 
-def _reference_run(name, steps, block, mu_rounding=None):
+NU_SALT = 1 << 31  # the salt of a leaf's second moment: its position plus 2**31 (the first moment's: the position)
+
+
+def _reference_run(name, steps, block, mu_rounding=None, nu_rounding=None):
     """NumPy: float32 equations, state rounded as the plugin stores it (leaves >= MIN_SIZE)."""
     params = _params()
     state = {k: [np.zeros_like(p), np.zeros_like(p)] for k, p in params.items()}
@@ -65,12 +68,17 @@ def _reference_run(name, steps, block, mu_rounding=None):
             if p.size >= MIN_SIZE:
                 # adamw_4bit rounds its first moment stochastically, with the uniforms of the leaf's position
                 # in the tree (sorted keys) and each entry's index in the block layout.
-                u = (uniforms(t, sorted(SHAPES).index(k), to_blocks(p, block, bits).size)
-                     if (mu_rounding or _DEFAULT_ROUNDING.get(name)) == "stochastic" else None)
+                position = sorted(SHAPES).index(k)
+                rank1 = name == "adamw_4bit" and rank1_fits(p.shape)  # its second moment: rank-1 (Li et al.)
+                size = to_blocks(p, block, bits).size
+                mu_u = (uniforms(t, position, size)
+                        if (mu_rounding or _DEFAULT_ROUNDING.get(name)) == "stochastic" else None)
+                # the second moment's uniforms: entries indexed in the block layout, or in the leaf for rank-1
+                nu_u = (uniforms(t, NU_SALT + position, p.size if rank1 else size)
+                        if nu_rounding == "stochastic" else None)
                 new = tuple(
-                    # adamw_4bit's second moment of a leaf with two axes: rank-1 normalization (Li et al.)
-                    rank1_quantize_dequantize(x, kind, bits) if name == "adamw_4bit" and i == 1 and rank1_fits(x.shape)
-                    else quantize_dequantize(x, kind, bits, block, u if i == 0 else None)
+                    rank1_quantize_dequantize(x, kind, bits, nu_u) if i == 1 and rank1
+                    else quantize_dequantize(x, kind, bits, block, mu_u if i == 0 else nu_u)
                     for i, (x, kind) in enumerate(zip(new, kinds))
                 )
             state[k] = list(new) + [np.zeros_like(p)] * (2 - len(new))
@@ -80,10 +88,12 @@ def _reference_run(name, steps, block, mu_rounding=None):
 _DEFAULT_ROUNDING = {"adamw_4bit": "stochastic", "adamw_8bit": "nearest"}
 
 
-def _factory(name, block, mu_rounding=None):
+def _factory(name, block, mu_rounding=None, nu_rounding=None):
     kwargs = {"block_size": block, "min_quantized_size": MIN_SIZE}
     if mu_rounding:
         kwargs["mu_rounding"] = mu_rounding
+    if nu_rounding:
+        kwargs["nu_rounding"] = nu_rounding
     if name.startswith("adamw"):
         return getattr(optcore_lowbit, name)(LR, weight_decay=WD, **kwargs)
     if name == "lion_8bit":
@@ -106,17 +116,20 @@ def _run(opt, steps, params=None):
     return jax.tree.map(np.asarray, params), state
 
 
-@pytest.mark.parametrize("name,block,mu_rounding", [
-    ("adamw_8bit", 2048, None), ("adamw_8bit", 256, None), ("adamw_8bit", 256, "stochastic"),
-    ("adamw_4bit", 128, None), ("adamw_4bit", 128, "nearest"), ("lion_8bit", 2048, None), ("sgd_8bit", 2048, None)])
-def test_matches_the_numpy_reference(name, block, mu_rounding):
+@pytest.mark.parametrize("name,block,mu_rounding,nu_rounding", [
+    ("adamw_8bit", 2048, None, None), ("adamw_8bit", 256, None, None), ("adamw_8bit", 256, "stochastic", None),
+    ("adamw_8bit", 256, None, "stochastic"), ("adamw_4bit", 128, None, None), ("adamw_4bit", 128, "nearest", None),
+    ("adamw_4bit", 128, None, "stochastic"), ("lion_8bit", 2048, None, None), ("sgd_8bit", 2048, None, None)])
+def test_matches_the_numpy_reference(name, block, mu_rounding, nu_rounding):
     """Five steps equal the reference.
 
     ``adamw_4bit`` rounds its first moment stochastically by default: the
-    reference draws the documented uniforms and rounds by its own rule.
+    reference draws the documented uniforms and rounds by its own rule; so
+    for either moment with ``mu_rounding`` / ``nu_rounding="stochastic"``
+    (the second moment with uniforms of its own, rank-1 scaled ones included).
     """
-    params, state = _run(_factory(name, block, mu_rounding), 5)
-    expected = _reference_run(name, 5, block, mu_rounding)
+    params, state = _run(_factory(name, block, mu_rounding, nu_rounding), 5)
+    expected = _reference_run(name, 5, block, mu_rounding, nu_rounding)
     for k in SHAPES:
         got, want = params[k], expected[k]
         # Equal to float32 rounding, except where a value lies within rounding of a midpoint between two
@@ -351,6 +364,8 @@ def test_bad_arguments():
         optcore_lowbit.adamw_4bit(LR, mu_rounding="random")
     with pytest.raises(ValueError, match="mu_rounding must be one of"):
         optcore_lowbit.scale_by_adam_8bit(mu_rounding=None)
+    with pytest.raises(ValueError, match=r"nu_rounding must be one of \('nearest', 'stochastic'\), got 'up'"):
+        optcore_lowbit.adamw_8bit(LR, nu_rounding="up")
 
 
 def test_registered_by_name():

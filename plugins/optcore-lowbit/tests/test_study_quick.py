@@ -14,21 +14,22 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import optcore
 
-SCRIPT = Path(__file__).resolve().parents[1] / "study" / "run_study.py"
+STUDY_DIR = Path(__file__).resolve().parents[1] / "study"
 
 
-def _load_study():
-    spec = importlib.util.spec_from_file_location("lowbit_run_study", SCRIPT)
+def _load(script: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, STUDY_DIR / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-STUDY = _load_study()
+STUDY = _load("run_study.py", "lowbit_run_study")
 
 
 def _registered(name: str) -> bool:
@@ -130,3 +131,15 @@ def test_unknown_optimizer_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="adamw_17bit"):
         STUDY.main(["--quick", "--out", str(tmp_path), "--tasks", "logreg", "--optimizers", "adamw,adamw_17bit"])
     assert not (tmp_path / "results.json").exists()
+
+
+def test_round_moments_simulates_adamw():
+    """The diagnostic's simulated AdamW without rounding is float32 adamw (to float32 rounding of the
+    final losses); with its second moment rounded it is not; a malformed row is an error naming it."""
+    pytest.importorskip("optcore_lowbit", reason="the diagnostic rounds through optcore-lowbit's codes")
+    diagnostic = _load("round_moments.py", "lowbit_round_moments")
+    exact, rounded = diagnostic.compare(["none", "v=8bit"], "logreg", [0, 1], quick=True)
+    np.testing.assert_allclose(exact["losses"], exact["reference"], rtol=1e-5)
+    assert not np.array_equal(rounded["losses"], rounded["reference"])
+    with pytest.raises(ValueError, match=r"row 'v=9bit'.*\['v=9bit'\]"):
+        diagnostic.parse_row("v=9bit")

@@ -33,6 +33,7 @@ def adam_8bit(
     block_size: int = 256,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
     mu_rounding: str = "nearest",
+    nu_rounding: str = "nearest",
 ) -> base.GradientTransformationExtraArgs:
     r"""Adam with 8-bit states: :math:`\theta_{t+1} = \theta_t - \eta\, u_t`, :math:`u_t` of :func:`scale_by_adam_8bit`.
 
@@ -45,6 +46,8 @@ def adam_8bit(
       block_size: entries per quantization block.
       min_quantized_size: leaves with fewer entries keep float moments.
       mu_rounding: ``"nearest"`` or ``"stochastic"``: how the first moment is rounded.
+      nu_rounding: ``"nearest"`` or ``"stochastic"``: how the second moment is rounded
+        (see :func:`scale_by_adam_8bit`).
 
     Example:
       >>> import jax.numpy as jnp, optcore_lowbit
@@ -56,7 +59,8 @@ def adam_8bit(
     """
     return optcore.chain(
         scale_by_adam_8bit(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype,
-                           block_size=block_size, min_quantized_size=min_quantized_size, mu_rounding=mu_rounding),
+                           block_size=block_size, min_quantized_size=min_quantized_size, mu_rounding=mu_rounding,
+                           nu_rounding=nu_rounding),
         optcore.scale_by_learning_rate(learning_rate),
     )
 
@@ -77,6 +81,7 @@ def adamw_8bit(
     block_size: int = 256,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
     mu_rounding: str = "nearest",
+    nu_rounding: str = "nearest",
 ) -> base.GradientTransformationExtraArgs:
     r"""AdamW with 8-bit states (bitsandbytes' ``AdamW8bit``).
 
@@ -93,10 +98,13 @@ def adamw_8bit(
       block_size: entries per quantization block.
       min_quantized_size: leaves with fewer entries keep float moments.
       mu_rounding: ``"nearest"`` or ``"stochastic"``: how the first moment is rounded.
+      nu_rounding: ``"nearest"`` or ``"stochastic"``: how the second moment is rounded
+        (see :func:`scale_by_adam_8bit`).
     """
     return optcore.chain(
         scale_by_adam_8bit(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype,
-                           block_size=block_size, min_quantized_size=min_quantized_size, mu_rounding=mu_rounding),
+                           block_size=block_size, min_quantized_size=min_quantized_size, mu_rounding=mu_rounding,
+                           nu_rounding=nu_rounding),
         optcore.add_decayed_weights(weight_decay, mask),
         optcore.scale_by_learning_rate(learning_rate),
     )
@@ -119,6 +127,7 @@ def adamw_4bit(
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
     nu_scaling: str = "rank1",
     mu_rounding: str = "stochastic",
+    nu_rounding: str = "nearest",
 ) -> base.GradientTransformationExtraArgs:
     r"""AdamW with 4-bit states: :math:`u_t` of :func:`scale_by_adam_4bit`, decoupled weight decay.
 
@@ -133,11 +142,12 @@ def adamw_4bit(
       nu_scaling: ``"rank1"`` (the paper's) or ``"block"``: how the second moment is normalized.
       mu_rounding: ``"stochastic"`` or ``"nearest"`` (the paper's): how the first moment is rounded
         (see :func:`scale_by_adam_4bit`).
+      nu_rounding: ``"nearest"`` (the paper's) or ``"stochastic"``: how the second moment is rounded.
     """
     return optcore.chain(
         scale_by_adam_4bit(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype,
                            block_size=block_size, min_quantized_size=min_quantized_size, nu_scaling=nu_scaling,
-                           mu_rounding=mu_rounding),
+                           mu_rounding=mu_rounding, nu_rounding=nu_rounding),
         optcore.add_decayed_weights(weight_decay, mask),
         optcore.scale_by_learning_rate(learning_rate),
     )

@@ -40,7 +40,8 @@ def check_scaling(name: str, value) -> None:
 
 
 ROUNDINGS = ("nearest", "stochastic")
-"""How a signed state is rounded to its code (the Adam transforms' ``mu_rounding``, ``quantize_state``'s ``rounding``)."""
+"""How a state is rounded to its code (the Adam transforms' ``mu_rounding`` and ``nu_rounding``,
+``quantize_state``'s ``rounding``)."""
 
 
 def check_rounding(name: str, value) -> None:

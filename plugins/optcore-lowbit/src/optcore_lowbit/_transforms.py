@@ -64,8 +64,15 @@ def _adam_step(options, b1, b2, eps, eps_root, c1, c2, c1_next):
     return step
 
 
-def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, nu_kind, nu_rank1, mu_rounding):
+# Stochastic rounding draws for a leaf's second moment with a salt of its own, so that the two moments of an
+# entry are not rounded by the same uniform number.
+_NU_SALT = 1 << 31
+
+
+def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, nu_kind, nu_rank1, mu_rounding,
+                          nu_rounding):
     _common.check_rounding("mu_rounding", mu_rounding)
+    _common.check_rounding("nu_rounding", nu_rounding)
     kit.check_beta("b1", b1)
     kit.check_beta("b2", b2)
     kit.check_non_negative("eps", eps)
@@ -93,10 +100,12 @@ def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, f
         leaf_ids = itertools.count()  # the leaf's position in the tree: its salt for stochastic rounding
 
         def leaf(g, mu_leaf, nu_leaf):
-            mu_seed = rounding_seed(count, next(leaf_ids)) if mu_rounding == "stochastic" else None
+            salt = next(leaf_ids)
+            mu_seed = rounding_seed(count, salt) if mu_rounding == "stochastic" else None
+            nu_seed = rounding_seed(count, _NU_SALT + salt) if nu_rounding == "stochastic" else None
             likes = (mu_leaf, nu_leaf)
             return _common.leaf_step(_adam_step, (nesterov,), scalars(_common.step_dtype(g, likes)), g, likes,
-                                     (mu_seed, None), separable=True)
+                                     (mu_seed, nu_seed), separable=True)
 
         new_updates, mu, nu = _common.map_leaves(leaf, updates, state.mu, state.nu)
         return new_updates, ScaleByAdamLowBitState(count=count, mu=mu, nu=nu)
@@ -117,6 +126,7 @@ def scale_by_adam_8bit(
     block_size: int = 256,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
     mu_rounding: str = "nearest",
+    nu_rounding: str = "nearest",
 ) -> base.GradientTransformation:
     r"""Adam's rescaling (:func:`optcore.scale_by_adam`) with 8-bit block-quantized moments.
 
@@ -142,9 +152,21 @@ def scale_by_adam_8bit(
       min_quantized_size: leaves with fewer entries keep float moments.
       mu_rounding: ``"nearest"`` (the paper's) or ``"stochastic"``: how the
         first moment is rounded (see :func:`scale_by_adam_4bit`).
+      nu_rounding: ``"nearest"`` (the paper's) or ``"stochastic"``: how the
+        second moment is rounded. Its average moves by a fraction
+        :math:`1-\beta_2` of itself per step (0.1% by default), less than the
+        gap between neighbouring levels of any 8-bit code, so rounding to the
+        nearest level can hold it in place for many steps (bfloat16 moments
+        too); rounded stochastically, its expected value follows the float
+        one. On the quality study's digits MLP (16 seeds) that took the
+        training loss from 2.3% below float32 AdamW's to 0.9% below; on its
+        transformer (3 seeds) from 0.3% below to 0.9% below. The random
+        numbers are drawn as for ``mu_rounding``, from a salt of the second
+        moment's own.
     """
     fmt = _common.make_format(8, block_size, min_quantized_size)
-    return _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, UNSIGNED, False, mu_rounding)
+    return _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, UNSIGNED, False, mu_rounding,
+                                 nu_rounding)
 
 
 @kit.static_args("block_size", "min_quantized_size")
@@ -161,6 +183,7 @@ def scale_by_adam_4bit(
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
     nu_scaling: str = "rank1",
     mu_rounding: str = "stochastic",
+    nu_rounding: str = "nearest",
 ) -> base.GradientTransformation:
     r"""Adam's rescaling with 4-bit quantized moments (two codes per byte).
 
@@ -202,11 +225,16 @@ def scale_by_adam_4bit(
       min_quantized_size: leaves with fewer entries keep float moments.
       nu_scaling: ``"rank1"`` or ``"block"``: the second moment's normalization.
       mu_rounding: ``"stochastic"`` or ``"nearest"`` (the paper's): how the first moment is rounded.
+      nu_rounding: ``"nearest"`` (the paper's) or ``"stochastic"``: how the second moment is
+        rounded (see :func:`scale_by_adam_8bit`). With 16 linear levels, stochastic
+        rounding of the second moment trained worse on the study's digits MLP
+        (training loss 8.6% above float32 AdamW's over 16 seeds, against 5.0% below).
     """
     _common.check_scaling("nu_scaling", nu_scaling)
     fmt = _common.make_format(4, block_size, min_quantized_size)
     return _scale_by_adam_lowbit(
-        b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, LINEAR_NO_ZERO, nu_scaling == "rank1", mu_rounding
+        b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, LINEAR_NO_ZERO, nu_scaling == "rank1", mu_rounding,
+        nu_rounding,
     )
 
 

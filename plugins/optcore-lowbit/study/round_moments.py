@@ -1,0 +1,201 @@
+"""Which rounding of Adam's moments moves the study's final losses, and by how much: a diagnostic.
+
+The quality study compares whole optimizers. This script takes them apart: it
+trains one of the study's tasks with float32 ``adamw`` and with *simulated*
+low-precision AdamW, whose float32 equations are ``optcore.adamw``'s but whose
+first moment ``m``, second moment ``v`` or both are rounded after every step
+through a chosen format, and reports the relative difference of each row's
+seed-mean final losses to float32's, with the standard error of the per-seed
+differences (every row sees the same initial parameters and batches per seed).
+It answers two questions: which moment's rounding moves a result (the study
+README's "one moment at a time" simulations), and what the 1% and 2% targets
+mean, measured against bfloat16 moments, which few would call lossy.
+
+Formats (leaves below the plugin's 4096-entry threshold stay float32, as in
+``adamw_8bit``):
+
+* ``bfloat16``: a cast to bfloat16 and back, rounding to nearest;
+* ``8bit``: the plugin's block-wise 8-bit dynamic code (signed for ``m``,
+  unsigned for ``v``), blocks of 256, round to nearest, through
+  ``optcore_lowbit.quantize`` and ``optcore_lowbit.dequantize``;
+* ``8bit-stochastic``: the same code, rounded stochastically.
+
+A row is ``m=FORMAT``, ``v=FORMAT`` or both (``m=8bit,v=8bit``), ``none``
+(the simulation without rounding: it must match float32 ``adamw``, which checks
+the simulation), or the name of a registered optimizer (``adamw_8bit``).
+
+    python plugins/optcore-lowbit/study/round_moments.py [--task digits] [--seeds 0-15]
+        [--rows none adamw_8bit m=8bit,v=8bit v=8bit ...] [--quick]
+
+Prints a Markdown table. A measurement, not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # the study's modules sit next to this script
+    sys.path.insert(0, str(HERE))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import optcore  # noqa: E402
+import optcore_lowbit  # noqa: E402
+
+import lowbit_tasks as tasks_mod  # noqa: E402
+import lowbit_train as train  # noqa: E402
+
+DEFAULT_ROWS = ("none", "adamw_8bit", "m=8bit,v=8bit", "m=8bit", "v=8bit", "v=8bit-stochastic",
+                "m=bfloat16,v=bfloat16", "v=bfloat16")
+FORMATS = ("bfloat16", "8bit", "8bit-stochastic")
+BLOCK_SIZE = 256
+# Distinct stochastic-rounding salts for the two moments of a leaf (as adamw_8bit's nu_rounding draws them).
+SALTS = {"m": 0, "v": 1 << 31}
+
+
+def rounder(fmt: str, kind: str) -> Callable[[jax.Array, jax.Array, int], jax.Array]:
+    """``(x, step count, salt) -> x`` rounded through ``fmt`` (a float32 array of ``x``'s shape)."""
+    if fmt == "bfloat16":
+        return lambda x, count, salt: x.astype(jnp.bfloat16).astype(x.dtype)
+
+    def through_code(x, count, salt):
+        seed = optcore_lowbit.rounding_seed(count, salt) if fmt == "8bit-stochastic" else None
+        return optcore_lowbit.dequantize(optcore_lowbit.quantize(x, kind, 8, BLOCK_SIZE, seed=seed)).astype(x.dtype)
+
+    return through_code
+
+
+class SimulatedAdamState(NamedTuple):
+    count: jax.Array
+    mu: Any
+    nu: Any
+
+
+def simulated_scale_by_adam(formats: dict[str, str], threshold: int) -> optcore.GradientTransformation:
+    """Adam's rescaling in float32 (``optcore.adam``'s defaults), its stored moments rounded per ``formats``.
+
+    ``formats`` maps ``"m"`` and/or ``"v"`` to a format; the update is computed
+    from the new moments before they are rounded, as the low-bit optimizers do.
+    """
+    defaults = inspect.signature(optcore.scale_by_adam).parameters
+    b1, b2, eps = (defaults[k].default for k in ("b1", "b2", "eps"))
+    kinds = {"m": optcore_lowbit.SIGNED, "v": optcore_lowbit.UNSIGNED}
+    rounders = {name: rounder(fmt, kinds[name]) for name, fmt in formats.items()}
+
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return SimulatedAdamState(jnp.zeros([], jnp.int32), zeros, zeros)
+
+    def store(name, tree, count):
+        if name not in rounders:
+            return tree
+        leaves, treedef = jax.tree.flatten(tree)
+        return treedef.unflatten([rounders[name](x, count, SALTS[name] + i) if x.size >= threshold else x
+                                  for i, x in enumerate(leaves)])
+
+    def update(grads, state, params=None):
+        del params
+        count = state.count + 1
+        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
+        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)
+        c1, c2 = 1 - b1 ** count.astype(jnp.float32), 1 - b2 ** count.astype(jnp.float32)
+        updates = jax.tree.map(lambda m, v: (m / c1) / (jnp.sqrt(v / c2) + eps), mu, nu)
+        return updates, SimulatedAdamState(count, store("m", mu, count), store("v", nu, count))
+
+    return optcore.GradientTransformation(init, update)
+
+
+def parse_row(row: str) -> dict[str, str] | None:
+    """``"m=8bit,v=bfloat16"`` -> ``{"m": "8bit", "v": "bfloat16"}``; ``"none"`` -> ``{}``; a name -> None."""
+    if row == "none":
+        return {}
+    if "=" not in row:
+        return None
+    formats = dict(part.split("=", 1) for part in row.split(","))
+    bad = [f"{k}={v}" for k, v in formats.items() if k not in SALTS or v not in FORMATS]
+    if bad:
+        raise ValueError(f"row {row!r}: expected m=FORMAT and/or v=FORMAT with FORMAT in {FORMATS}, got {bad}")
+    return formats
+
+
+def build(row: str, learning_rate: Any, weight_decay: float) -> optcore.GradientTransformation:
+    formats = parse_row(row)
+    if formats is None:
+        return optcore.get(row, learning_rate=learning_rate, weight_decay=weight_decay)
+    threshold = int(inspect.signature(optcore_lowbit.adamw_8bit).parameters["min_quantized_size"].default)
+    return optcore.chain(simulated_scale_by_adam(formats, threshold), optcore.add_decayed_weights(weight_decay),
+                         optcore.scale_by_learning_rate(learning_rate))
+
+
+def final_losses(task, row: str, problems: dict, weight_decay: float) -> np.ndarray:
+    """``(seeds, 2)``: each seed's final training and held-out loss."""
+    schedule, _ = train.learning_rate_schedule(task.learning_rate, task.steps)
+    runner = train.Runner(task, build(row, schedule, weight_decay))
+    runs = [runner.run(problem) for problem in problems.values()]
+    return np.array([[r["final_train_loss"], r["final_heldout_loss"]] for r in runs])
+
+
+def compare(rows: list[str], task_name: str, seeds: list[int], quick: bool = False) -> list[dict]:
+    """Per row: the relative differences (%) of the seed-mean final losses to float32 adamw's, with s.e."""
+    task = tasks_mod.TASKS[task_name](quick)
+    weight_decay = train.adamw_default_weight_decay()
+    problems = {seed: task.build(seed) for seed in seeds}
+    reference = final_losses(task, "adamw", problems, weight_decay)
+    out = []
+    for row in rows:
+        losses = final_losses(task, row, problems, weight_decay)
+        per_seed = 100 * (losses / reference - 1)
+        se = per_seed.std(axis=0, ddof=1) / np.sqrt(len(seeds)) if len(seeds) > 1 else np.full(2, np.nan)
+        out.append({
+            "row": row,
+            "delta": 100 * (losses.mean(axis=0) / reference.mean(axis=0) - 1),
+            "se": se,
+            "lower_train": int((losses[:, 0] < reference[:, 0]).sum()),
+            "seeds": len(seeds),
+            "losses": losses,
+            "reference": reference,
+        })
+    return out
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| row | Δ training loss | Δ held-out loss | seeds with lower training loss |", "|---|---|---|---|"]
+    for r in results:
+        (dt, dh), (st, sh) = r["delta"], r["se"]
+        lines.append(f"| `{r['row']}` | {dt:+.2f}% ± {st:.2f} | {dh:+.2f}% ± {sh:.2f} "
+                     f"| {r['lower_train']} of {r['seeds']} |")
+    return "\n".join(lines)
+
+
+def _seeds(text: str) -> list[int]:
+    if "-" in text and "," not in text:
+        first, last = (int(x) for x in text.split("-"))
+        return list(range(first, last + 1))
+    return [int(s) for s in text.split(",")]
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="digits", choices=sorted(tasks_mod.TASKS))
+    parser.add_argument("--seeds", type=_seeds, default=list(range(16)), help="e.g. 0-15 or 0,1,2 (default 0-15)")
+    parser.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS))
+    parser.add_argument("--quick", action="store_true", help="the study's --quick sizes (checks the script runs)")
+    args = parser.parse_args(argv)
+    for row in args.rows:
+        parse_row(row)  # a malformed row fails before any training
+    results = compare(args.rows, args.task, args.seeds, args.quick)
+    print(f"{args.task}: relative difference of the mean final loss over seeds {args.seeds} to float32 adamw's "
+          "(± the standard error of the per-seed differences)\n")
+    print(table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
