@@ -3,8 +3,9 @@
 One subprocess (this file run as a script with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8``: the flag must be set
 before JAX starts) prints a JSON report that the tests read. Params are
-sharded on a leading axis, on the last axis (each shard holding whole
-blocks), and a 1-D param over all devices. ``jax.jit(init)`` must give the
+sharded on a leading axis, on the last axis (rows of 8192, 3072 and 1024
+entries, as tensor parallelism splits them), a 1-D param over all devices,
+and rows narrower than a block. ``jax.jit(init)`` must give the
 codes and scales of each param the param's sharding (codes of shape
 ``(*lead, n_blocks, length)`` split like the param, the block axis taking the
 split of the row; rank-1 codes split like the param and each axis's maxima
@@ -38,12 +39,19 @@ def _report() -> dict:
     mesh = Mesh(np.array(jax.devices()), ("x",))
     rng = np.random.default_rng(0)
     # "tall" has more rows than one reduction sweeps well: its rank-1 column maxima are taken over groups of rows.
-    shapes = {"lead": (64, 4096), "last": (32, 8 * 1024), "flat": (16 * 2048,), "tall": (1024, 32)}
-    param_specs = {"lead": P("x", None), "last": P(None, "x"), "flat": P("x"), "tall": P("x", None)}
+    # "mlp" and "model" are split on the last axis as tensor parallelism splits them: rows of 3072 and 1024
+    # entries, whose blocks of the default 256 would run across shards (12 and 4 per row, over 8 devices).
+    # "merged" has rows of 20 (blocks run across rows), 32 rows to a device: 640 entries, not whole blocks of 256.
+    shapes = {"lead": (64, 4096), "last": (32, 8 * 1024), "flat": (16 * 2048,), "tall": (1024, 32),
+              "mlp": (16, 3072), "model": (32, 1024), "merged": (256, 20)}
+    param_specs = {"lead": P("x", None), "last": P(None, "x"), "flat": P("x"), "tall": P("x", None),
+                   "mlp": P(None, "x"), "model": P(None, "x"), "merged": P("x", None)}
     # The shardings the codes and scales should have: the param's, with the row's split on the block axis
     # (a "tall" row is narrower than a block: its blocks run across rows, 16 to a device's 128 rows).
-    code_specs = {"lead": P("x", None, None), "last": P(None, "x", None), "flat": P("x", None), "tall": P("x", None)}
-    scale_specs = {"lead": P("x", None), "last": P(None, "x"), "flat": P("x"), "tall": P("x")}
+    code_specs = {"lead": P("x", None, None), "last": P(None, "x", None), "flat": P("x", None), "tall": P("x", None),
+                  "mlp": P(None, "x", None), "model": P(None, "x", None), "merged": P("x", None)}
+    scale_specs = {"lead": P("x", None), "last": P(None, "x"), "flat": P("x"), "tall": P("x"),
+                   "mlp": P(None, "x"), "model": P(None, "x"), "merged": P("x")}
     host = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
     sharded = {k: jax.device_put(v, NamedSharding(mesh, param_specs[k])) for k, v in host.items()}
     report = {}
@@ -87,6 +95,11 @@ def _report() -> dict:
             return params, state
 
         p_sharded, s_sharded = run(sharded)
+        # What moves between devices in a step: nothing, when every leaf's blocks stay within its shards
+        # (4-bit's rank-1 maxima excepted: they are maxima over the split axis).
+        hlo = jax.jit(step).lower(sharded, state, sharded).compile().as_text()
+        entry["collectives"] = sorted({op for op in ("all-gather", "all-reduce", "all-to-all", "collective-permute")
+                                       if f" {op}(" in hlo or f" {op}-start(" in hlo})
         entry["step"] = keeps(s_sharded)
         single = jax.devices()[0]
         p_single, s_single = run({k: jax.device_put(v, single) for k, v in host.items()})
@@ -135,11 +148,11 @@ def report():
 
 @pytest.mark.parametrize("name", ["adamw_8bit", "adamw_4bit", "lion_8bit", "sgd_8bit"])
 def test_init_under_jit_keeps_the_params_sharding(report, name):
-    assert report[name]["init"] == {"lead": True, "last": True, "flat": True, "tall": True}
+    assert report[name]["init"] == dict.fromkeys(["lead", "last", "flat", "tall", "mlp", "model", "merged"], True)
 
 
 def test_the_4bit_second_moment_of_matrices_is_rank1_normalized(report):
-    assert report["adamw_4bit"]["rank1_shapes"] == [[32, 8192], [64, 4096], [1024, 32]]
+    assert report["adamw_4bit"]["rank1_shapes"] == [[32, 1024], [32, 8192], [64, 4096], [256, 20], [1024, 32]]
     assert report["adamw_8bit"]["rank1_shapes"] == []
 
 
@@ -147,6 +160,14 @@ def test_the_4bit_second_moment_of_matrices_is_rank1_normalized(report):
 def test_sharded_steps_give_the_single_device_numbers(report, name):
     assert report[name]["max_param_diff"] <= 1e-6
     assert report[name]["state_equal"]
+
+
+@pytest.mark.parametrize("name", ["adamw_8bit", "lion_8bit", "sgd_8bit"])
+def test_block_quantized_steps_move_nothing_between_devices(report, name):
+    """Every leaf's blocks lie within its shards, so a step needs no collective: a block that ran across a
+    shard boundary would gather (or replicate) the leaf's state. (adamw_4bit's rank-1 second moment takes
+    maxima over the split axis; it is left out.)"""
+    assert report[name]["collectives"] == []
 
 
 def test_rank1_maxima_of_a_tall_matrix_on_explicit_axes(report):
@@ -160,7 +181,7 @@ def test_steps_jitted_without_out_shardings_keep_the_sharding(report, name):
     """A step jitted without ``out_shardings`` keeps the split of every layout: a leading axis, the last axis
     (whole blocks per shard) and a 1-D param. (Mesh axes that are explicit, JAX's default ``jax.make_mesh``,
     are covered by the core's ``tests/integration/test_explicit_sharding_steps.py``.)"""
-    assert report[name]["step"] == {"lead": True, "last": True, "flat": True, "tall": True}
+    assert report[name]["step"] == dict.fromkeys(["lead", "last", "flat", "tall", "mlp", "model", "merged"], True)
 
 
 if __name__ == "__main__":

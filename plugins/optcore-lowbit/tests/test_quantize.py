@@ -242,6 +242,16 @@ def test_layouts():
     # A prime row: near-equal blocks, padded by fewer entries than there are blocks.
     lay = layout((5003,), 2048, 8)
     assert lay.n_blocks == 3 and lay.length <= 2048 and 0 < lay.pad < lay.n_blocks
+    # Rows of several blocks are cut into a multiple of 8 blocks where a length in [block/2, block] allows:
+    # rows of 3072 and 1024 split over 8 devices (tensor parallelism) keep whole blocks on each.
+    assert layout((1024, 3072), 256, 8) == _quantize.Layout((1024, 3072), (1024,), 16, 192)  # not 12 x 256
+    assert layout((4096, 1024), 256, 8) == _quantize.Layout((4096, 1024), (4096,), 8, 128)  # not 4 x 256
+    assert layout((1024, 3072), 128, 4) == _quantize.Layout((1024, 3072), (1024,), 24, 128)
+    # ... blocks that fill whole 16-byte vectors first (blocks of 250 make the step ~20% slower than 160).
+    assert layout((16_000_000,), 256, 8) == _quantize.Layout((16_000_000,), (), 100_000, 160)
+    # A row of at most one block stays one block; a row with one divisor in range takes it.
+    assert layout((64, 256), 256, 8) == _quantize.Layout((64, 256), (64,), 1, 256)
+    assert layout((892, 892), 256, 8) == _quantize.Layout((892, 892), (892,), 4, 223)
     # 4-bit blocks have an even length (two codes per byte).
     for shape in [(5003,), (892, 892), (3, 7)]:
         lay = layout(shape, 128, 4)

@@ -9,13 +9,19 @@ packed per byte (Li et al., `Memory Efficient Optimizers with 4-bit States
 
 **Layout.** A leaf of shape ``s`` is viewed as ``(*s[:k], row)`` where ``row``
 is the product of the smallest trailing suffix ``s[k:]`` with at least
-``block_size`` entries (the whole leaf when it is smaller). Each row is cut into
-``n`` near-equal blocks of ``length <= block_size`` entries (a divisor of the
-row when there is one in ``(block_size/2, block_size]``, else padded by fewer
-than ``n`` zeros). Codes have shape ``(*s[:k], n, length)`` (``length/2`` for 4
-bits) and scales ``(*s[:k], n)``: a block never spans two rows, so a leading
-axis sharded over devices shards codes and scales the same way, and a sharded
-trailing axis does too when each shard holds whole blocks.
+``block_size`` entries (the whole leaf when it is smaller). A row of at most
+``block_size`` entries is one block. A longer row is cut into ``n`` equal
+blocks whose length divides it and lies in ``[block_size/2, block_size]``
+when one does, preferring, in this order: codes that fill whole 16-byte
+vectors; ``n`` a multiple of 8, else of 4, else of 2;
+the longest blocks. Otherwise ``n = ceil(row / block_size)`` near-equal blocks,
+padded by fewer than ``n`` zeros. Codes have shape ``(*s[:k], n, length)``
+(``length/2`` for 4 bits) and scales ``(*s[:k], n)``: a block never spans two
+rows, so a leading axis sharded over devices shards codes and scales the same
+way, and a sharded trailing axis does too when each shard holds whole blocks
+(rows of 1024 or 3072 entries split over 8 devices, as tensor parallelism
+splits them, do with the default block sizes; a block that ran across a
+shard boundary would make XLA gather or replicate the leaf's state).
 
 **Codes.** The dynamic (exponent) code of Dettmers (2016), over ``B`` magnitude bits
 (``bits - 1`` for the signed code of first moments, ``bits`` for the unsigned
@@ -150,6 +156,20 @@ class Layout(NamedTuple):
         return self.n_blocks * self.length - self.row
 
 
+SHARD_ALIGNMENT = 8
+"""Rows of several blocks are cut, where a block length allows, into a multiple of this many blocks: a
+row split evenly over 2, 4 or 8 devices then keeps whole blocks on every device."""
+_VECTOR_BYTES = 16  # blocks whose codes fill whole 16-byte vectors: a length like 250 makes the step 20% slower
+
+
+def _twos(n: int, cap: int) -> int:
+    """The largest power of two, at most ``cap``, that divides ``n``."""
+    d = 1
+    while d < cap and n % (2 * d) == 0:
+        d *= 2
+    return d
+
+
 @functools.lru_cache(maxsize=4096)
 def layout(shape: tuple, block_size: int, bits: int) -> Layout:
     """The block layout of a leaf of ``shape`` (cached: it runs at trace time for every leaf)."""
@@ -159,16 +179,19 @@ def layout(shape: tuple, block_size: int, bits: int) -> Layout:
         k -= 1
     lead, row = shape[:k], math.prod(shape[k:])
     even = 2 if bits == 4 else 1  # two 4-bit codes per byte: blocks of even length
-    n_blocks = max(1, -(-row // block_size))
-    length = None
-    for candidate in range(block_size - block_size % even, block_size // 2, -even):
-        if candidate and row % candidate == 0:
-            length, n_blocks = candidate, row // candidate
-            break
-    if length is None:
-        length = -(-row // n_blocks)
-        length += length % even
-    return Layout(shape, lead, n_blocks, length)
+    if row <= block_size:  # one block
+        return Layout(shape, lead, 1, row + row % even)
+    lengths = [n for n in range(-(-block_size // 2), block_size + 1) if n % even == 0 and row % n == 0]
+    if lengths:
+
+        def preference(length):  # whole vectors, then blocks per row divisible by 8 (4, 2), then long blocks
+            return (length * bits // 8) % _VECTOR_BYTES == 0, _twos(row // length, SHARD_ALIGNMENT), length
+
+        length = max(lengths, key=preference)
+        return Layout(shape, lead, row // length, length)
+    n_blocks = -(-row // block_size)
+    length = -(-row // n_blocks)
+    return Layout(shape, lead, n_blocks, length + length % even)
 
 
 # ---------------------------------------------------------------------------
