@@ -5,7 +5,8 @@ One subprocess (this file run as a script with
 before JAX starts) prints a JSON report that the tests read. Params are
 sharded on a leading axis, on the last axis (rows of 8192, 3072 and 1024
 entries, as tensor parallelism splits them), a 1-D param over all devices,
-and rows narrower than a block. ``jax.jit(init)`` must give the
+and rows narrower than a block; and a row whose shards hold no whole number
+of blocks, on auto and explicit axes. ``jax.jit(init)`` must give the
 codes and scales of each param the param's sharding (codes of shape
 ``(*lead, n_blocks, length)`` split like the param, the block axis taking the
 split of the row; rank-1 codes split like the param and each axis's maxima
@@ -136,7 +137,68 @@ def _report() -> dict:
         "maxima_specs": [str(m.sharding.spec) for q in jax.tree.leaves(got, is_leaf=quantized)
                          if isinstance(q, optcore_lowbit.Rank1QuantizedArray) for m in q.maxima],
     }
+    report["crossing"] = _crossing_report()
     return report
+
+
+def _crossing_report() -> dict:
+    """A row of 768 split over 8 devices: 96 entries a shard, and adamw_8bit's blocks of 192 run across.
+    On auto axes (eager ``init``) and on explicit ones (jitted ``init`` and steps) ``init`` warns with a
+    block size that fits; on explicit axes the steps run (the state is kept whole) and give the numbers of
+    one device; with the advised block size the state is split like the param, without a warning."""
+    import warnings
+
+    import jax
+    import numpy as np
+    from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+    import optcore
+    import optcore_lowbit
+
+    host = {"w": np.random.default_rng(1).normal(size=(64, 768)).astype(np.float32)}
+
+    def run(opt, params):
+        @jax.jit
+        def step(params, state):
+            updates, state = opt.update(jax.tree.map(lambda x: 0.1 * x + 0.01, params), state, params)
+            return optcore.apply_updates(params, updates), state
+
+        state = jax.jit(opt.init)(params)
+        for _ in range(3):
+            params, state = step(params, state)
+        return params, state
+
+    def lowbit_warnings(caught):
+        return [str(w.message) for w in caught if "optcore_lowbit" in str(w.message)]
+
+    out = {}
+    auto = Mesh(np.array(jax.devices()), ("x",))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        optcore.get("adamw_8bit")(1e-2).init({"w": jax.device_put(host["w"], NamedSharding(auto, P(None, "x")))})
+    out["auto_eager_warnings"] = lowbit_warnings(caught)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        wrapped = optcore_lowbit.quantize_state(optcore.sgd(1e-2, momentum=0.9))
+        wrapped.init({"w": jax.device_put(host["w"], NamedSharding(auto, P(None, "x")))})
+    out["wrapper_eager_warnings"] = lowbit_warnings(caught)
+    explicit = jax.make_mesh((DEVICES,), ("x",), axis_types=(AxisType.Explicit,))
+    for name, kwargs in [("adamw_8bit", {}), ("lion_8bit", {}), ("adamw_8bit_advised", {"block_size": 192})]:
+        opt = optcore.get(name.removesuffix("_advised"))(1e-2, **kwargs)
+        p_one, s_one = run(opt, {"w": jax.device_put(host["w"], jax.devices()[0])})
+        with jax.set_mesh(explicit), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            p_split, s_split = run(opt, {"w": jax.device_put(host["w"], NamedSharding(explicit, P(None, "x")))})
+        pairs = list(zip(jax.tree.leaves((p_split, s_split)), jax.tree.leaves((p_one, s_one))))
+        out[name] = {
+            "warnings": lowbit_warnings(caught),
+            "codes_equal": all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in pairs if a.dtype == np.uint8),
+            "max_rel_diff": max(float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+                                            / (np.max(np.abs(np.asarray(b, np.float64))) + 1e-30))) for a, b in pairs),
+            "param_spec": str(p_split["w"].sharding.spec),
+            "code_specs": sorted({str(x.sharding.spec) for x in jax.tree.leaves(s_split) if x.dtype == np.uint8}),
+        }
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +244,27 @@ def test_steps_jitted_without_out_shardings_keep_the_sharding(report, name):
     (whole blocks per shard) and a 1-D param. (Mesh axes that are explicit, JAX's default ``jax.make_mesh``,
     are covered by the core's ``tests/integration/test_explicit_sharding_steps.py``.)"""
     assert report[name]["step"] == dict.fromkeys(["lead", "last", "flat", "tall", "mlp", "model", "merged"], True)
+
+
+def test_blocks_across_shards_warn_with_a_block_size_that_fits(report):
+    crossing = report["crossing"]
+    advice = "block_size=192 (blocks of 96) keeps whole blocks within shards"
+    seen = ["auto_eager_warnings", "wrapper_eager_warnings"]
+    for warnings_seen in [crossing[k] for k in seen] + [crossing[k]["warnings"] for k in ("adamw_8bit", "lion_8bit")]:
+        assert warnings_seen and all("(64, 768)" in w and "blocks of 192" in w and advice in w for w in warnings_seen)
+    assert crossing["adamw_8bit_advised"]["warnings"] == []
+
+
+@pytest.mark.parametrize("name", ["adamw_8bit", "lion_8bit", "adamw_8bit_advised"])
+def test_blocks_across_shards_on_explicit_axes_still_step(report, name):
+    """JAX refuses a reshape into blocks that cross shards on explicit axes; the state is kept whole
+    instead (as XLA does on auto axes), the params keep their split, and the numbers are one device's
+    (up to an ulp: the two programs fuse differently). With the advised block size the state is split."""
+    entry = report["crossing"][name]
+    assert entry["codes_equal"] and entry["max_rel_diff"] <= 1e-6
+    assert entry["param_spec"] == "P(None, 'x')"
+    want = ["P(None, 'x', None)"] if name.endswith("advised") else ["P(None, None, None)"]
+    assert entry["code_specs"] == want
 
 
 if __name__ == "__main__":

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optcore import kit, tree_utils, validate
+from optcore import kit, numerics, tree_utils, validate
 from optcore_lowbit._quantize import (
     QuantizedArray,
     Rank1QuantizedArray,
     check_format,
     dequantize,
+    blocks_within_shards,
     is_quantized,
+    layout,
     quantize,
     quantize_rank1,
     rank1_fits,
@@ -80,6 +83,39 @@ quantize_leaf_rank1 = jax.jit(quantize_rank1, static_argnames=("kind", "bits", "
 dequantize_leaf = jax.jit(dequantize)
 
 
+def _visible_split(x):
+    """The ``NamedSharding`` of ``x`` where it can be seen: in its type (explicit mesh axes) or on a concrete array."""
+    sharding = numerics.typed_sharding(x)
+    if sharding is None and not isinstance(x, jax.core.Tracer):
+        sharding = getattr(x, "sharding", None)
+    return sharding if isinstance(sharding, jax.sharding.NamedSharding) else None
+
+
+def warn_if_blocks_cross_shards(x, fmt: Format) -> None:
+    """Warns when the blocks of ``x`` would run across its shard boundaries, naming a block size that fits.
+
+    Such blocks make the state whole on every device (XLA gathers or replicates it on auto mesh axes;
+    :func:`~optcore_lowbit._quantize._blocks` does on explicit ones). The split is seen on concrete
+    arrays and, under ``jax.jit``, on explicit mesh axes (JAX's default ``jax.make_mesh``); on auto axes
+    it is only known to the compiler, and nothing is checked.
+    """
+    sharding = _visible_split(x)
+    shape = tuple(np.shape(x))
+    if sharding is None or blocks_within_shards(shape, sharding, fmt.block_size, fmt.bits):
+        return
+    fits = next((b for b in range(fmt.block_size - 1, 1, -1) if blocks_within_shards(shape, sharding, b, fmt.bits)), None)
+    length = layout(shape, fmt.block_size, fmt.bits).length
+    advice = (f"block_size={fits} (blocks of {layout(shape, fits, fmt.bits).length}) keeps whole blocks within shards"
+              if fits else "no block size keeps whole blocks within shards")
+    warnings.warn(
+        f"optcore_lowbit: the {fmt.bits}-bit state of a {shape} param split as {sharding.spec} is cut into blocks of "
+        f"{length} entries that run across its shard boundaries, so XLA gathers or replicates this state on every "
+        f"device; {advice}.",
+        UserWarning,
+        stacklevel=2,
+    )
+
+
 def init_leaf(p, fmt: Format, kind: str, dtype=None, rank1: bool = False):
     """The zero state of param ``p``: quantized (``kind`` code) if ``fmt`` quantizes it, else float.
 
@@ -95,6 +131,7 @@ def init_leaf(p, fmt: Format, kind: str, dtype=None, rank1: bool = False):
         zeros = tree_utils.state_zeros_like(p, dtype=jnp.float32)
         if rank1 and rank1_fits(zeros.shape):
             return quantize_leaf_rank1(zeros, kind, fmt.bits, dtype=dtype or jnp.result_type(p))
+        warn_if_blocks_cross_shards(p, fmt)
         return quantize_leaf(zeros, kind, fmt.bits, fmt.block_size, dtype=dtype or jnp.result_type(p))
     return tree_utils.state_zeros_like(p, dtype=dtype)
 

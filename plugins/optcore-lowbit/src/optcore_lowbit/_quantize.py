@@ -59,7 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optcore import numerics
+from optcore import kit, numerics
 
 SIGNED = "signed"
 """The dynamic code with a sign bit (first moments, momentum)."""
@@ -192,6 +192,30 @@ def layout(shape: tuple, block_size: int, bits: int) -> Layout:
     n_blocks = -(-row // block_size)
     length = -(-row // n_blocks)
     return Layout(shape, lead, n_blocks, length + length % even)
+
+
+def _row_spacings(shape: tuple, sharding, n_lead: int) -> list:
+    """For each split axis of the row (the axes after the ``n_lead`` leading ones): the row's entries per shard
+    of that axis, so that its shard boundaries fall on multiples of it (a fraction where the split is uneven)."""
+    spacings = []
+    for axis, entry in enumerate(tuple(sharding.spec)[: len(shape)]):
+        names = entry if isinstance(entry, tuple) else (entry,)
+        parts = math.prod(sharding.mesh.shape[name] for name in names if name is not None)
+        if axis >= n_lead and parts > 1:
+            spacings.append(shape[axis] * math.prod(shape[axis + 1:]) / parts)
+    return spacings
+
+
+def _within_shards(lay: Layout, sharding) -> bool:
+    """Whether the row's shard boundaries all fall on block boundaries (and the row is not padded)."""
+    spacings = _row_spacings(lay.shape, sharding, len(lay.lead))
+    return not spacings or (lay.pad == 0 and all(s == int(s) and int(s) % lay.length == 0 for s in spacings))
+
+
+def blocks_within_shards(shape: tuple, sharding, block_size: int, bits: int) -> bool:
+    """Whether each block of a leaf of ``shape``, split by ``sharding`` (a ``NamedSharding``), lies within
+    one shard."""
+    return _within_shards(layout(tuple(shape), block_size, bits), sharding)
 
 
 # ---------------------------------------------------------------------------
@@ -374,7 +398,15 @@ def _dither_or_none(seed, first, shape):
 
 
 def _blocks(x, lay: Layout):
-    """``x`` (shape ``lay.shape``) as float32 blocks ``(*lead, n_blocks, length)``, zero-padded."""
+    """``x`` (shape ``lay.shape``) as float32 blocks ``(*lead, n_blocks, length)``, zero-padded.
+
+    On explicit mesh axes, blocks that would run across shards are no reshape JAX accepts: ``x`` is made
+    whole first, and the state it gives is whole on every device (what XLA does on auto axes; ``init``
+    warns with a block size that avoids it).
+    """
+    split = numerics.typed_sharding(x)
+    if split is not None and not _within_shards(lay, split):
+        x = kit.whole(x)
     rows = x.astype(jnp.float32).reshape(*lay.lead, lay.row)
     if lay.pad:
         rows = jnp.pad(rows, [(0, 0)] * len(lay.lead) + [(0, lay.pad)])

@@ -163,10 +163,12 @@ def quantize_state(
             if not (hasattr(leaf, "dtype") and tuple(np.shape(leaf)) in shapes and fmt.quantizes(leaf)):
                 return leaf
             if _field_name(path) not in nonnegative:
-                return _common.quantize_leaf(leaf, SIGNED, fmt.bits, fmt.block_size)
-            kind = UNSIGNED if fmt.bits == 8 else LINEAR_NO_ZERO
-            if nonnegative_scaling == "rank1" and rank1_fits(np.shape(leaf)):
-                return _common.quantize_leaf_rank1(leaf, kind, fmt.bits)
+                kind = SIGNED
+            else:
+                kind = UNSIGNED if fmt.bits == 8 else LINEAR_NO_ZERO
+                if nonnegative_scaling == "rank1" and rank1_fits(np.shape(leaf)):
+                    return _common.quantize_leaf_rank1(leaf, kind, fmt.bits)
+            _common.warn_if_blocks_cross_shards(leaf, fmt)
             return _common.quantize_leaf(leaf, kind, fmt.bits, fmt.block_size)
 
         # A quantized leaf replaces a variable wrapping the inner state's array (flax.nnx): kit.map_params.
