@@ -14,9 +14,9 @@ from optcore import kit, numerics, tree_utils, validate
 from optcore_lowbit._quantize import (
     QuantizedArray,
     Rank1QuantizedArray,
+    blocks_within_shards,
     check_format,
     dequantize,
-    blocks_within_shards,
     is_quantized,
     layout,
     quantize,
@@ -109,8 +109,8 @@ def warn_if_blocks_cross_shards(x, fmt: Format) -> None:
               if fits else "no block size keeps whole blocks within shards")
     warnings.warn(
         f"optcore_lowbit: the {fmt.bits}-bit state of a {shape} param split as {sharding.spec} is cut into blocks of "
-        f"{length} entries that run across its shard boundaries, so XLA gathers or replicates this state on every "
-        f"device; {advice}.",
+        f"{length} entries that run across its shard boundaries, so this state is kept whole on every device; "
+        f"{advice}.",
         UserWarning,
         stacklevel=2,
     )
