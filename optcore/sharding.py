@@ -18,9 +18,10 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import jax.extend.core as jex_core
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = ["state_shardings"]
@@ -51,6 +52,16 @@ def state_shardings(opt: Any, params: Any, mesh: Mesh, axis: str = "data") -> An
     entries with no dimension that divides is named in a ``UserWarning``: its
     state stays whole over ``axis`` and costs its full size on every device.
 
+    Some states cannot follow every split: one that regroups a param's
+    entries, such as an optcore-lowbit quantized moment whose blocks would run
+    across shard boundaries, comes out of ``init`` whole. Where none of the
+    state computed from a param alone (leaves of at least :math:`n` entries;
+    the dependence is read from ``init``'s jaxpr) is split over ``axis``, the
+    param's next longest dimension that divides is tried instead, and a param
+    for which no dimension works is named in a ``UserWarning`` (so its state
+    is never whole silently). The warnings ``init`` itself raises are passed
+    on for the layout chosen.
+
     Per device, params-shaped state then costs :math:`1/n` of its replicated
     size. The step's extra communication is one all-gather of the updates over
     ``axis`` (for params not split over it), never a gather of the state.
@@ -70,47 +81,133 @@ def state_shardings(opt: Any, params: Any, mesh: Mesh, axis: str = "data") -> An
     if axis not in mesh.axis_names:
         raise ValueError(f"axis {axis!r} is not an axis of the mesh; its axes are {tuple(mesh.axis_names)}.")
     init = opt.init if hasattr(opt, "init") else opt
-    whole = []  # params too small or too oddly shaped to split, so their state stays whole
-    split_params = jax.tree_util.tree_map_with_path(lambda path, p: _split_abstract(mesh, axis, path, p, whole), params)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    plans = [_SplitPlan.of(mesh, axis, path, p) for path, p in leaves]
+    whole = [plan for plan in plans if plan.whole(mesh)]
     if whole:
         warnings.warn(
             f"state_shardings: the state of {len(whole)} params is not split over mesh axis {axis!r} (no dimension "
             f"divides evenly into {mesh.shape[axis]} more shards) and costs its full size on each device of the "
-            "axis: " + ", ".join(whole),
+            "axis: " + ", ".join(f"{plan.name} {plan.shape}" for plan in whole),
             UserWarning,
             stacklevel=2,
         )
-    with jax.set_mesh(mesh) if _has_explicit_axes(mesh) else contextlib.nullcontext():
-        propagated = jax.jit(init).lower(split_params).compile().output_shardings
+    choice = [0] * len(plans)  # index into each plan's dims: the longest dimension first
+    while True:
+        split_params = jax.tree_util.tree_unflatten(treedef, [plan.abstract(mesh, c) for plan, c in zip(plans, choice)])
+        jaxpr, propagated, init_warnings = _propagate(init, split_params, mesh)
+        lost = _lost_splits(jaxpr, jax.tree.leaves(propagated), plans, mesh)
+        retry = [i for i in lost if choice[i] + 1 < len(plans[i].dims)]
+        if not retry:
+            break
+        for i in retry:  # the state did not follow this split: try the next longest dimension that divides
+            choice[i] += 1
+    for seen in init_warnings:  # the init's own, for the layout chosen (a plugin's advice on a split it cannot follow)
+        warnings.warn_explicit(seen.message, seen.category, seen.filename, seen.lineno)
+    if lost:
+        warnings.warn(
+            f"state_shardings: the optimizer's init does not keep the split over mesh axis {axis!r} of {len(lost)} "
+            "params along any dimension that divides, so their state stays whole and costs its full size on each "
+            "device of the axis (a state that regroups a param's entries, such as quantization blocks longer than "
+            "a shard, cannot follow a split; an optimizer setting that fits the shards can): "
+            + ", ".join(f"{plans[i].name} {plans[i].shape}" for i in lost),
+            UserWarning,
+            stacklevel=2,
+        )
     replicated = NamedSharding(mesh, PartitionSpec())
-    result = jax.tree.map(
+    return jax.tree.map(
         lambda s: NamedSharding(mesh, s.spec) if isinstance(s, NamedSharding) else replicated, propagated
     )
-    return result
 
 
-def _split_abstract(mesh: Mesh, axis: str, path: Any, p: Any, whole: list) -> jax.ShapeDtypeStruct:
-    """``p`` as an abstract value on ``mesh``, its layout also split over ``axis`` where a dimension allows."""
-    sharding = getattr(p, "sharding", None)
-    if isinstance(sharding, NamedSharding):
-        if dict(sharding.mesh.shape) != dict(mesh.shape):
-            raise ValueError(
-                f"params{jax.tree_util.keystr(path)} is sharded over a mesh {dict(sharding.mesh.shape)}, "
-                f"not over the given mesh {dict(mesh.shape)}."
-            )
-        spec = list(sharding.spec)
-    else:
+def _propagate(init: Any, split_params: Any, mesh: Mesh) -> tuple:
+    """``init``'s jaxpr, the shardings XLA gives its outputs for ``split_params``, and the warnings it raised."""
+    with jax.set_mesh(mesh) if _has_explicit_axes(mesh) else contextlib.nullcontext(), \
+            warnings.catch_warnings(record=True) as init_warnings:
+        warnings.simplefilter("always")
+        traced = jax.jit(init).trace(split_params)
+        return traced.jaxpr.jaxpr, traced.lower().compile().output_shardings, init_warnings
+
+
+class _SplitPlan(NamedTuple):
+    """A param's own layout, and the dimensions along which its state may also be split over the axis."""
+
+    name: str
+    shape: tuple
+    dtype: Any
+    spec: tuple  # the param's layout, one entry per dimension
+    axis: str
+    split: bool  # already split over the axis by the param's own layout, or some dimension divides
+    dims: tuple  # dimensions that divide evenly into more shards over the axis, longest first
+
+    @classmethod
+    def of(cls, mesh: Mesh, axis: str, path: Any, p: Any) -> "_SplitPlan":
+        name = f"params{jax.tree_util.keystr(path)}"
+        sharding = getattr(p, "sharding", None)
         spec = []
-    shape = tuple(jax.numpy.shape(p))
-    spec = (spec + [None] * len(shape))[: len(shape)]
-    dim = None if axis in _axes_in(spec) else _dimension_to_split(shape, spec, mesh, axis)
-    if dim is None and axis not in _axes_in(spec) and math.prod(shape) >= mesh.shape[axis]:
-        whole.append(f"params{jax.tree_util.keystr(path)} {shape}")  # smaller ones cost nothing
-    if dim is not None:
-        entry = spec[dim]
-        existing = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
-        spec[dim] = existing + (axis,) if existing else axis
-    return jax.ShapeDtypeStruct(shape, jax.numpy.result_type(p), sharding=NamedSharding(mesh, PartitionSpec(*spec)))
+        if isinstance(sharding, NamedSharding):
+            if dict(sharding.mesh.shape) != dict(mesh.shape):
+                raise ValueError(
+                    f"{name} is sharded over a mesh {dict(sharding.mesh.shape)}, "
+                    f"not over the given mesh {dict(mesh.shape)}."
+                )
+            spec = list(sharding.spec)
+        shape = tuple(jax.numpy.shape(p))
+        spec = tuple((spec + [None] * len(shape))[: len(shape)])
+        dims = () if axis in _axes_in(spec) else _dimensions_to_split(shape, spec, mesh, axis)
+        return cls(name, shape, jax.numpy.result_type(p), spec, axis, axis in _axes_in(spec) or bool(dims), dims)
+
+    def whole(self, mesh: Mesh) -> bool:
+        """Not split, though big enough for a split to matter (smaller params' state costs nothing)."""
+        return not self.split and math.prod(self.shape) >= mesh.shape[self.axis]
+
+    def abstract(self, mesh: Mesh, choice: int) -> jax.ShapeDtypeStruct:
+        """The param as an abstract value on ``mesh``, also split over the axis along ``dims[choice]``."""
+        spec = list(self.spec)
+        if self.dims:
+            dim = self.dims[choice]
+            existing = () if spec[dim] is None else (spec[dim],) if isinstance(spec[dim], str) else tuple(spec[dim])
+            spec[dim] = existing + (self.axis,) if existing else self.axis
+        return jax.ShapeDtypeStruct(self.shape, self.dtype, sharding=NamedSharding(mesh, PartitionSpec(*spec)))
+
+
+def _lost_splits(jaxpr: Any, out_shardings: list, plans: list, mesh: Mesh) -> list:
+    """The params split over the axis whose state, as ``init`` computes it, is not split over the axis at all.
+
+    A param's state here is every output of ``init`` computed from that param alone with at least as many
+    entries as the axis has devices (scalars, and leaves mixing several params, say nothing about one split).
+    Its split is lost when it has such outputs and none of them is split over the axis: a reduction may
+    leave one output whole (Adafactor's factored moment along the split dimension), not all of them.
+    """
+    split_outputs: dict = {}  # param index -> [is each of its outputs split over the axis]
+    for deps, var, sharding in zip(_inputs_of_outputs(jaxpr), jaxpr.outvars, out_shardings):
+        if len(deps) != 1:
+            continue
+        plan = plans[i := next(iter(deps))]
+        if plan.split and math.prod(var.aval.shape) >= mesh.shape[plan.axis]:
+            spec = sharding.spec if isinstance(sharding, NamedSharding) else ()
+            split_outputs.setdefault(i, []).append(plan.axis in _axes_in(spec))
+    return [i for i, flags in sorted(split_outputs.items()) if not any(flags)]
+
+
+def _inputs_of_outputs(jaxpr: Any) -> list:
+    """For each output of ``jaxpr``, the indices of the inputs it is computed from (a superset where unsure).
+
+    Nested ``jit`` calls are followed into; any other equation's outputs are taken to depend on all its inputs.
+    """
+    deps = {var: frozenset([i]) for i, var in enumerate(jaxpr.invars)}
+
+    def of(var):
+        return deps.get(var, frozenset()) if isinstance(var, jex_core.Var) else frozenset()
+
+    for eqn in jaxpr.eqns:
+        inner = getattr(eqn.params.get("jaxpr"), "jaxpr", eqn.params.get("jaxpr"))
+        if isinstance(inner, jex_core.Jaxpr) and len(inner.invars) == len(eqn.invars):
+            outs = [frozenset().union(*(of(eqn.invars[j]) for j in used)) for used in _inputs_of_outputs(inner)]
+        else:
+            outs = [frozenset().union(*map(of, eqn.invars))] * len(eqn.outvars)
+        deps.update(zip(eqn.outvars, outs))
+    return [of(var) for var in jaxpr.outvars]
 
 
 def _has_explicit_axes(mesh: Mesh) -> bool:
@@ -127,13 +224,11 @@ def _axes_in(spec: list) -> set:
     return axes
 
 
-def _dimension_to_split(shape: tuple, spec: list, mesh: Mesh, axis: str):
-    """The longest dimension whose size divides evenly into its current shards times the axis size."""
-    best = None
-    for dim, size in enumerate(shape):
+def _dimensions_to_split(shape: tuple, spec: tuple, mesh: Mesh, axis: str) -> tuple:
+    """The dimensions whose size divides evenly into their current shards times the axis size, longest first."""
+    def divides(dim):
         entry = spec[dim]
         names = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
-        shards = math.prod(mesh.shape[name] for name in names) * mesh.shape[axis]
-        if size % shards == 0 and (best is None or size > shape[best]):
-            best = dim
-    return best
+        return shape[dim] % (math.prod(mesh.shape[name] for name in names) * mesh.shape[axis]) == 0
+
+    return tuple(sorted(filter(divides, range(len(shape))), key=lambda dim: -shape[dim]))  # stable: ties keep order

@@ -198,7 +198,49 @@ def _worker() -> dict:
                 errors.append(f"unclear error: {error}")
         return {"errors": errors}
 
-    report = {"uneven": uneven()}
+    def rows_only():
+        """A state that follows a split of the rows only (one running mean of the squared gradient per row):
+        split along the longest dimension first, the columns, it would stay whole; the next dimension that
+        divides, the rows, is taken instead. With no other dimension (9 rows), the param is named in a warning."""
+        import warnings
+
+        def init(params):
+            return jax.tree.map(lambda p: jnp.sum(optcore.tree_utils.state_zeros_like(p), axis=1), params)
+
+        def update(updates, state, params=None):
+            state = jax.tree.map(lambda v, g: 0.9 * v + 0.1 * jnp.mean(g * g, axis=1), state, updates)
+            return jax.tree.map(lambda g, v: g / jnp.sqrt(v[:, None] + 1e-8), updates, state), state
+
+        row_rms = optcore.GradientTransformation(init, update)
+        mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+        params = {"wide": np.ones((16, 64), np.float32), "odd_rows": np.ones((9, 64), np.float32)}
+        errors = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            shardings = optcore.sharding.state_shardings(row_rms, params, mesh)
+        messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        if (len(messages) != 1 or "does not keep the split" not in messages[0]
+                or "params['odd_rows'] (9, 64)" not in messages[0] or "params['wide']" in messages[0]):
+            errors.append(f"expected one warning naming params['odd_rows'] only, got {messages}")
+        if shardings["wide"].spec != P("data"):
+            errors.append(f"state['wide'] is on {shardings['wide'].spec}, expected split along the rows")
+        if "data" in str(shardings["odd_rows"].spec):
+            errors.append(f"state['odd_rows'] is on {shardings['odd_rows'].spec}, expected whole")
+        state = jax.jit(row_rms.init, out_shardings=shardings)(jax.device_put(params, NamedSharding(mesh, P())))
+        grads = {k: np.arange(v.size, dtype=np.float32).reshape(v.shape) for k, v in params.items()}
+        _, state = jax.jit(row_rms.update)(grads, state)
+        want = {k: 0.1 * np.mean(g * g, axis=1) for k, g in grads.items()}
+        if not all(np.allclose(state[k], want[k], rtol=1e-6) for k in want):
+            errors.append("the row-split state does not hold the rows' means")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            adam = optcore.sharding.state_shardings(optcore.adam(1e-3), params, mesh)
+        if caught or adam[0].mu["wide"].spec != P(None, "data") or adam[0].mu["odd_rows"].spec != P(None, "data"):
+            errors.append(f"Adam's state should stay split along the longest dimension, silently: {adam[0].mu}, "
+                          f"{[str(w.message) for w in caught]}")
+        return {"errors": errors}
+
+    report = {"uneven": uneven(), "rows_only": rows_only()}
     for name in OPTIMIZERS:
         reference, grads = single_device(name)
         for layout in LAYOUTS:
@@ -238,6 +280,10 @@ def test_state_split_over_the_data_axis(report, name, layout):
 
 def test_unsplittable_params_are_named_and_their_state_replicated(report):
     assert report["uneven"]["errors"] == [], "\n".join(report["uneven"]["errors"])
+
+
+def test_a_split_the_state_cannot_follow_moves_to_another_dimension_or_is_named(report):
+    assert report["rows_only"]["errors"] == [], "\n".join(report["rows_only"]["errors"])
 
 
 def test_the_example_shows_what_each_layout_costs_per_device():
