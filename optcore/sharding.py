@@ -54,13 +54,15 @@ def state_shardings(opt: Any, params: Any, mesh: Mesh, axis: str = "data") -> An
 
     Some states cannot follow every split: one that regroups a param's
     entries, such as an optcore-lowbit quantized moment whose blocks would run
-    across shard boundaries, comes out of ``init`` whole. Where none of the
-    state computed from a param alone (leaves of at least :math:`n` entries;
-    the dependence is read from ``init``'s jaxpr) is split over ``axis``, the
-    param's next longest dimension that divides is tried instead, and a param
-    for which no dimension works is named in a ``UserWarning`` (so its state
-    is never whole silently). The warnings ``init`` itself raises are passed
-    on for the layout chosen.
+    across shard boundaries, comes out of ``init`` whole. A param's own state
+    is what ``init`` computes from that param alone (read from its jaxpr;
+    leaves of at least :math:`n` entries). Where none of it is split over
+    ``axis``, or a leaf of at least a quarter of the param's entries is not
+    (smaller ones may be reductions over the split dimension), the param's
+    next longest dimension that divides is tried instead. A param for which
+    no dimension works is left where its own state costs least per device and
+    named in a ``UserWarning``, so no state is whole silently. The warnings
+    ``init`` itself raises are passed on for the layout chosen.
 
     Per device, params-shaped state then costs :math:`1/n` of its replicated
     size. The step's extra communication is one all-gather of the updates over
@@ -92,16 +94,7 @@ def state_shardings(opt: Any, params: Any, mesh: Mesh, axis: str = "data") -> An
             UserWarning,
             stacklevel=2,
         )
-    choice = [0] * len(plans)  # index into each plan's dims: the longest dimension first
-    while True:
-        split_params = jax.tree_util.tree_unflatten(treedef, [plan.abstract(mesh, c) for plan, c in zip(plans, choice)])
-        jaxpr, propagated, init_warnings = _propagate(init, split_params, mesh)
-        lost = _lost_splits(jaxpr, jax.tree.leaves(propagated), plans, mesh)
-        retry = [i for i in lost if choice[i] + 1 < len(plans[i].dims)]
-        if not retry:
-            break
-        for i in retry:  # the state did not follow this split: try the next longest dimension that divides
-            choice[i] += 1
+    propagated, lost, init_warnings = _search_splits(init, treedef, plans, mesh)
     for seen in init_warnings:  # the init's own, for the layout chosen (a plugin's advice on a split it cannot follow)
         warnings.warn_explicit(seen.message, seen.category, seen.filename, seen.lineno)
     if lost:
@@ -171,23 +164,60 @@ class _SplitPlan(NamedTuple):
         return jax.ShapeDtypeStruct(self.shape, self.dtype, sharding=NamedSharding(mesh, PartitionSpec(*spec)))
 
 
-def _lost_splits(jaxpr: Any, out_shardings: list, plans: list, mesh: Mesh) -> list:
-    """The params split over the axis whose state, as ``init`` computes it, is not split over the axis at all.
+def _search_splits(init: Any, treedef: Any, plans: list, mesh: Mesh) -> tuple:
+    """Propagates each param's split through ``init``, moving it to the next dimension where the state drops it.
 
-    A param's state here is every output of ``init`` computed from that param alone with at least as many
-    entries as the axis has devices (scalars, and leaves mixing several params, say nothing about one split).
-    Its split is lost when it has such outputs and none of them is split over the axis: a reduction may
-    leave one output whole (Adafactor's factored moment along the split dimension), not all of them.
+    Returns the state's shardings, the indices of the params whose state keeps no split tried (each left on the
+    dimension where its state cost least per device), and the warnings ``init`` raised for that layout.
     """
-    split_outputs: dict = {}  # param index -> [is each of its outputs split over the axis]
+    choice = [0] * len(plans)  # index into each plan's dims: the longest dimension first
+    tried: list = [{} for _ in plans]  # per param: choice -> bytes per device of its own state
+    while True:
+        split_params = jax.tree_util.tree_unflatten(treedef, [plan.abstract(mesh, c) for plan, c in zip(plans, choice)])
+        jaxpr, propagated, init_warnings = _propagate(init, split_params, mesh)
+        own = _own_state(jaxpr, jax.tree.leaves(propagated), plans, mesh)
+        for i, (cost, _) in own.items():
+            tried[i][choice[i]] = cost
+        lost = [i for i, (_, kept) in own.items() if not kept]
+        retry = [i for i in lost if choice[i] + 1 < len(plans[i].dims)]
+        if not retry:
+            break
+        for i in retry:
+            choice[i] += 1
+    cheapest = [min(costs, key=lambda c: (costs[c], c)) if i in lost else choice[i] for i, costs in enumerate(tried)]
+    if cheapest != choice:
+        split_params = jax.tree_util.tree_unflatten(treedef, [p.abstract(mesh, c) for p, c in zip(plans, cheapest)])
+        _, propagated, init_warnings = _propagate(init, split_params, mesh)
+    return propagated, lost, init_warnings
+
+
+def _own_state(jaxpr: Any, out_shardings: list, plans: list, mesh: Mesh) -> dict:
+    """For each param split over the axis: the bytes per device of its own state, and whether it keeps the split.
+
+    A param's own state is every output of ``init`` computed from that param alone with at least as many
+    entries as the axis has devices (scalars, and leaves that mix several params, say nothing about one
+    split). It keeps the split unless none of those outputs is split over the axis, or one holding a quarter
+    of the param's entries or more is not (quantization codes that regroup the entries into blocks longer
+    than a shard). Smaller outputs may stay whole: a reduction over the split dimension (Adafactor's
+    factored moment along it) is.
+    """
+    own: dict = {}  # param index -> (bytes per device, [(entries, split over the axis)])
     for deps, var, sharding in zip(_inputs_of_outputs(jaxpr), jaxpr.outvars, out_shardings):
         if len(deps) != 1:
             continue
         plan = plans[i := next(iter(deps))]
-        if plan.split and math.prod(var.aval.shape) >= mesh.shape[plan.axis]:
-            spec = sharding.spec if isinstance(sharding, NamedSharding) else ()
-            split_outputs.setdefault(i, []).append(plan.axis in _axes_in(spec))
-    return [i for i, flags in sorted(split_outputs.items()) if not any(flags)]
+        entries = math.prod(var.aval.shape)
+        if plan.split and entries >= mesh.shape[plan.axis]:
+            axes = _axes_in(sharding.spec if isinstance(sharding, NamedSharding) else ())
+            cost, outputs = own.get(i, (0, []))
+            per_device = entries * var.aval.dtype.itemsize // math.prod(mesh.shape[a] for a in axes)
+            own[i] = (cost + per_device, outputs + [(entries, plan.axis in axes)])
+    kept = {
+        i: any(split for _, split in outputs)
+        and all(split for entries, split in outputs if 4 * entries >= math.prod(plans[i].shape))
+        for i, (_, outputs) in own.items()
+    }
+    return {i: (cost, kept[i]) for i, (cost, _) in own.items()}
 
 
 def _inputs_of_outputs(jaxpr: Any) -> list:

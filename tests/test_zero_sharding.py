@@ -232,6 +232,23 @@ def _worker() -> dict:
         want = {k: 0.1 * np.mean(g * g, axis=1) for k, g in grads.items()}
         if not all(np.allclose(state[k], want[k], rtol=1e-6) for k in want):
             errors.append("the row-split state does not hold the rows' means")
+        # A state with a params-sized copy that is always whole (the warning names the param) and the columns'
+        # sums: of the dimensions tried, the split is left where that state costs least, the columns (the first).
+        def whole_copy_and_column_sums(params):
+            def state(p):
+                copy = jax.lax.with_sharding_constraint(optcore.tree_utils.state_zeros_like(p), NamedSharding(mesh, P()))
+                return copy, jnp.sum(optcore.tree_utils.state_zeros_like(p), axis=0)
+            return jax.tree.map(state, params)
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mixed = optcore.sharding.state_shardings(optcore.GradientTransformation(whole_copy_and_column_sums, update),
+                                                     {"wide": params["wide"]}, mesh)
+        messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        if len(messages) != 1 or "params['wide'] (16, 64)" not in messages[0]:
+            errors.append(f"expected one warning naming params['wide'], got {messages}")
+        if mixed["wide"][1].spec != P("data") or "data" in str(mixed["wide"][0].spec):
+            errors.append(f"expected a whole copy and split column sums, got {mixed['wide']}")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             adam = optcore.sharding.state_shardings(optcore.adam(1e-3), params, mesh)

@@ -194,6 +194,13 @@ def _zero_report() -> dict:
             "max_rel_diff": max(float(np.max(np.abs(a.astype(np.float64) - b) / (np.max(np.abs(b.astype(np.float64))) + 1e-30)))
                                 for a, b in pairs),
         }
+    # adamw_4bit on a (64, 96) param, whose longest dimension is a row of 96 (12 entries a shard): its rank-1
+    # second moment would follow that split, but its first moment's blocks of 128 (across rows) would not.
+    opt4 = optcore.get("adamw_4bit")(1e-2)
+    mesh = jax.make_mesh((DEVICES,), ("data",), axis_types=(AxisType.Auto,))
+    shardings = optcore.sharding.state_shardings(opt4, {"narrow": np.ones((64, 96), np.float32)}, mesh)
+    out["adamw_4bit_specs"] = {jax.tree_util.keystr(path): str(s.spec)
+                               for path, s in jax.tree_util.tree_leaves_with_path({"mu": shardings[0].mu, "nu": shardings[0].nu})}
     return out
 
 
@@ -338,6 +345,16 @@ def test_zero_splits_the_state_along_a_dimension_whose_blocks_stay_within_shards
     else:
         assert advice == []
     assert zero["codes_equal"] and zero["max_rel_diff"] <= 1e-6
+
+
+def test_zero_splits_a_4bit_state_where_its_first_moment_follows(report):
+    """A split the rank-1 second moment follows but the first moment's codes (half the param's entries)
+    do not is moved to the leading axis: every leaf is split but the column maxima, a reduction over it."""
+    assert report["zero"]["adamw_4bit_specs"] == {
+        "['mu']['narrow'].codes": "P('data', None)", "['mu']['narrow'].scales": "P('data',)",
+        "['nu']['narrow'].codes": "P('data', None)", "['nu']['narrow'].maxima[0]": "P('data',)",
+        "['nu']['narrow'].maxima[1]": "P()",
+    }
 
 
 if __name__ == "__main__":
