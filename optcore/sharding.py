@@ -62,7 +62,9 @@ def state_shardings(opt: Any, params: Any, mesh: Mesh, axis: str = "data") -> An
     next longest dimension that divides is tried instead. A param for which
     no dimension works is left where its own state costs least per device and
     named in a ``UserWarning``, so no state is whole silently. The warnings
-    ``init`` itself raises are passed on for the layout chosen.
+    ``init`` itself raises are passed on for the layout chosen. Each such
+    retry compiles ``init`` once more (for all the params that need it at
+    once; none of optcore's float optimizers needs one).
 
     Per device, params-shaped state then costs :math:`1/n` of its replicated
     size. The step's extra communication is one all-gather of the updates over
