@@ -5,6 +5,7 @@ By default it fakes 8 CPU devices, so it runs on a laptop:
     python examples/sharded_training.py                 # 8 fake CPU devices, both layouts
     python examples/sharded_training.py --layout zero   # one layout
     python examples/sharded_training.py --cpu-devices 0 # the real devices: every GPU/TPU jax sees
+    python examples/sharded_training.py --optimizer adamw_8bit  # any registered optimizer (here optcore-lowbit's)
 
 Two layouts of the same MLP, each printing what a device holds:
 
@@ -33,6 +34,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--layout", choices=["fsdp", "zero", "both"], default="both")
+    parser.add_argument("--optimizer", default="adamw", help="a registered optimizer's name (see `optcore list`)")
     return parser.parse_args(argv)
 
 
@@ -104,7 +106,7 @@ def train(args, layout, devices, model_axis):
         return jnp.mean((h @ params["w2"] + params["b2"] - y) ** 2)
 
     schedule = optcore.warmup_cosine_decay_schedule(0.0, 3e-3, warmup_steps=min(20, args.steps // 2), decay_steps=args.steps)
-    opt = optcore.chain(optcore.clip_by_global_norm(1.0), optcore.adamw(schedule, weight_decay=1e-4))
+    opt = optcore.chain(optcore.clip_by_global_norm(1.0), optcore.get(args.optimizer, learning_rate=schedule))
 
     def train_step(params, state, x, y):
         loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
@@ -135,9 +137,11 @@ def train(args, layout, devices, model_axis):
         if step % 50 == 0 or step == args.steps - 1:
             print(f"step {step:4d}  loss {float(loss):.4f}")
 
-    adam_state = state[1][0]
-    print(f"w1 {params['w1'].sharding.spec}: {params['w1'].addressable_shards[0].data.shape} per device; "
-          f"its Adam nu {adam_state.nu['w1'].sharding.spec}: {adam_state.nu['w1'].addressable_shards[0].data.shape}")
+    print(f"w1 {params['w1'].sharding.spec}: {params['w1'].addressable_shards[0].data.shape} per device; its state:")
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        if "['w1']" in jax.tree_util.keystr(path):
+            print(f"  state{jax.tree_util.keystr(path)} {leaf.dtype} {leaf.sharding.spec}: "
+                  f"{leaf.addressable_shards[0].data.shape} per device")
 
 
 if __name__ == "__main__":

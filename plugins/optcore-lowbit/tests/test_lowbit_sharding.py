@@ -357,5 +357,22 @@ def test_zero_splits_a_4bit_state_where_its_first_moment_follows(report):
     }
 
 
+def test_the_sharded_training_example_runs_zero_with_8bit_states():
+    """``examples/sharded_training.py --optimizer adamw_8bit``: ZeRO over 8 devices keeps 1/8 of the 8-bit
+    state per device. Its (32, 128) matrix's rows are one block each, which a split of the 128 columns would
+    cut, so ``state_shardings`` splits the rows."""
+    import os
+    import re
+
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "sharded_training.py")
+    proc = subprocess.run([sys.executable, example, "--layout", "zero", "--optimizer", "adamw_8bit", "--steps", "3"],
+                          env=fake_devices_env(None), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state, all_state = map(int, re.search(r"optimizer state (\d+) B of (\d+) B", proc.stdout).groups())
+    assert abs(state * 8 / all_state - 1) < 0.01, proc.stdout
+    assert "state[1][0].nu['w1'].codes uint8 P('data',): (2, 256) per device" in proc.stdout, proc.stdout
+    assert "state_shardings" not in proc.stderr, proc.stderr  # no param left whole
+
+
 if __name__ == "__main__":
     print(json.dumps(_report()))
