@@ -246,12 +246,20 @@ def _crossing_report() -> dict:
         wrapped.init({"w": jax.device_put(host["w"], NamedSharding(auto, P(None, "x")))})
     out["wrapper_eager_warnings"] = lowbit_warnings(caught)
     explicit = jax.make_mesh((DEVICES,), ("x",), axis_types=(AxisType.Explicit,))
-    for name, kwargs in [("adamw_8bit", {}), ("lion_8bit", {}), ("adamw_8bit_advised", {"block_size": 192})]:
-        opt = optcore.get(name.removesuffix("_advised"))(1e-2, **kwargs)
-        p_one, s_one = run(opt, {"w": jax.device_put(host["w"], jax.devices()[0])})
-        with jax.set_mesh(explicit), warnings.catch_warnings(record=True) as caught:
+    # FSDP beside tensor parallelism: a (32, 128) param split over both axes of a 4 x 2 mesh. Its rows are
+    # narrower than a block (blocks of 256 run across pairs of rows), so the "model" split of each row
+    # crosses blocks, while the "data" split (8 rows a shard) does not: the state keeps that one.
+    fsdp = jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Explicit,) * 2)
+    narrow = np.random.default_rng(3).normal(size=(32, 128)).astype(np.float32)
+    cases = [("adamw_8bit", {}, explicit, host["w"], P(None, "x")), ("lion_8bit", {}, explicit, host["w"], P(None, "x")),
+             ("adamw_8bit_advised", {"block_size": 192}, explicit, host["w"], P(None, "x")),
+             ("adamw_8bit_fsdp", {}, fsdp, narrow, P("data", "model"))]
+    for name, kwargs, mesh, w, spec in cases:
+        opt = optcore.get(name.removesuffix("_advised").removesuffix("_fsdp"))(1e-2, **kwargs)
+        p_one, s_one = run(opt, {"w": jax.device_put(w, jax.devices()[0])})
+        with jax.set_mesh(mesh), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            p_split, s_split = run(opt, {"w": jax.device_put(host["w"], NamedSharding(explicit, P(None, "x")))})
+            p_split, s_split = run(opt, {"w": jax.device_put(w, NamedSharding(mesh, spec))})
         pairs = list(zip(jax.tree.leaves((p_split, s_split)), jax.tree.leaves((p_one, s_one))))
         out[name] = {
             "warnings": lowbit_warnings(caught),
@@ -316,6 +324,16 @@ def test_blocks_across_shards_warn_with_a_block_size_that_fits(report):
     for warnings_seen in [crossing[k] for k in seen] + [crossing[k]["warnings"] for k in ("adamw_8bit", "lion_8bit")]:
         assert warnings_seen and all("(64, 768)" in w and "blocks of 192" in w and advice in w for w in warnings_seen)
     assert crossing["adamw_8bit_advised"]["warnings"] == []
+
+
+def test_blocks_across_one_axis_keep_the_split_of_the_others(report):
+    """FSDP and tensor parallelism on explicit axes, where only the tensor-parallel split crosses blocks: the
+    state drops that split and keeps the FSDP one (not whole on every device), and says so; the steps give one
+    device's numbers."""
+    entry = report["crossing"]["adamw_8bit_fsdp"]
+    assert entry["code_specs"] == ["P('data', None)"] and entry["param_spec"] == "P('data', 'model')"
+    assert entry["codes_equal"] and entry["max_rel_diff"] <= 1e-6
+    assert entry["warnings"] and all("split only as P('data', None)" in w for w in entry["warnings"])
 
 
 @pytest.mark.parametrize("name", ["adamw_8bit", "lion_8bit", "adamw_8bit_advised"])

@@ -24,6 +24,7 @@ from optcore_lowbit._quantize import (
     rank1_fits,
     requantize,
     requantize_rank1,
+    split_kept,
 )
 
 DEFAULT_BLOCK_SIZE = {8: 256, 4: 128}
@@ -94,8 +95,9 @@ def _visible_split(x):
 def warn_if_blocks_cross_shards(x, fmt: Format) -> None:
     """Warns when the blocks of ``x`` would run across its shard boundaries, naming a block size that fits.
 
-    Such blocks make the state whole on every device (XLA gathers or replicates it on auto mesh axes;
-    :func:`~optcore_lowbit._quantize._blocks` does on explicit ones). The split is seen on concrete
+    Such blocks keep the state from following the split of the axes whose shard boundaries they cross (XLA
+    gathers or replicates it over them on auto mesh axes; :func:`~optcore_lowbit._quantize._blocks` does on
+    explicit ones); the state keeps the rest of the split. The split is seen on concrete
     arrays and, under ``jax.jit``, on explicit mesh axes (JAX's default ``jax.make_mesh``); on auto axes
     it is only known to the compiler, and nothing is checked.
     """
@@ -107,10 +109,12 @@ def warn_if_blocks_cross_shards(x, fmt: Format) -> None:
     length = layout(shape, fmt.block_size, fmt.bits).length
     advice = (f"block_size={fits} (blocks of {layout(shape, fits, fmt.bits).length}) keeps whole blocks within shards"
               if fits else "no block size keeps whole blocks within shards")
+    kept = split_kept(shape, sharding, fmt.block_size, fmt.bits)
+    outcome = (f"this state is split only as {kept}" if any(entry is not None for entry in kept)
+               else "this state is kept whole on every device")
     warnings.warn(
         f"optcore_lowbit: the {fmt.bits}-bit state of a {shape} param split as {sharding.spec} is cut into blocks of "
-        f"{length} entries that run across its shard boundaries, so this state is kept whole on every device; "
-        f"{advice}.",
+        f"{length} entries that run across its shard boundaries, so {outcome}; {advice}.",
         UserWarning,
         stacklevel=2,
     )

@@ -59,7 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optcore import kit, numerics
+from optcore import numerics
 
 SIGNED = "signed"
 """The dynamic code with a sign bit (first moments, momentum)."""
@@ -194,28 +194,46 @@ def layout(shape: tuple, block_size: int, bits: int) -> Layout:
     return Layout(shape, lead, n_blocks, length + length % even)
 
 
-def _row_spacings(shape: tuple, sharding, n_lead: int) -> list:
-    """For each split axis of the row (the axes after the ``n_lead`` leading ones): the row's entries per shard
-    of that axis, so that its shard boundaries fall on multiples of it (a fraction where the split is uneven)."""
-    spacings = []
+def _row_splits(shape: tuple, sharding, n_lead: int) -> list:
+    """For each split axis of the row (the axes after the ``n_lead`` leading ones): the axis, and the row's
+    entries per shard of that axis, so that its shard boundaries fall on multiples of it (a fraction where
+    the split is uneven)."""
+    splits = []
     for axis, entry in enumerate(tuple(sharding.spec)[: len(shape)]):
         names = entry if isinstance(entry, tuple) else (entry,)
         parts = math.prod(sharding.mesh.shape[name] for name in names if name is not None)
         if axis >= n_lead and parts > 1:
-            spacings.append(shape[axis] * math.prod(shape[axis + 1:]) / parts)
-    return spacings
+            splits.append((axis, shape[axis] * math.prod(shape[axis + 1:]) / parts))
+    return splits
+
+
+def _crossing_axes(lay: Layout, sharding) -> list:
+    """The axes of the row whose shard boundaries fall inside blocks (all of its split axes if it is padded)."""
+    return [axis for axis, spacing in _row_splits(lay.shape, sharding, len(lay.lead))
+            if lay.pad or spacing != int(spacing) or int(spacing) % lay.length]
 
 
 def _within_shards(lay: Layout, sharding) -> bool:
     """Whether the row's shard boundaries all fall on block boundaries (and the row is not padded)."""
-    spacings = _row_spacings(lay.shape, sharding, len(lay.lead))
-    return not spacings or (lay.pad == 0 and all(s == int(s) and int(s) % lay.length == 0 for s in spacings))
+    return not _crossing_axes(lay, sharding)
 
 
 def blocks_within_shards(shape: tuple, sharding, block_size: int, bits: int) -> bool:
     """Whether each block of a leaf of ``shape``, split by ``sharding`` (a ``NamedSharding``), lies within
     one shard."""
     return _within_shards(layout(tuple(shape), block_size, bits), sharding)
+
+
+def _kept_split(lay: Layout, sharding) -> jax.sharding.PartitionSpec:
+    """``sharding``'s spec without the axes whose shard boundaries fall inside blocks."""
+    crossing = _crossing_axes(lay, sharding)
+    spec = (tuple(sharding.spec) + (None,) * len(lay.shape))[: len(lay.shape)]
+    return jax.sharding.PartitionSpec(*(None if axis in crossing else entry for axis, entry in enumerate(spec)))
+
+
+def split_kept(shape: tuple, sharding, block_size: int, bits: int) -> jax.sharding.PartitionSpec:
+    """The part of ``sharding``'s split (a ``NamedSharding``) that the blocks of a leaf of ``shape`` follow."""
+    return _kept_split(layout(tuple(shape), block_size, bits), sharding)
 
 
 # ---------------------------------------------------------------------------
@@ -400,13 +418,13 @@ def _dither_or_none(seed, first, shape):
 def _blocks(x, lay: Layout):
     """``x`` (shape ``lay.shape``) as float32 blocks ``(*lead, n_blocks, length)``, zero-padded.
 
-    On explicit mesh axes, blocks that would run across shards are no reshape JAX accepts: ``x`` is made
-    whole first, and the state it gives is whole on every device (what XLA does on auto axes; ``init``
-    warns with a block size that avoids it).
+    On explicit mesh axes, blocks that would run across shards are no reshape JAX accepts: ``x`` first
+    loses the splits of the axes whose shard boundaries fall inside blocks, and keeps the others (what XLA
+    does on auto axes; ``init`` warns with a block size that avoids it).
     """
     split = numerics.typed_sharding(x)
     if split is not None and not _within_shards(lay, split):
-        x = kit.whole(x)
+        x = jax.sharding.reshard(x, jax.sharding.NamedSharding(split.mesh, _kept_split(lay, split)))
     rows = x.astype(jnp.float32).reshape(*lay.lead, lay.row)
     if lay.pad:
         rows = jnp.pad(rows, [(0, 0)] * len(lay.lead) + [(0, lay.pad)])
