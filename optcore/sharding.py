@@ -222,10 +222,14 @@ def _own_state(jaxpr: Any, out_shardings: list, plans: list, mesh: Mesh) -> dict
     return {i: (cost, kept[i]) for i, (cost, _) in own.items()}
 
 
+_CALLS = frozenset({"jit", "pjit", "closed_call", "checkpoint", "remat"})  # primitives that call their "jaxpr" once
+
+
 def _inputs_of_outputs(jaxpr: Any) -> list:
     """For each output of ``jaxpr``, the indices of the inputs it is computed from (a superset where unsure).
 
-    Nested ``jit`` calls are followed into; any other equation's outputs are taken to depend on all its inputs.
+    Calls (``jit``, ``remat``) are followed into; any other equation's outputs are taken to depend on all its
+    inputs (a loop's carry may pass any input to any output over its iterations).
     """
     deps = {var: frozenset([i]) for i, var in enumerate(jaxpr.invars)}
 
@@ -233,7 +237,8 @@ def _inputs_of_outputs(jaxpr: Any) -> list:
         return deps.get(var, frozenset()) if isinstance(var, jex_core.Var) else frozenset()
 
     for eqn in jaxpr.eqns:
-        inner = getattr(eqn.params.get("jaxpr"), "jaxpr", eqn.params.get("jaxpr"))
+        inner = eqn.params.get("jaxpr") if eqn.primitive.name in _CALLS else None
+        inner = getattr(inner, "jaxpr", inner)  # a ClosedJaxpr's Jaxpr
         if isinstance(inner, jex_core.Jaxpr) and len(inner.invars) == len(eqn.invars):
             outs = [frozenset().union(*(of(eqn.invars[j]) for j in used)) for used in _inputs_of_outputs(inner)]
         else:

@@ -303,6 +303,24 @@ def test_a_split_the_state_cannot_follow_moves_to_another_dimension_or_is_named(
     assert report["rows_only"]["errors"] == [], "\n".join(report["rows_only"]["errors"])
 
 
+def test_the_state_of_a_param_is_read_from_init_through_calls_but_not_through_loops():
+    """Which inputs each output of ``init`` is computed from: through ``jit`` and ``checkpoint`` calls exactly;
+    through a loop, all of its inputs (a carry can pass any of them to any output over the iterations: here
+    two swaps bring ``a`` back, which one iteration's reading would miss)."""
+    import jax
+
+    from optcore.sharding import _inputs_of_outputs
+
+    def init(a, b, c):
+        def swap(carry, _):
+            return carry[::-1], None
+
+        (x, _), _ = jax.lax.scan(swap, (a, b), None, length=2)
+        return jax.jit(lambda u: 2 * u)(c), x, jax.checkpoint(lambda u: u + 1)(a), a, 1.0 + 0 * b
+
+    assert _inputs_of_outputs(jax.make_jaxpr(init)(1.0, 2.0, 3.0).jaxpr) == [{2}, {0, 1}, {0}, {0}, {1}]
+
+
 def test_the_example_shows_what_each_layout_costs_per_device():
     example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "sharded_training.py")
     proc = subprocess.run([sys.executable, example, "--steps", "3"], env=fake_devices_env(None), capture_output=True, text=True, timeout=300)
