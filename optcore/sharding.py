@@ -102,9 +102,10 @@ def state_shardings(opt: Any, params: Any, mesh: Mesh, axis: str = "data") -> An
     if lost:
         warnings.warn(
             f"state_shardings: the optimizer's init does not keep the split over mesh axis {axis!r} of {len(lost)} "
-            "params along any dimension that divides, so their state stays whole and costs its full size on each "
-            "device of the axis (a state that regroups a param's entries, such as quantization blocks longer than "
-            "a shard, cannot follow a split; an optimizer setting that fits the shards can): "
+            "params along any dimension that divides, so their state (or its largest part) stays whole and costs "
+            "its full size on each device of the axis (a state that regroups a param's entries, such as "
+            "quantization blocks longer than a shard, cannot follow a split; an optimizer setting that fits the "
+            "shards can): "
             + ", ".join(f"{plans[i].name} {plans[i].shape}" for i in lost),
             UserWarning,
             stacklevel=2,
