@@ -48,9 +48,13 @@ def state_shardings(opt: Any, params: Any, mesh: Mesh, axis: str = "data") -> An
     ``nu``) get the split, derived leaves follow consistently (Adafactor's
     factored moment along the split dimension is split, the one reduced over
     it stays whole, so the step needs no resharding), and scalars (counts,
-    injected hyperparameters) are replicated. A param of at least :math:`n`
-    entries with no dimension that divides is named in a ``UserWarning``: its
-    state stays whole over ``axis`` and costs its full size on every device.
+    injected hyperparameters) are replicated. State that ``init`` makes from
+    no param at all (constants to XLA, such as the ``jnp.zeros_like``
+    moments of Optax's inits, which propagation cannot place) takes the
+    layout of the params of its shape, where those all have one. A param of
+    at least :math:`n` entries with no dimension that divides is named in a
+    ``UserWarning``: its state stays whole over ``axis`` and costs its full
+    size on every device.
 
     Some states cannot follow every split: one that regroups a param's
     entries, such as an optcore-lowbit quantized moment whose blocks would run
@@ -96,7 +100,7 @@ def state_shardings(opt: Any, params: Any, mesh: Mesh, axis: str = "data") -> An
             UserWarning,
             stacklevel=2,
         )
-    propagated, lost, init_warnings = _search_splits(init, treedef, plans, mesh)
+    jaxpr, propagated, lost, init_warnings, choice = _search_splits(init, treedef, plans, mesh)
     for seen in init_warnings:  # the init's own, for the layout chosen (a plugin's advice on a split it cannot follow)
         warnings.warn_explicit(seen.message, seen.category, seen.filename, seen.lineno)
     if lost:
@@ -111,9 +115,9 @@ def state_shardings(opt: Any, params: Any, mesh: Mesh, axis: str = "data") -> An
             stacklevel=2,
         )
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.tree.map(
-        lambda s: NamedSharding(mesh, s.spec) if isinstance(s, NamedSharding) else replicated, propagated
-    )
+    shardings, out_tree = jax.tree.flatten(propagated)
+    shardings = [NamedSharding(mesh, s.spec) if isinstance(s, NamedSharding) else replicated for s in shardings]
+    return jax.tree.unflatten(out_tree, _split_constants(jaxpr, shardings, plans, choice, mesh, axis))
 
 
 def _propagate(init: Any, split_params: Any, mesh: Mesh) -> tuple:
@@ -170,8 +174,9 @@ class _SplitPlan(NamedTuple):
 def _search_splits(init: Any, treedef: Any, plans: list, mesh: Mesh) -> tuple:
     """Propagates each param's split through ``init``, moving it to the next dimension where the state drops it.
 
-    Returns the state's shardings, the indices of the params whose state keeps no split tried (each left on the
-    dimension where its state cost least per device), and the warnings ``init`` raised for that layout.
+    Returns ``init``'s jaxpr, the state's shardings, the indices of the params whose state keeps no split tried
+    (each left on the dimension where its state cost least per device), the warnings ``init`` raised for that
+    layout, and the dimension chosen for each param (an index into its ``dims``).
     """
     choice = [0] * len(plans)  # index into each plan's dims: the longest dimension first
     tried: list = [{} for _ in plans]  # per param: choice -> bytes per device of its own state
@@ -190,8 +195,8 @@ def _search_splits(init: Any, treedef: Any, plans: list, mesh: Mesh) -> tuple:
     cheapest = [min(costs, key=lambda c: (costs[c], c)) if i in lost else choice[i] for i, costs in enumerate(tried)]
     if cheapest != choice:
         split_params = jax.tree_util.tree_unflatten(treedef, [p.abstract(mesh, c) for p, c in zip(plans, cheapest)])
-        _, propagated, init_warnings = _propagate(init, split_params, mesh)
-    return propagated, lost, init_warnings
+        jaxpr, propagated, init_warnings = _propagate(init, split_params, mesh)
+    return jaxpr, propagated, lost, init_warnings, cheapest
 
 
 def _own_state(jaxpr: Any, out_shardings: list, plans: list, mesh: Mesh) -> dict:
@@ -221,6 +226,26 @@ def _own_state(jaxpr: Any, out_shardings: list, plans: list, mesh: Mesh) -> dict
         for i, (_, outputs) in own.items()
     }
     return {i: (cost, kept[i]) for i, (cost, _) in own.items()}
+
+
+def _split_constants(jaxpr: Any, shardings: list, plans: list, choice: list, mesh: Mesh, axis: str) -> list:
+    """``shardings`` with the state that ``init`` makes from no param at all split like the params of its shape.
+
+    Such leaves are constants to XLA (Optax's inits make their moments with ``jnp.zeros_like``, which ignores
+    the param's value), so propagation leaves them whole; any layout is theirs to take. A leaf with the shape
+    of params that all have one layout takes it, so it lines up with its param in the step; others keep theirs.
+    """
+    layouts: dict = {}  # shape -> the layouts chosen for the params of that shape
+    for plan, c in zip(plans, choice):
+        if plan.split:
+            layouts.setdefault(plan.shape, set()).add(plan.abstract(mesh, c).sharding.spec)
+    out = []
+    for deps, var, sharding in zip(_inputs_of_outputs(jaxpr), jaxpr.outvars, shardings):
+        candidates = layouts.get(tuple(var.aval.shape), set())
+        if not deps and len(candidates) == 1 and axis not in _axes_in(sharding.spec):
+            sharding = NamedSharding(mesh, next(iter(candidates)))
+        out.append(sharding)
+    return out
 
 
 _CALLS = frozenset({"jit", "pjit", "closed_call", "checkpoint", "remat"})  # primitives that call their "jaxpr" once

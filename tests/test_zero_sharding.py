@@ -249,6 +249,12 @@ def _worker() -> dict:
             errors.append(f"expected one warning naming params['wide'], got {messages}")
         if mixed["wide"][1].spec != P("data") or "data" in str(mixed["wide"][0].spec):
             errors.append(f"expected a whole copy and split column sums, got {mixed['wide']}")
+        # A state of constants, as Optax's inits make it (jnp.zeros_like ignores the param's value): propagation
+        # has nothing to follow, so each leaf takes the layout of the params of its shape.
+        constants = optcore.sharding.state_shardings(
+            optcore.GradientTransformation(lambda params: jax.tree.map(jnp.zeros_like, params), update), params, mesh)
+        if constants != {k: NamedSharding(mesh, P(None, "data")) for k in params}:
+            errors.append(f"a state of constants should be split like its params: {constants}")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             adam = optcore.sharding.state_shardings(optcore.adam(1e-3), params, mesh)
