@@ -137,7 +137,6 @@ class _SplitPlan(NamedTuple):
     dtype: Any
     spec: tuple  # the param's layout, one entry per dimension
     axis: str
-    split: bool  # already split over the axis by the param's own layout, or some dimension divides
     dims: tuple  # dimensions that divide evenly into more shards over the axis, longest first
 
     @classmethod
@@ -155,7 +154,12 @@ class _SplitPlan(NamedTuple):
         shape = tuple(jax.numpy.shape(p))
         spec = tuple((spec + [None] * len(shape))[: len(shape)])
         dims = () if axis in _axes_in(spec) else _dimensions_to_split(shape, spec, mesh, axis)
-        return cls(name, shape, jax.numpy.result_type(p), spec, axis, axis in _axes_in(spec) or bool(dims), dims)
+        return cls(name, shape, jax.numpy.result_type(p), spec, axis, dims)
+
+    @property
+    def split(self) -> bool:
+        """Split over the axis: by the param's own layout, or along one of ``dims``."""
+        return bool(self.dims) or self.axis in _axes_in(self.spec)
 
     def whole(self, mesh: Mesh) -> bool:
         """Not split, though big enough for a split to matter (smaller params' state costs nothing)."""
@@ -166,8 +170,7 @@ class _SplitPlan(NamedTuple):
         spec = list(self.spec)
         if self.dims:
             dim = self.dims[choice]
-            existing = () if spec[dim] is None else (spec[dim],) if isinstance(spec[dim], str) else tuple(spec[dim])
-            spec[dim] = existing + (self.axis,) if existing else self.axis
+            spec[dim] = _names(spec[dim]) + (self.axis,) if spec[dim] is not None else self.axis
         return jax.ShapeDtypeStruct(self.shape, self.dtype, sharding=NamedSharding(mesh, PartitionSpec(*spec)))
 
 
@@ -277,21 +280,18 @@ def _has_explicit_axes(mesh: Mesh) -> bool:
     return any(kind == jax.sharding.AxisType.Explicit for kind in getattr(mesh, "axis_types", ()))
 
 
-def _axes_in(spec: list) -> set:
-    axes = set()
-    for entry in spec:
-        if isinstance(entry, str):
-            axes.add(entry)
-        elif entry is not None:
-            axes.update(entry)
-    return axes
+def _names(entry: Any) -> tuple:
+    """The mesh axes of one entry of a ``PartitionSpec``: ``None``, an axis name, or a tuple of them."""
+    return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def _axes_in(spec: Any) -> set:
+    return {name for entry in spec for name in _names(entry)}
 
 
 def _dimensions_to_split(shape: tuple, spec: tuple, mesh: Mesh, axis: str) -> tuple:
     """The dimensions whose size divides evenly into their current shards times the axis size, longest first."""
     def divides(dim):
-        entry = spec[dim]
-        names = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
-        return shape[dim] % (math.prod(mesh.shape[name] for name in names) * mesh.shape[axis]) == 0
+        return shape[dim] % (math.prod(mesh.shape[name] for name in _names(spec[dim])) * mesh.shape[axis]) == 0
 
     return tuple(sorted(filter(divides, range(len(shape))), key=lambda dim: -shape[dim]))  # stable: ties keep order

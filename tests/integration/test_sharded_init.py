@@ -15,7 +15,8 @@ before jax is imported; see tests/test_sharding.py), on a 4 x 2
 * tracing ``update`` never calls the state-zeros helper: its extra read of the
   params is paid at init only, never in the step;
 * ``optcore.sharding.state_shardings`` gives a sharding for every state leaf
-  (the same tree as ``jax.eval_shape(opt.init, params)``).
+  (the same tree as ``jax.eval_shape(opt.init, params)``), and names no param
+  whose split the state drops.
 """
 
 from __future__ import annotations
@@ -130,9 +131,12 @@ def _worker() -> dict:
             if calls:
                 result["update-cost"].append(f"update calls optcore.tree_utils.state_full_like {len(calls)} times")
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # leaves that cannot be split are reported, by design
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")  # params that cannot be split are reported, by design
                 shardings = optcore.sharding.state_shardings(opt, placed(meshes[AxisType.Auto]), meshes[AxisType.Auto], axis="fsdp")
+            # Every param here is split over "fsdp" (but the 7 entries of "s"): an init whose state drops a split
+            # (low-bit blocks across the shards) would leave that state whole on every device.
+            result["state_shardings"] += [str(w.message)[:300] for w in caught if "does not keep the split" in str(w.message)]
             shapes = jax.eval_shape(opt.init, host)
             if jax.tree.structure(shardings) != jax.tree.structure(shapes):
                 result["state_shardings"].append(f"tree {jax.tree.structure(shardings)} is not the state's {jax.tree.structure(shapes)}")
