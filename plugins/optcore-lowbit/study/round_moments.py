@@ -26,8 +26,12 @@ the simulation), or the name of a registered optimizer (``adamw_8bit``).
 
     python plugins/optcore-lowbit/study/round_moments.py [--task digits] [--seeds 0-15]
         [--rows none adamw_8bit m=8bit,v=8bit v=8bit ...] [--quick]
+    python plugins/optcore-lowbit/study/round_moments.py --drift 8bit 8bit-stochastic bfloat16
 
 Prints a Markdown table. A measurement, not a test: it asserts nothing.
+With ``--drift`` it measures, instead of losses, where the stored second
+moment ends relative to the float32 one that the same gradients give (only
+``v`` rounded, a float32 copy carried beside it): the median entry's ratio.
 """
 
 from __future__ import annotations
@@ -52,8 +56,8 @@ import optcore_lowbit  # noqa: E402
 import lowbit_tasks as tasks_mod  # noqa: E402
 import lowbit_train as train  # noqa: E402
 
-DEFAULT_ROWS = ("none", "adamw_8bit", "m=8bit,v=8bit", "m=8bit", "v=8bit", "v=8bit-stochastic",
-                "m=bfloat16,v=bfloat16", "v=bfloat16")
+DEFAULT_ROWS = ("none", "adamw_8bit", "m=8bit,v=8bit-stochastic", "m=8bit,v=8bit", "m=8bit", "v=8bit",
+                "v=8bit-stochastic", "m=bfloat16,v=bfloat16", "v=bfloat16")
 FORMATS = ("bfloat16", "8bit", "8bit-stochastic")
 BLOCK_SIZE = 256
 # Distinct stochastic-rounding salts for the two moments of a leaf (as adamw_8bit's nu_rounding draws them).
@@ -76,13 +80,16 @@ class SimulatedAdamState(NamedTuple):
     count: jax.Array
     mu: Any
     nu: Any
+    float_nu: Any = None  # with ``shadow``: the second moment in float32 from the same gradients, never rounded
 
 
-def simulated_scale_by_adam(formats: dict[str, str], threshold: int) -> optcore.GradientTransformation:
+def simulated_scale_by_adam(formats: dict[str, str], threshold: int, shadow: bool = False) -> optcore.GradientTransformation:
     """Adam's rescaling in float32 (``optcore.adam``'s defaults), its stored moments rounded per ``formats``.
 
     ``formats`` maps ``"m"`` and/or ``"v"`` to a format; the update is computed
     from the new moments before they are rounded, as the low-bit optimizers do.
+    With ``shadow``, the state also carries the second moment the same
+    gradients give without rounding (``float_nu``), to measure the drift.
     """
     defaults = inspect.signature(optcore.scale_by_adam).parameters
     b1, b2, eps = (defaults[k].default for k in ("b1", "b2", "eps"))
@@ -91,7 +98,7 @@ def simulated_scale_by_adam(formats: dict[str, str], threshold: int) -> optcore.
 
     def init(params):
         zeros = jax.tree.map(jnp.zeros_like, params)
-        return SimulatedAdamState(jnp.zeros([], jnp.int32), zeros, zeros)
+        return SimulatedAdamState(jnp.zeros([], jnp.int32), zeros, zeros, zeros if shadow else None)
 
     def store(name, tree, count):
         if name not in rounders:
@@ -104,10 +111,14 @@ def simulated_scale_by_adam(formats: dict[str, str], threshold: int) -> optcore.
         del params
         count = state.count + 1
         mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
-        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)
+        def second_moment(nus):
+            return jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, nus, grads)
+
+        nu = second_moment(state.nu)
         c1, c2 = 1 - b1 ** count.astype(jnp.float32), 1 - b2 ** count.astype(jnp.float32)
         updates = jax.tree.map(lambda m, v: (m / c1) / (jnp.sqrt(v / c2) + eps), mu, nu)
-        return updates, SimulatedAdamState(count, store("m", mu, count), store("v", nu, count))
+        float_nu = None if state.float_nu is None else second_moment(state.float_nu)
+        return updates, SimulatedAdamState(count, store("m", mu, count), store("v", nu, count), float_nu)
 
     return optcore.GradientTransformation(init, update)
 
@@ -125,13 +136,41 @@ def parse_row(row: str) -> dict[str, str] | None:
     return formats
 
 
-def build(row: str, learning_rate: Any, weight_decay: float) -> optcore.GradientTransformation:
+def _threshold() -> int:
+    return int(inspect.signature(optcore_lowbit.adamw_8bit).parameters["min_quantized_size"].default)
+
+
+def build(row: str, learning_rate: Any, weight_decay: float, shadow: bool = False) -> optcore.GradientTransformation:
     formats = parse_row(row)
     if formats is None:
         return optcore.get(row, learning_rate=learning_rate, weight_decay=weight_decay)
-    threshold = int(inspect.signature(optcore_lowbit.adamw_8bit).parameters["min_quantized_size"].default)
-    return optcore.chain(simulated_scale_by_adam(formats, threshold), optcore.add_decayed_weights(weight_decay),
+    return optcore.chain(simulated_scale_by_adam(formats, _threshold(), shadow), optcore.add_decayed_weights(weight_decay),
                          optcore.scale_by_learning_rate(learning_rate))
+
+
+def drift(task_name: str, fmt: str, seeds: list[int], quick: bool = False) -> np.ndarray:
+    """Per seed, after the last step: the median over the rounded second-moment entries of the stored ``v``
+    relative to the float32 ``v`` of the same gradients, as a percentage (negative: stored lower).
+
+    Only ``v`` is rounded (through ``fmt``), so the two see one trajectory; entries whose float ``v`` is 0
+    (never a gradient) are left out.
+    """
+    task = tasks_mod.TASKS[task_name](quick)
+    schedule, _ = train.learning_rate_schedule(task.learning_rate, task.steps)
+    runner = train.Runner(task, build(f"v={fmt}", schedule, train.adamw_default_weight_decay(), shadow=True))
+    out = []
+    for seed in seeds:
+        problem = task.build(seed)
+        params, state = problem.params, runner.optimizer.init(problem.params)
+        order = jnp.asarray(problem.order)
+        for first in range(0, task.steps, task.eval_every):
+            params, state, _ = runner.chunk(params, state, problem.data, order[first:first + task.eval_every])
+        adam = state[0]
+        ratios = [np.log(np.asarray(v)[np.asarray(f) > 0] / np.asarray(f)[np.asarray(f) > 0])
+                  for v, f in zip(jax.tree.leaves(adam.nu), jax.tree.leaves(adam.float_nu)) if v.size >= _threshold()]
+        with np.errstate(divide="ignore"):  # a v stored as 0 is a ratio of 0: log -inf, below the median
+            out.append(100 * np.expm1(np.median(np.concatenate(ratios))))
+    return np.array(out)
 
 
 def final_losses(task, row: str, problems: dict, weight_decay: float) -> np.ndarray:
@@ -187,7 +226,19 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--seeds", type=_seeds, default=list(range(16)), help="e.g. 0-15 or 0,1,2 (default 0-15)")
     parser.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS))
     parser.add_argument("--quick", action="store_true", help="the study's --quick sizes (checks the script runs)")
+    parser.add_argument("--drift", nargs="+", choices=FORMATS, metavar="FORMAT",
+                        help="instead of the losses: how far the stored second moment drifts from float32's "
+                             f"when rounded through each FORMAT ({', '.join(FORMATS)})")
     args = parser.parse_args(argv)
+    if args.drift:
+        print(f"{args.task}: the second moment stored (only it rounded) against float32's from the same gradients, "
+              f"after the last step: median over entries, mean over seeds {args.seeds} ± s.e.\n")
+        print("| v rounded through | stored v against float32 v |\n|---|---|")
+        for fmt in args.drift:
+            per_seed = drift(args.task, fmt, args.seeds, args.quick)
+            se = per_seed.std(ddof=1) / np.sqrt(per_seed.size) if per_seed.size > 1 else np.nan
+            print(f"| `{fmt}` | {per_seed.mean():+.1f}% ± {se:.1f} |")
+        return None
     for row in args.rows:
         parse_row(row)  # a malformed row fails before any training
     results = compare(args.rows, args.task, args.seeds, args.quick)

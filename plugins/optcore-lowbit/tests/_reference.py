@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from optcore_lowbit import code_values
-from optcore_lowbit._quantize import SIGNED, layout
+from optcore_lowbit._quantize import SIGNED, UNSIGNED, layout
 
 
 def to_blocks(x: np.ndarray, block_size: int, bits: int) -> np.ndarray:
@@ -27,14 +27,20 @@ def from_blocks(blocks: np.ndarray, shape: tuple, block_size: int, bits: int) ->
     return rows.reshape(shape)
 
 
+def first_written(kind: str) -> int:
+    """The lowest code an encoder writes: 1 for the unsigned code (its level 0 is never stored), else 0."""
+    return 1 if kind == UNSIGNED else 0
+
+
 def nearest(values: np.ndarray, kind: str, bits: int) -> np.ndarray:
-    """Index of the nearest level of the code to each value (brute force)."""
-    table = code_values(kind, bits).astype(np.float64)
+    """Index of the nearest level of the code to each value (brute force), among the levels it writes."""
+    first = first_written(kind)
+    table = code_values(kind, bits).astype(np.float64)[first:]
     flat = values.reshape(-1).astype(np.float64)
     out = np.empty(flat.shape, np.int64)
     for start in range(0, flat.size, 4096):  # bounded memory
         part = flat[start:start + 4096]
-        out[start:start + 4096] = np.argmin(np.abs(part[:, None] - table[None, :]), axis=1)
+        out[start:start + 4096] = first + np.argmin(np.abs(part[:, None] - table[None, :]), axis=1)
     return out.reshape(values.shape)
 
 
@@ -76,7 +82,8 @@ def stochastic(values: np.ndarray, kind: str, bits: int, u: np.ndarray) -> np.nd
     table = code_values(kind, bits).astype(np.float64)
     x, u = values.reshape(-1).astype(np.float64), u.reshape(-1)
     if kind != SIGNED:
-        return _round_up_or_down(table, x, u).reshape(values.shape)
+        first = first_written(kind)
+        return (first + _round_up_or_down(table[first:], x, u)).reshape(values.shape)
     half = 2 ** (bits - 1)  # codes below: the magnitudes, increasing; the top bit: the sign
     magnitude = _round_up_or_down(table[:half], np.abs(x), u)
     return np.where(x < 0, magnitude + half, magnitude).reshape(values.shape)
@@ -118,10 +125,11 @@ def rank1_quantize_dequantize(x: np.ndarray, kind: str, bits: int, u=None) -> np
 def level_gap(normalized: np.ndarray, kind: str, bits: int) -> np.ndarray:
     """The distance between the two levels around each normalized value: twice the largest rounding error.
 
-    Outside the levels' range (below 1/16 for the linear code without zero)
-    it is twice the distance to the end level.
+    Outside the range of the levels written (below 1/16 for the linear code
+    without zero, below the smallest non-zero level for the unsigned code) it
+    is twice the distance to the end level.
     """
-    table = np.unique(code_values(kind, bits).astype(np.float64))
+    table = np.unique(code_values(kind, bits)[first_written(kind):].astype(np.float64))
     normalized = np.asarray(normalized, np.float64)
     i = np.clip(np.searchsorted(table, normalized), 1, table.size - 1)
     gap = table[i] - table[i - 1]

@@ -75,7 +75,7 @@ def _reference_run(name, steps, block, mu_rounding=None, nu_rounding=None):
                         if (mu_rounding or _DEFAULT_ROUNDING.get(name)) == "stochastic" else None)
                 # the second moment's uniforms: entries indexed in the block layout, or in the leaf for rank-1
                 nu_u = (uniforms(t, NU_SALT + position, p.size if rank1 else size)
-                        if nu_rounding == "stochastic" else None)
+                        if (nu_rounding or _DEFAULT_NU_ROUNDING.get(name)) == "stochastic" else None)
                 new = tuple(
                     rank1_quantize_dequantize(x, kind, bits, nu_u) if i == 1 and rank1
                     else quantize_dequantize(x, kind, bits, block, mu_u if i == 0 else nu_u)
@@ -86,6 +86,7 @@ def _reference_run(name, steps, block, mu_rounding=None, nu_rounding=None):
 
 
 _DEFAULT_ROUNDING = {"adamw_4bit": "stochastic", "adamw_8bit": "nearest"}
+_DEFAULT_NU_ROUNDING = {"adamw_4bit": "nearest", "adamw_8bit": "stochastic"}
 
 
 def _factory(name, block, mu_rounding=None, nu_rounding=None):
@@ -118,15 +119,16 @@ def _run(opt, steps, params=None):
 
 @pytest.mark.parametrize("name,block,mu_rounding,nu_rounding", [
     ("adamw_8bit", 2048, None, None), ("adamw_8bit", 256, None, None), ("adamw_8bit", 256, "stochastic", None),
-    ("adamw_8bit", 256, None, "stochastic"), ("adamw_4bit", 128, None, None), ("adamw_4bit", 128, "nearest", None),
+    ("adamw_8bit", 256, None, "nearest"), ("adamw_4bit", 128, None, None), ("adamw_4bit", 128, "nearest", None),
     ("adamw_4bit", 128, None, "stochastic"), ("lion_8bit", 2048, None, None), ("sgd_8bit", 2048, None, None)])
 def test_matches_the_numpy_reference(name, block, mu_rounding, nu_rounding):
     """Five steps equal the reference.
 
-    ``adamw_4bit`` rounds its first moment stochastically by default: the
-    reference draws the documented uniforms and rounds by its own rule; so
-    for either moment with ``mu_rounding`` / ``nu_rounding="stochastic"``
-    (the second moment with uniforms of its own, rank-1 scaled ones included).
+    ``adamw_4bit`` rounds its first moment stochastically by default, and
+    ``adamw_8bit`` its second: the reference draws the documented uniforms and
+    rounds by its own rule; so for either moment with ``mu_rounding`` /
+    ``nu_rounding="stochastic"`` (the second moment with uniforms of its own,
+    rank-1 scaled ones included).
     """
     params, state = _run(_factory(name, block, mu_rounding, nu_rounding), 5)
     expected = _reference_run(name, 5, block, mu_rounding, nu_rounding)
@@ -183,6 +185,36 @@ def test_first_step_is_exact_adamw():
     want, _ = _run(optcore.adamw(LR, weight_decay=WD), 1)
     for k in SHAPES:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("nu_rounding", ["nearest", "stochastic"])
+def test_a_second_moment_far_below_its_block_maximum_keeps_the_step_bounded(nu_rounding):
+    """The zero-point problem of the 8-bit second moment.
+
+    Step 1: one entry of a block gets a gradient of 1, the others 1e-5, so
+    their second moments are 1e-10 of the block's maximum, below the
+    code's smallest level (1e-7). Step 2: no gradient for them. Had their
+    second moment been stored as 0 (0.4 and earlier, rounding to nearest),
+    the step would be ``m / eps``: about 470 here. Stored as the smallest
+    level it is overestimated, so the step is smaller than float32 Adam's
+    (0.67), never larger.
+    """
+    g1 = np.full(4096, 1e-5, np.float32)
+    g1[0] = 1.0
+    g2 = np.zeros(4096, np.float32)
+    g2[0] = 1.0
+
+    def two_steps(opt):
+        state = opt.init(jnp.zeros(4096))
+        _, state = jax.jit(opt.update)(jnp.asarray(g1), state)
+        updates, _ = jax.jit(opt.update)(jnp.asarray(g2), state)
+        return np.asarray(updates)
+
+    got = two_steps(optcore_lowbit.scale_by_adam_8bit(nu_rounding=nu_rounding))
+    want = two_steps(optcore.scale_by_adam())
+    assert 0.6 < want[1] < 0.7 and np.all(want[1:] == want[1])
+    assert np.all(np.isfinite(got)) and np.all(got[1:] > 0) and np.all(got[1:] <= want[1:])
+    np.testing.assert_allclose(got[0], want[0], rtol=0.02)
 
 
 def test_state_layout_and_bytes():
@@ -257,13 +289,14 @@ def test_bf16_params_keep_their_dtype():
 
 
 def test_quantize_state_matches_the_dedicated_transform():
-    """quantize_state(adamw) stores mu signed and nu unsigned (by field name): adamw_8bit's numbers."""
+    """quantize_state(adamw) stores mu signed and nu unsigned (by field name): adamw_8bit's numbers, with the
+    second moment rounded to nearest (the wrapper's rounding applies to signed fields)."""
     wrapped = optcore_lowbit.quantize_state(optcore.adamw(LR, weight_decay=WD), min_quantized_size=MIN_SIZE)
     state = wrapped.init(jax.tree.map(jnp.asarray, _params()))
     assert state[0].mu["w"].kind == SIGNED and state[0].nu["w"].kind == UNSIGNED
     assert not _quantize.is_quantized(state[0].mu["small"])
     got, _ = _run(wrapped, 5)
-    want, _ = _run(_factory("adamw_8bit", optcore_lowbit.DEFAULT_BLOCK_SIZE[8]), 5)
+    want, _ = _run(_factory("adamw_8bit", optcore_lowbit.DEFAULT_BLOCK_SIZE[8], nu_rounding="nearest"), 5)
     for k in SHAPES:
         same = np.isclose(got[k], want[k], rtol=2e-6, atol=1e-7)
         assert same.mean() > 0.998, (k, same.mean())

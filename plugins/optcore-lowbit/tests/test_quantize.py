@@ -11,7 +11,7 @@ import optcore_lowbit
 from optcore_lowbit import _quantize
 from optcore_lowbit._quantize import LINEAR_NO_ZERO, SIGNED, UNSIGNED, decode, encode, layout
 
-from _reference import level_gap, nearest, quantize_dequantize, rank1_quantize_dequantize, stochastic, to_blocks, uniforms
+from _reference import first_written, level_gap, nearest, quantize_dequantize, rank1_quantize_dequantize, stochastic, to_blocks, uniforms
 
 CODES = [(SIGNED, 8), (UNSIGNED, 8), (SIGNED, 4), (LINEAR_NO_ZERO, 4)]
 
@@ -55,7 +55,7 @@ def test_encode_rounds_to_the_nearest_level(kind, bits):
     rng = np.random.default_rng(0)
     table = optcore_lowbit.code_values(kind, bits)
     low = -1.0 if kind == SIGNED else 0.0
-    levels = np.unique(table)
+    levels = np.unique(table[first_written(kind):])  # the unsigned code's level 0 is never written
     sign = rng.choice([-1.0, 1.0], 20000) if kind == SIGNED else 1.0
     x = np.concatenate([
         rng.uniform(low, 1.0, 20000),
@@ -118,12 +118,32 @@ def test_stochastic_rounding_picks_a_neighbouring_level_without_bias(kind, bits)
     for step in range(draws):
         mean += table[np.asarray(encode_with(jnp.asarray(x), _quantize.rounding_seed(jnp.int32(step), 0)))]
     mean /= draws
-    inside = (np.abs(x) >= np.abs(table).min()) if kind == LINEAR_NO_ZERO else np.ones(x.shape, bool)
+    inside = np.abs(x) >= np.abs(table[first_written(kind):]).min()  # below the smallest level written: always up
     # Bernoulli between two levels: the sample mean's standard deviation is at most gap / (2 sqrt(draws)).
     bound = 5 * level_gap(x, kind, bits) / (2 * np.sqrt(draws)) + 1e-6
     assert np.all(np.abs(mean - x)[inside] <= bound[inside])
     nearest_bias = np.abs(table[nearest(x, kind, bits)] - x)[inside]
     assert np.mean(np.abs(mean - x)[inside]) < 0.2 * np.mean(nearest_bias)
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_the_unsigned_code_never_writes_zero(rounding):
+    """A second moment stored as 0 turns ``m / (sqrt(v) + eps)`` into an unbounded step: the unsigned code writes
+    its smallest non-zero level, 1e-7 of the block's maximum, for anything below it (0 included), whichever
+    the rounding. A block of zeros still decodes to 0 (its scale is 0), and so does the code 0 (written by
+    0.4 and earlier, whose states still restore)."""
+    smallest = optcore_lowbit.code_values(UNSIGNED, 8)[1]
+    assert smallest == np.float32(1e-7)
+    x = np.zeros(256, np.float32)
+    x[:6] = [1.0, 5e-8, 4.9e-8, 1e-9, 1e-30, 0.0]
+    seed = _quantize.rounding_seed(jnp.int32(3), 0) if rounding == "stochastic" else None
+    q = optcore_lowbit.quantize(jnp.asarray(x), UNSIGNED, 8, 256, seed=seed)
+    assert int(np.asarray(q.codes).min()) == 1
+    back = np.asarray(optcore_lowbit.dequantize(q))
+    assert back[0] == 1.0 and np.all(back[1:] == smallest)
+    zeros = optcore_lowbit.quantize(jnp.zeros(256), UNSIGNED, 8, 256, seed=seed)
+    np.testing.assert_array_equal(np.asarray(optcore_lowbit.dequantize(zeros)), 0.0)
+    assert float(decode(jnp.zeros(3, jnp.uint8), UNSIGNED, 8)[0]) == 0.0
 
 
 @pytest.mark.parametrize("kind,bits,block", [(SIGNED, 8, 2048), (UNSIGNED, 8, 2048), (SIGNED, 4, 128),

@@ -143,3 +143,16 @@ def test_round_moments_simulates_adamw():
     assert not np.array_equal(rounded["losses"], rounded["reference"])
     with pytest.raises(ValueError, match=r"row 'v=9bit'.*\['v=9bit'\]"):
         diagnostic.parse_row("v=9bit")
+
+
+def test_round_moments_drift_of_the_second_moment():
+    """--drift: rounded to nearest, the 8-bit second moment ends below the float32 one of the same gradients
+    (held in place relative to its block's maximum), stochastically rounded it follows it, and bfloat16,
+    held in place absolutely, ends above it (the study README's table; here the quick sizes, two seeds)."""
+    pytest.importorskip("optcore_lowbit", reason="the diagnostic rounds through optcore-lowbit's codes")
+    pytest.importorskip("sklearn", reason="the digits task needs scikit-learn (study/requirements.txt)")
+    diagnostic = _load("round_moments.py", "lowbit_round_moments")
+    nearest, stochastic, bfloat16 = (diagnostic.drift("digits", fmt, [0, 1], quick=True)
+                                     for fmt in ("8bit", "8bit-stochastic", "bfloat16"))
+    assert np.all(nearest < -0.3) and np.all(np.abs(stochastic) < 0.2) and np.all(bfloat16 > 0.2), \
+        (nearest, stochastic, bfloat16)

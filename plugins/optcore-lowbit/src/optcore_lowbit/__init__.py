@@ -33,7 +33,7 @@ from optcore_lowbit._transforms import (
 )
 from optcore_lowbit._wrapper import NONNEGATIVE_FIELDS, QuantizeStateState, quantize_state
 
-__version__ = "0.4.1"
+__version__ = "0.5.0"
 
 # Kinds under which _plugin registers each public function (states and helpers are not registered).
 OPTIMIZERS = ("adam_8bit", "adamw_4bit", "adamw_8bit", "lion_8bit", "sgd_8bit")

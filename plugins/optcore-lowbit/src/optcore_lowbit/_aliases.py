@@ -33,7 +33,7 @@ def adam_8bit(
     block_size: int = 256,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
     mu_rounding: str = "nearest",
-    nu_rounding: str = "nearest",
+    nu_rounding: str = "stochastic",
 ) -> base.GradientTransformationExtraArgs:
     r"""Adam with 8-bit states: :math:`\theta_{t+1} = \theta_t - \eta\, u_t`, :math:`u_t` of :func:`scale_by_adam_8bit`.
 
@@ -81,7 +81,7 @@ def adamw_8bit(
     block_size: int = 256,
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
     mu_rounding: str = "nearest",
-    nu_rounding: str = "nearest",
+    nu_rounding: str = "stochastic",
 ) -> base.GradientTransformationExtraArgs:
     r"""AdamW with 8-bit states (bitsandbytes' ``AdamW8bit``).
 

@@ -32,7 +32,11 @@ equally spaced levels each (the top one :math:`10^{-e}`), the last interval
 spends the sign's bit on one more decade, down to :math:`10^{-7}`, rather
 than on twice the levels per decade: a second moment rounded to zero makes a
 huge step. The other layout trained no differently in the quality study, with
-2048-entry blocks.)
+2048-entry blocks.) For the same reason the encoder of the unsigned code
+never writes its level 0: anything below :math:`10^{-7}` of the block's
+maximum is stored as that level (an overestimate: the step gets smaller,
+never unbounded). Its code 0 still decodes to 0, for states written by
+0.4 and earlier.
 The level of magnitude index ``m`` in decade ``e`` is
 :math:`\mathrm{lo}_e + (m - k_e + 1) w_e / k_e`, so the levels of a decade and
 the top level of the next one are equally spaced: round-to-nearest is one
@@ -265,6 +269,8 @@ def code_values(kind: str, bits: int) -> np.ndarray:
     """The levels of a code, indexed by the code (float32; ``2**bits`` entries).
 
     Signed codes: bit ``bits-1`` is the sign, the low bits the magnitude index.
+    The unsigned code's level 0 (code 0) is decoded but never written (see the
+    module's docs).
     """
     n = 2**bits
     if kind == LINEAR_NO_ZERO:
@@ -334,8 +340,8 @@ def encode(x, kind: str, bits: int, dither=None):
     if kind == LINEAR_NO_ZERO:
         n = 2**bits
         return jnp.clip(_round(x * n - 1, dither), 0, n - 1).astype(jnp.uint8)
-    if kind == UNSIGNED:
-        return _encode_magnitude(_clip_unit(x), kind, bits, dither).astype(jnp.uint8)
+    if kind == UNSIGNED:  # never the level 0: a second moment stored as 0 would make an unbounded step
+        return jnp.maximum(_encode_magnitude(_clip_unit(x), kind, bits, dither), 1).astype(jnp.uint8)
     m = _encode_magnitude(_clip_unit(jnp.abs(x)), kind, bits, dither).astype(jnp.uint8)
     return jnp.where(x < 0, m | jnp.uint8(2 ** (bits - 1)), m)
 
