@@ -202,7 +202,7 @@ def main(argv=None) -> int:
     for tree_name, params in trees.items():
         results += measure(tree_name, params, args.repeats, compiler_options, args.codec_bound)
 
-    header = f"{'tree':<12} {'init':<5} {'row':<16} {'state MB':>9} {'state x':>8} {'peak MB':>8} {'peak x':>7} {'step ms':>8} {'time x':>7} {'rel diff':>9}"
+    header = f"{'tree':<12} {'init':<5} {'row':<21} {'state MB':>9} {'state x':>8} {'peak MB':>8} {'peak x':>7} {'step ms':>8} {'time x':>7} {'rel diff':>9}"
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {platform.machine()}, {os.cpu_count()} CPUs; "
           f"size {args.size}, {args.leaves} leaves, {args.repeats} repeats"
           + (f"; compiler options {compiler_options}" if compiler_options else ""))
@@ -210,7 +210,7 @@ def main(argv=None) -> int:
     for r in results:
         peak = "-" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 1e6:8.1f}"
         peak_x = "-" if r["peak_ratio"] is None else f"{r['peak_ratio']:7.3f}"
-        print(f"{r['tree']:<12} {r['init']:<5} {r['row']:<16} {r['state_bytes'] / 1e6:9.2f} {r['state_ratio']:8.3f} "
+        print(f"{r['tree']:<12} {r['init']:<5} {r['row']:<21} {r['state_bytes'] / 1e6:9.2f} {r['state_ratio']:8.3f} "
               f"{peak:>8} {peak_x:>7} {r['step_s'] * 1e3:8.2f} {r['time_ratio']:7.3f} {r['max_rel_diff']:9.2e}")
     for line in verdicts(results):
         print(line)
