@@ -110,18 +110,25 @@ class Runner:
         self.chunk = jax.jit(chunk)
         self.evaluate = _evaluator(task)
 
-    def run(self, problem) -> dict:
-        """Trains from ``problem.params``; returns the loss curves and final losses as Python floats."""
+    def chunks(self, problem):
+        """Trains from ``problem.params``, yielding ``(params, opt_state, step losses)`` after each chunk of
+        ``eval_every`` steps (device arrays; nothing is read back)."""
         task = self.task
         if task.steps % task.eval_every:
             raise ValueError(f"{task.name}: steps ({task.steps}) must be a multiple of eval_every ({task.eval_every}).")
-        start = time.perf_counter()
         params = problem.params
         opt_state = self.optimizer.init(params)
         order = jnp.asarray(problem.order)
-        step_losses, evals = [], [self.evaluate(params, problem.train_eval, problem.heldout_eval)]
         for first in range(0, task.steps, task.eval_every):
             params, opt_state, losses = self.chunk(params, opt_state, problem.data, order[first:first + task.eval_every])
+            yield params, opt_state, losses
+
+    def run(self, problem) -> dict:
+        """Trains from ``problem.params``; returns the loss curves and final losses as Python floats."""
+        task = self.task
+        start = time.perf_counter()
+        step_losses, evals = [], [self.evaluate(problem.params, problem.train_eval, problem.heldout_eval)]
+        for params, _, losses in self.chunks(problem):
             step_losses.append(losses)
             evals.append(self.evaluate(params, problem.train_eval, problem.heldout_eval))
         # The one host read of the run.

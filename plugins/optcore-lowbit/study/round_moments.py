@@ -111,6 +111,7 @@ def simulated_scale_by_adam(formats: dict[str, str], threshold: int, shadow: boo
         del params
         count = state.count + 1
         mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
+
         def second_moment(nus):
             return jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, nus, grads)
 
@@ -160,16 +161,14 @@ def drift(task_name: str, fmt: str, seeds: list[int], quick: bool = False) -> np
     runner = train.Runner(task, build(f"v={fmt}", schedule, train.adamw_default_weight_decay(), shadow=True))
     out = []
     for seed in seeds:
-        problem = task.build(seed)
-        params, state = problem.params, runner.optimizer.init(problem.params)
-        order = jnp.asarray(problem.order)
-        for first in range(0, task.steps, task.eval_every):
-            params, state, _ = runner.chunk(params, state, problem.data, order[first:first + task.eval_every])
-        adam = state[0]
-        ratios = [np.log(np.asarray(v)[np.asarray(f) > 0] / np.asarray(f)[np.asarray(f) > 0])
-                  for v, f in zip(jax.tree.leaves(adam.nu), jax.tree.leaves(adam.float_nu)) if v.size >= _threshold()]
+        *_, (_, state, _) = runner.chunks(task.build(seed))  # the state after the last step
+        adam = jax.device_get(state[0])
+        stored, exact = zip(*[(v, f) for v, f in zip(jax.tree.leaves(adam.nu), jax.tree.leaves(adam.float_nu))
+                              if v.size >= _threshold()])
+        stored, exact = np.concatenate([v.ravel() for v in stored]), np.concatenate([f.ravel() for f in exact])
+        seen = exact > 0
         with np.errstate(divide="ignore"):  # a v stored as 0 is a ratio of 0: log -inf, below the median
-            out.append(100 * np.expm1(np.median(np.concatenate(ratios))))
+            out.append(100 * np.expm1(np.median(np.log(stored[seen] / exact[seen]))))
     return np.array(out)
 
 

@@ -162,11 +162,11 @@ def scale_by_adam_8bit(
         (stored exactly) it drifts: on the quality study's digits MLP its
         median entry ends 5% below the float32 one of the same gradients
         (bfloat16's, held in place absolutely, 14% above), and the training
-        loss 2.1% below float32 AdamW's (16 seeds). Rounded stochastically, its expected value follows the float
-        one: +0.3% ± 0.4 training and +0.1% ± 0.4 held-out loss over those
-        16 seeds, for about 5% more step time on the CPU. The random numbers
-        are drawn as for ``mu_rounding``, from a salt of the second moment's
-        own.
+        loss 2.1% below float32 AdamW's (16 seeds). Rounded stochastically,
+        its expected value follows the float one: +0.3% ± 0.4 training and
+        +0.1% ± 0.4 held-out loss over those 16 seeds, for 0-7% more step
+        time on the CPU. The random numbers are drawn as for
+        ``mu_rounding``, from a salt of the second moment's own.
     """
     fmt = _common.make_format(8, block_size, min_quantized_size)
     return _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, UNSIGNED, False, mu_rounding,
