@@ -68,6 +68,9 @@ def rows(lr: float = 1e-3, wd: float = 1e-4) -> dict[str, tuple[Any, Callable[[]
         # 0.4's default and the paper's: the second moment rounded to nearest (0.5 rounds it stochastically)
         "adamw_8bit nu nearest": (optcore, lambda: optcore_lowbit.adamw_8bit(lr, weight_decay=wd, nu_rounding="nearest")),
         "adamw_4bit": (optcore, lambda: optcore_lowbit.adamw_4bit(lr, weight_decay=wd)),
+        # 0.5's default and the paper's: the second moment in the linear code, rounded to nearest
+        "adamw_4bit nu linear": (optcore, lambda: optcore_lowbit.adamw_4bit(lr, weight_decay=wd, nu_code="linear",
+                                                                            nu_rounding="nearest")),
     }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from optcore_lowbit import code_values
-from optcore_lowbit._quantize import SIGNED, UNSIGNED, layout
+from optcore_lowbit._quantize import FLOAT_NO_ZERO, SIGNED, UNSIGNED, layout
 
 
 def to_blocks(x: np.ndarray, block_size: int, bits: int) -> np.ndarray:
@@ -28,8 +28,9 @@ def from_blocks(blocks: np.ndarray, shape: tuple, block_size: int, bits: int) ->
 
 
 def first_written(kind: str) -> int:
-    """The lowest code an encoder writes: 1 for the unsigned code (its level 0 is never stored), else 0."""
-    return 1 if kind == UNSIGNED else 0
+    """The lowest code an encoder writes: 1 for the unsigned code (its level 0 is never stored), 3 for the
+    4-bit float code (nothing below 2^-6 is stored), else 0."""
+    return {UNSIGNED: 1, FLOAT_NO_ZERO: 3}.get(kind, 0)
 
 
 def nearest(values: np.ndarray, kind: str, bits: int) -> np.ndarray:
@@ -126,7 +127,7 @@ def level_gap(normalized: np.ndarray, kind: str, bits: int) -> np.ndarray:
     """The distance between the two levels around each normalized value: twice the largest rounding error.
 
     Outside the range of the levels written (below 1/16 for the linear code
-    without zero, below the smallest non-zero level for the unsigned code) it
+    without zero, below 2^-6 for the float code, below the smallest non-zero level for the unsigned code) it
     is twice the distance to the end level.
     """
     table = np.unique(code_values(kind, bits)[first_written(kind):].astype(np.float64))

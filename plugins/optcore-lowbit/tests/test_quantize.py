@@ -9,11 +9,11 @@ import pytest
 
 import optcore_lowbit
 from optcore_lowbit import _quantize
-from optcore_lowbit._quantize import LINEAR_NO_ZERO, SIGNED, UNSIGNED, decode, encode, layout
+from optcore_lowbit._quantize import FLOAT_NO_ZERO, LINEAR_NO_ZERO, SIGNED, UNSIGNED, decode, encode, layout
 
 from _reference import first_written, level_gap, nearest, quantize_dequantize, rank1_quantize_dequantize, stochastic, to_blocks, uniforms
 
-CODES = [(SIGNED, 8), (UNSIGNED, 8), (SIGNED, 4), (LINEAR_NO_ZERO, 4)]
+CODES = [(SIGNED, 8), (UNSIGNED, 8), (SIGNED, 4), (LINEAR_NO_ZERO, 4), (FLOAT_NO_ZERO, 4)]
 
 
 @pytest.mark.parametrize("kind,bits", CODES)
@@ -24,6 +24,9 @@ def test_code_tables(kind, bits):
     assert magnitudes.max() == 1.0
     if kind == LINEAR_NO_ZERO:  # (i + 1) / 16: no zero level (the 4-bit paper's zero-point fix)
         np.testing.assert_array_equal(table, (np.arange(16) + 1) / 16)
+        return
+    if kind == FLOAT_NO_ZERO:  # one mantissa bit: 2^-k and 0.75 * 2^-k, increasing, top level 1
+        np.testing.assert_array_equal(table, np.sort([2.0**-k for k in range(8)] + [0.75 * 2.0**-k for k in range(8)]))
         return
     assert 0.0 in table
     # The dynamic code: 2^(B-1-e) equally spaced levels in each decade [10^-e-1, 10^-e] (B magnitude bits).
@@ -146,8 +149,39 @@ def test_the_unsigned_code_never_writes_zero(rounding):
     assert float(decode(jnp.zeros(3, jnp.uint8), UNSIGNED, 8)[0]) == 0.0
 
 
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_the_float_code_writes_nothing_below_its_floor(rounding):
+    """The 4-bit float code stores anything below 2^-6 of its scale (0 included) as 2^-6, whichever the
+    rounding, as the linear code stores small values as 1/16: its three lower levels are decoded, never
+    written. A block of zeros decodes to 0 (its scale is 0); NaN goes to the top level, as in the other codes.
+    """
+    floor = optcore_lowbit.code_values(FLOAT_NO_ZERO, 4)[3]
+    assert floor == 2.0**-6
+    x = np.zeros(128, np.float32)
+    x[:7] = [1.0, 2.0**-6, 0.015, 1e-3, 1e-30, 0.0, 0.75]
+    seed = _quantize.rounding_seed(jnp.int32(3), 0) if rounding == "stochastic" else None
+    q = optcore_lowbit.quantize(jnp.asarray(x), FLOAT_NO_ZERO, 4, 128, seed=seed)
+    back = np.asarray(optcore_lowbit.dequantize(q))
+    assert back[0] == 1.0 and back[6] == 0.75 and np.all(back[1:6] == floor) and np.all(back[7:] == floor)
+    zeros = optcore_lowbit.quantize(jnp.zeros(128), FLOAT_NO_ZERO, 4, 128, seed=seed)
+    np.testing.assert_array_equal(np.asarray(optcore_lowbit.dequantize(zeros)), 0.0)
+    codes = np.asarray(encode(jnp.asarray([np.nan, -1.0, 2.0]), FLOAT_NO_ZERO, 4))
+    np.testing.assert_array_equal(codes, [15, 3, 15])
+
+
+def test_bad_codes_are_named():
+    with pytest.raises(ValueError, match=r"kind must be one of .*got 'log'"):
+        optcore_lowbit.quantize(jnp.ones(8), "log", 4, 8)
+    with pytest.raises(ValueError, match="'float_no_zero' code has 4 bits, got bits=8"):
+        optcore_lowbit.quantize(jnp.ones(8), FLOAT_NO_ZERO, 8, 8)
+    with pytest.raises(ValueError, match="'float_no_zero' code has 4 bits"):
+        optcore_lowbit.code_values(FLOAT_NO_ZERO, 8)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        _quantize.quantize_rank1(jnp.ones((4, 4)), "log", 4)
+
+
 @pytest.mark.parametrize("kind,bits,block", [(SIGNED, 8, 2048), (UNSIGNED, 8, 2048), (SIGNED, 4, 128),
-                                             (LINEAR_NO_ZERO, 4, 128), (SIGNED, 8, 100)])
+                                             (LINEAR_NO_ZERO, 4, 128), (FLOAT_NO_ZERO, 4, 128), (SIGNED, 8, 100)])
 @pytest.mark.parametrize("shape", [(10_000,), (3, 5000), (7,), (2, 3, 1500)])
 def test_quantization_error_is_half_the_level_gap(kind, bits, block, shape):
     """|x - Q^-1(Q(x))| <= absmax * gap/2 at each entry, and equals the brute-force reference."""
@@ -174,7 +208,7 @@ def to_blocks_inverse(blocks, shape, block, bits):
     return from_blocks(blocks, shape, block, bits)
 
 
-@pytest.mark.parametrize("kind,bits", [(LINEAR_NO_ZERO, 4), (UNSIGNED, 8), (SIGNED, 4)])
+@pytest.mark.parametrize("kind,bits", [(LINEAR_NO_ZERO, 4), (FLOAT_NO_ZERO, 4), (UNSIGNED, 8), (SIGNED, 4)])
 # Tall matrices take the column maxima over groups of rows first: 8 groups of 125 rows, 128 groups of 8, and
 # 513 rows (no power-of-two factor) in one reduction.
 @pytest.mark.parametrize("shape", [(30, 41), (64, 256), (4, 5, 33), (1000, 24), (1024, 20), (513, 20)])
@@ -212,7 +246,7 @@ def test_rank1_is_tighter_than_blocks_when_magnitudes_follow_rows():
     assert error(rank1) <= error(block) * (1 + 1e-6) and error(rank1) < 0.25 * error(wide)
 
 
-@pytest.mark.parametrize("bits,kind", [(4, LINEAR_NO_ZERO), (8, UNSIGNED)])
+@pytest.mark.parametrize("bits,kind", [(4, LINEAR_NO_ZERO), (4, FLOAT_NO_ZERO), (8, UNSIGNED)])
 @pytest.mark.parametrize("shape", [(37, 892), (3, 5000), (6, 7, 301), (1000, 24)])
 @pytest.mark.parametrize("stochastic_rounding", [False, True])
 def test_rank1_requantize_equals_quantizing_the_new_state(bits, kind, shape, stochastic_rounding):
@@ -292,15 +326,16 @@ def test_state_bytes(bits, block):
 
 
 @pytest.mark.parametrize("stochastic_first", [False, True])
-@pytest.mark.parametrize("bits,shape", [(8, (50_001,)), (4, (50_001,)), (8, (13, 3001)), (4, (37, 892))])
-def test_requantize_equals_quantizing_the_new_states(bits, shape, stochastic_first):
+@pytest.mark.parametrize("bits,shape,nu_kind", [(8, (50_001,), UNSIGNED), (4, (50_001,), LINEAR_NO_ZERO),
+                                                (8, (13, 3001), UNSIGNED), (4, (37, 892), FLOAT_NO_ZERO)])
+def test_requantize_equals_quantizing_the_new_states(bits, shape, nu_kind, stochastic_first):
     """The fused passes (block maxima, then codes, each recomputing the new states) store what quantizing
     the new states gives: 1-D with a padded last block, leading axes with padded rows, stochastic rounding
     of the first state included; and the extra result comes back in the leaf's shape.
     """
     block = 2048 if bits == 8 else 128
     rng = np.random.default_rng(2)
-    kinds = [SIGNED, UNSIGNED if bits == 8 else LINEAR_NO_ZERO]
+    kinds = [SIGNED, nu_kind]
     olds = [optcore_lowbit.quantize(jnp.asarray(np.abs(rng.normal(size=shape)).astype(np.float32)) * s, k, bits, block)
             for k, s in zip(kinds, (-1.0, 1.0))]
     g = jnp.asarray(rng.normal(size=shape).astype(np.float32))

@@ -11,6 +11,7 @@ registry (``optcore.get("adamw_8bit")``) and the module is reachable as
 from optcore_lowbit._aliases import adam_8bit, adamw_4bit, adamw_8bit, lion_8bit, sgd_8bit
 from optcore_lowbit._common import DEFAULT_BLOCK_SIZE, MIN_QUANTIZED_SIZE
 from optcore_lowbit._quantize import (
+    FLOAT_NO_ZERO,
     LINEAR_NO_ZERO,
     SIGNED,
     UNSIGNED,
@@ -21,7 +22,7 @@ from optcore_lowbit._quantize import (
     quantize,
     rounding_seed,
 )
-from optcore_lowbit._common import NU_SCALINGS, ROUNDINGS
+from optcore_lowbit._common import NU_CODES, NU_SCALINGS, ROUNDINGS
 from optcore_lowbit._transforms import (
     ScaleByAdamLowBitState,
     ScaleByLionLowBitState,
@@ -33,7 +34,7 @@ from optcore_lowbit._transforms import (
 )
 from optcore_lowbit._wrapper import NONNEGATIVE_FIELDS, QuantizeStateState, quantize_state
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 # Kinds under which _plugin registers each public function (states and helpers are not registered).
 OPTIMIZERS = ("adam_8bit", "adamw_4bit", "adamw_8bit", "lion_8bit", "sgd_8bit")
@@ -43,6 +44,7 @@ WRAPPERS = ("quantize_state",)
 # The constants (code kinds, defaults) are importable and described in docs/api/lowbit.rst.
 __all__ = [
     "NONNEGATIVE_FIELDS",
+    "NU_CODES",
     "NU_SCALINGS",
     "QuantizeStateState",
     "QuantizedArray",

@@ -127,7 +127,8 @@ def adamw_4bit(
     min_quantized_size: int = _common.MIN_QUANTIZED_SIZE,
     nu_scaling: str = "rank1",
     mu_rounding: str = "stochastic",
-    nu_rounding: str = "nearest",
+    nu_rounding: str = "stochastic",
+    nu_code: str = "float",
 ) -> base.GradientTransformationExtraArgs:
     r"""AdamW with 4-bit states: :math:`u_t` of :func:`scale_by_adam_4bit`, decoupled weight decay.
 
@@ -147,7 +148,7 @@ def adamw_4bit(
     return optcore.chain(
         scale_by_adam_4bit(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype,
                            block_size=block_size, min_quantized_size=min_quantized_size, nu_scaling=nu_scaling,
-                           mu_rounding=mu_rounding, nu_rounding=nu_rounding),
+                           mu_rounding=mu_rounding, nu_rounding=nu_rounding, nu_code=nu_code),
         optcore.add_decayed_weights(weight_decay, mask),
         optcore.scale_by_learning_rate(learning_rate),
     )

@@ -35,23 +35,26 @@ MIN_QUANTIZED_SIZE = 4096
 """Leaves with fewer entries keep a float state (bitsandbytes' ``min_8bit_size``)."""
 NU_SCALINGS = ("rank1", "block")
 """How a second moment of two or more axes is normalized: rank-1 (Li et al. 2023) or block scales."""
-
-
-def check_scaling(name: str, value) -> None:
-    """Raises ``ValueError`` naming ``name`` unless ``value`` is one of :data:`NU_SCALINGS`."""
-    if value not in NU_SCALINGS:
-        raise ValueError(f"{name} must be one of {NU_SCALINGS}, got {value!r}.")
-
-
 ROUNDINGS = ("nearest", "stochastic")
 """How a state is rounded to its code (the Adam transforms' ``mu_rounding`` and ``nu_rounding``,
 ``quantize_state``'s ``rounding``)."""
+NU_CODES = ("float", "linear")
+"""The codes of a 4-bit second moment (``scale_by_adam_4bit``'s ``nu_code``): the 4-bit float code without
+zero (``"float"``) or Li et al.'s linear code without zero (``"linear"``)."""
+
+
+def check_one_of(name: str, value, choices: tuple) -> None:
+    """Raises ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+
+
+def check_scaling(name: str, value) -> None:
+    check_one_of(name, value, NU_SCALINGS)
 
 
 def check_rounding(name: str, value) -> None:
-    """Raises ``ValueError`` naming ``name`` unless ``value`` is one of :data:`ROUNDINGS`."""
-    if value not in ROUNDINGS:
-        raise ValueError(f"{name} must be one of {ROUNDINGS}, got {value!r}.")
+    check_one_of(name, value, ROUNDINGS)
 
 
 class Format(NamedTuple):

@@ -43,10 +43,22 @@ the top level of the next one are equally spaced: round-to-nearest is one
 rounding of an affine function of the value. Across decades these affine maps
 join into a concave function, so the encoder takes the minimum of one
 multiply-add per decade (no comparisons, no table) and the 4-bit decoder the
-maximum; 8-bit codes are decoded by a lookup in the table of levels. 4-bit
-second moments use the linear code without zero, :math:`(m + 1) / 16`, the
-4-bit paper's fix of the zero-point problem (a second moment rounded to 0
+maximum; 8-bit codes are decoded by a lookup in the table of levels. The
+linear code without zero, :math:`(m + 1) / 16`, is the 4-bit paper's fix of
+the zero-point problem for second moments (a second moment rounded to 0
 turns into an unbounded step).
+
+The 4-bit float code without zero (the default for 4-bit second moments) is a
+float with 3 exponent bits and 1 mantissa bit whose top level is 1: code
+``c`` is the float32 whose bit pattern is ``(c + 239) << 22``, the levels
+:math:`0.75 \cdot 2^{-7}, 2^{-7}, 0.75 \cdot 2^{-6}, \dots, 0.75, 1`, two
+per octave. Its decoder is an integer add, a shift and a bitcast; its encoder
+rounds the float32 bit pattern of the value at bit 22 (adding half of it, or
+22 random bits for stochastic rounding), which within an octave is linear in
+the value: stochastic rounding is exactly unbiased between neighbouring levels.
+The encoder writes nothing below :math:`2^{-6}` (code 3): smaller values are
+stored as that level, as the linear code stores anything below 1/32 as 1/16
+(see :func:`optcore_lowbit.scale_by_adam_4bit` for why this floor).
 
 **Rank-1 scales.** Instead of blocks, a leaf of two or more axes can be
 scaled entry by entry by the smallest of the maxima of the slices through it
@@ -70,8 +82,10 @@ SIGNED = "signed"
 UNSIGNED = "unsigned"
 """The dynamic code for non-negative values (8-bit second moments)."""
 LINEAR_NO_ZERO = "linear_no_zero"
-"""The linear code without zero, levels ``(i + 1) / 2**bits`` (4-bit second moments)."""
-KINDS = (SIGNED, UNSIGNED, LINEAR_NO_ZERO)
+"""The linear code without zero, levels ``(i + 1) / 2**bits`` (the 4-bit paper's second moments)."""
+FLOAT_NO_ZERO = "float_no_zero"
+"""A 4-bit float code without zero, levels ``2**-k`` and ``0.75 * 2**-k`` (4-bit second moments)."""
+KINDS = (SIGNED, UNSIGNED, LINEAR_NO_ZERO, FLOAT_NO_ZERO)
 BITS = (4, 8)
 
 
@@ -264,15 +278,35 @@ def _decades(kind: str, bits: int):
     return out
 
 
+# The 4-bit float code: code c is the float32 with bit pattern (c + _FLOAT_BIAS) << 22 (3 exponent bits,
+# 1 mantissa bit: 239 << 22 is 0.75 * 2**-7, 254 << 22 is 1.0). The encoder writes codes from
+# _FLOAT_FIRST_WRITTEN up: the smallest level it stores is 2**-6.
+_FLOAT_BIAS = 239
+_FLOAT_FIRST_WRITTEN = 3
+
+
+def check_code(kind, bits) -> None:
+    """Raises ``ValueError`` naming an unknown code ``kind`` or a ``bits`` it does not come in."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
+    if isinstance(bits, bool) or bits not in BITS:
+        raise ValueError(f"bits must be one of {BITS}, got {bits!r}.")
+    if kind == FLOAT_NO_ZERO and bits != 4:
+        raise ValueError(f"the {FLOAT_NO_ZERO!r} code has 4 bits, got bits={bits!r}.")
+
+
 @functools.lru_cache(maxsize=None)
 def code_values(kind: str, bits: int) -> np.ndarray:
     """The levels of a code, indexed by the code (float32; ``2**bits`` entries).
 
     Signed codes: bit ``bits-1`` is the sign, the low bits the magnitude index.
-    The unsigned code's level 0 (code 0) is decoded but never written (see the
-    module's docs).
+    The unsigned code's level 0 (code 0) and the float code's three levels
+    below :math:`2^{-6}` are decoded but never written (see the module's docs).
     """
+    check_code(kind, bits)
     n = 2**bits
+    if kind == FLOAT_NO_ZERO:
+        return ((np.arange(n, dtype=np.int32) + _FLOAT_BIAS) << 22).view(np.float32)
     if kind == LINEAR_NO_ZERO:
         return ((np.arange(n) + 1) / n).astype(np.float32)
     magnitudes = np.zeros(2 ** _magnitude_bits(kind, bits), np.float64)
@@ -337,6 +371,8 @@ def encode(x, kind: str, bits: int, dither=None):
     shape) stochastic rounding between the two levels around each entry.
     """
     x = x.astype(jnp.float32)
+    if kind == FLOAT_NO_ZERO:
+        return _encode_float(x, dither)
     if kind == LINEAR_NO_ZERO:
         n = 2**bits
         return jnp.clip(_round(x * n - 1, dither), 0, n - 1).astype(jnp.uint8)
@@ -344,6 +380,21 @@ def encode(x, kind: str, bits: int, dither=None):
         return jnp.maximum(_encode_magnitude(_clip_unit(x), kind, bits, dither), 1).astype(jnp.uint8)
     m = _encode_magnitude(_clip_unit(jnp.abs(x)), kind, bits, dither).astype(jnp.uint8)
     return jnp.where(x < 0, m | jnp.uint8(2 ** (bits - 1)), m)
+
+
+def _encode_float(x, dither=None):
+    """Codes of the 4-bit float code: ``x``'s float32 bit pattern, clipped to ``[2**-6, 1]``, rounded at bit 22.
+
+    Between two neighbouring levels the bit pattern is affine in the value, so
+    adding ``2**21`` rounds to the nearest level and adding ``floor(u * 2**22)``
+    (``u`` uniform in ``[0, 1)``) rounds up with probability equal to the
+    value's position between them. A clip on the bit pattern also sends NaN
+    to the top level and negative values to the bottom one, as the other codes do.
+    """
+    floor_bits = (_FLOAT_BIAS + _FLOAT_FIRST_WRITTEN) << 22
+    pattern = jnp.clip(_as_int(x), floor_bits, _as_int(jnp.float32(1)))
+    offset = jnp.int32(1 << 21) if dither is None else (dither * jnp.float32(1 << 22)).astype(jnp.int32)
+    return (((pattern + offset) >> 22) - _FLOAT_BIAS).astype(jnp.uint8)
 
 
 def decode(codes, kind: str, bits: int):
@@ -358,6 +409,8 @@ def decode(codes, kind: str, bits: int):
     codes keep the arithmetic decoder: a lookup of the unpacked nibbles (or
     of a byte's pair of levels) is not fused and doubled the 4-bit step time.
     """
+    if kind == FLOAT_NO_ZERO:
+        return _as_float((codes.astype(jnp.int32) + _FLOAT_BIAS) << 22)
     if kind == LINEAR_NO_ZERO:
         return (codes.astype(jnp.float32) + 1) * jnp.float32(1 / 2**bits)
     if bits == 8:
@@ -487,6 +540,8 @@ def _max_abs_over(xs, axes):
 
 def quantize_many(xs, kinds, bits: int, block_size: int, dtypes=None, seeds=None):
     """:func:`quantize` of several arrays of one shape, their block maxima in one reduction."""
+    for kind in kinds:
+        check_code(kind, bits)
     lay = layout(xs[0].shape, block_size, bits)
     blocks = [_blocks(x, lay) for x in xs]
     absmaxes = _block_absmax(blocks)
@@ -689,6 +744,7 @@ def _decode_rank1(codes, maxima, shape, kind: str, bits: int):
 def quantize_rank1(x, kind: str, bits: int, dtype=None, seed=None) -> Rank1QuantizedArray:
     """Quantization of ``x`` (two or more axes) with rank-1 normalization (``seed``: as :func:`quantize`'s,
     the entries indexed in ``x``'s shape)."""
+    check_code(kind, bits)
     if x.ndim < 2:
         raise ValueError(f"rank-1 normalization needs a leaf of two or more axes, got shape {x.shape}.")
     dtype = x.dtype if dtype is None else dtype
