@@ -18,7 +18,11 @@ Formats (leaves below the plugin's 4096-entry threshold stay float32, as in
 * ``8bit``: the plugin's block-wise 8-bit dynamic code (signed for ``m``,
   unsigned for ``v``), blocks of 256, round to nearest, through
   ``optcore_lowbit.quantize`` and ``optcore_lowbit.dequantize``;
-* ``8bit-stochastic``: the same code, rounded stochastically.
+* ``8bit-stochastic``: the same code, rounded stochastically;
+* ``4bit-float``, ``4bit-linear`` (``v`` only): ``adamw_4bit``'s second moment,
+  the 4-bit float code without zero (0.6's default) or the linear one (0.5's),
+  rank-1 scaled where ``adamw_4bit`` does it and in blocks of 128 elsewhere,
+  rounded to nearest; with ``-stochastic`` appended, stochastically.
 
 A row is ``m=FORMAT``, ``v=FORMAT`` or both (``m=8bit,v=8bit``), ``none``
 (the simulation without rounding: it must match float32 ``adamw``, which checks
@@ -27,6 +31,7 @@ the simulation), or the name of a registered optimizer (``adamw_8bit``).
     python plugins/optcore-lowbit/study/round_moments.py [--task digits] [--seeds 0-15]
         [--rows none adamw_8bit m=8bit,v=8bit v=8bit ...] [--quick]
     python plugins/optcore-lowbit/study/round_moments.py --drift 8bit 8bit-stochastic bfloat16
+    python plugins/optcore-lowbit/study/round_moments.py --drift 4bit-linear 4bit-float-stochastic
 
 Prints a Markdown table. A measurement, not a test: it asserts nothing.
 With ``--drift`` it measures, instead of losses, where the stored second
@@ -52,13 +57,16 @@ import numpy as np  # noqa: E402
 
 import optcore  # noqa: E402
 import optcore_lowbit  # noqa: E402
+from optcore_lowbit._quantize import quantize_rank1, rank1_fits  # noqa: E402  (how adamw_4bit scales its v)
 
 import lowbit_tasks as tasks_mod  # noqa: E402
 import lowbit_train as train  # noqa: E402
 
 DEFAULT_ROWS = ("none", "adamw_8bit", "m=8bit,v=8bit-stochastic", "m=8bit,v=8bit", "m=8bit", "v=8bit",
                 "v=8bit-stochastic", "m=bfloat16,v=bfloat16", "v=bfloat16")
-FORMATS = ("bfloat16", "8bit", "8bit-stochastic")
+FORMATS = ("bfloat16", "8bit", "8bit-stochastic", "4bit-float", "4bit-float-stochastic", "4bit-linear",
+           "4bit-linear-stochastic")
+SECOND_MOMENT_ONLY = tuple(f for f in FORMATS if f.startswith("4bit"))
 BLOCK_SIZE = 256
 # Distinct stochastic-rounding salts for the two moments of a leaf (as adamw_8bit's nu_rounding draws them).
 SALTS = {"m": 0, "v": 1 << 31}
@@ -68,10 +76,17 @@ def rounder(fmt: str, kind: str) -> Callable[[jax.Array, jax.Array, int], jax.Ar
     """``(x, step count, salt) -> x`` rounded through ``fmt`` (a float32 array of ``x``'s shape)."""
     if fmt == "bfloat16":
         return lambda x, count, salt: x.astype(jnp.bfloat16).astype(x.dtype)
+    stochastic = fmt.endswith("-stochastic")
 
     def through_code(x, count, salt):
-        seed = optcore_lowbit.rounding_seed(count, salt) if fmt == "8bit-stochastic" else None
-        return optcore_lowbit.dequantize(optcore_lowbit.quantize(x, kind, 8, BLOCK_SIZE, seed=seed)).astype(x.dtype)
+        seed = optcore_lowbit.rounding_seed(count, salt) if stochastic else None
+        if fmt in SECOND_MOMENT_ONLY:
+            code = optcore_lowbit.FLOAT_NO_ZERO if fmt.startswith("4bit-float") else optcore_lowbit.LINEAR_NO_ZERO
+            stored = (quantize_rank1(x, code, 4, seed=seed) if rank1_fits(x.shape)
+                      else optcore_lowbit.quantize(x, code, 4, optcore_lowbit.DEFAULT_BLOCK_SIZE[4], seed=seed))
+        else:
+            stored = optcore_lowbit.quantize(x, kind, 8, BLOCK_SIZE, seed=seed)
+        return optcore_lowbit.dequantize(stored).astype(x.dtype)
 
     return through_code
 
@@ -131,9 +146,11 @@ def parse_row(row: str) -> dict[str, str] | None:
     if "=" not in row:
         return None
     formats = dict(part.split("=", 1) for part in row.split(","))
-    bad = [f"{k}={v}" for k, v in formats.items() if k not in SALTS or v not in FORMATS]
+    bad = [f"{k}={v}" for k, v in formats.items()
+           if k not in SALTS or v not in FORMATS or (k == "m" and v in SECOND_MOMENT_ONLY)]
     if bad:
-        raise ValueError(f"row {row!r}: expected m=FORMAT and/or v=FORMAT with FORMAT in {FORMATS}, got {bad}")
+        raise ValueError(f"row {row!r}: expected m=FORMAT and/or v=FORMAT with FORMAT in {FORMATS} "
+                         f"(the 4bit ones for v only), got {bad}")
     return formats
 
 

@@ -156,3 +156,33 @@ def test_round_moments_drift_of_the_second_moment():
                                      for fmt in ("8bit", "8bit-stochastic", "bfloat16"))
     assert np.all(nearest < -0.3) and np.all(np.abs(stochastic) < 0.2) and np.all(bfloat16 > 0.2), \
         (nearest, stochastic, bfloat16)
+
+
+@pytest.mark.parametrize("fmt,code,stochastic", [("4bit-float", "float_no_zero", False),
+                                                 ("4bit-float-stochastic", "float_no_zero", True),
+                                                 ("4bit-linear", "linear_no_zero", False)])
+def test_round_moments_4bit_formats_round_the_second_moment_as_adamw_4bit_stores_it(fmt, code, stochastic):
+    """The diagnostic's 4-bit formats: a matrix on rank-1 scales, a vector in blocks of 128, through the named
+    code (checked against the NumPy reference of the tests, stochastic rounding from the documented hash);
+    and they are second-moment formats only."""
+    pytest.importorskip("optcore_lowbit", reason="the diagnostic rounds through optcore-lowbit's codes")
+    import jax.numpy as jnp
+    import optcore_lowbit
+
+    from _reference import quantize_dequantize, rank1_quantize_dequantize, to_blocks, uniforms
+
+    diagnostic = _load("round_moments.py", "lowbit_round_moments")
+    rounder = diagnostic.rounder(fmt, optcore_lowbit.UNSIGNED)
+    rng = np.random.default_rng(0)
+    matrix = (rng.uniform(0, 1, (64, 96)) * 10.0 ** rng.uniform(-4, 0, (64, 1))).astype(np.float32)
+    vector = (rng.uniform(0, 1, 5000) ** 4).astype(np.float32)
+    step, salt = 7, 3
+    got_matrix = np.asarray(rounder(jnp.asarray(matrix), jnp.int32(step), salt))
+    got_vector = np.asarray(rounder(jnp.asarray(vector), jnp.int32(step), salt))
+    u_matrix = uniforms(step, salt, matrix.size) if stochastic else None
+    u_vector = uniforms(step, salt, to_blocks(vector, 128, 4).size) if stochastic else None
+    # Equal but where a value lies within float32 rounding of a midpoint (or of u's threshold).
+    assert np.mean(got_matrix == rank1_quantize_dequantize(matrix, code, 4, u_matrix)) > 0.999
+    assert np.mean(got_vector == quantize_dequantize(vector, code, 4, 128, u_vector)) > 0.999
+    with pytest.raises(ValueError, match="the 4bit ones for v only"):
+        diagnostic.parse_row(f"m={fmt}")

@@ -218,7 +218,9 @@ def scale_by_adam_4bit(
       training loss ended 12% above float32 AdamW's). A second moment
       rounded to the nearest level stays on it (each step changes it by
       :math:`1-\beta_2 = 0.1\%` when it decays, less than half a gap) and
-      drifts relative to its scale: it ended 2-12% low.
+      drifts relative to its scale: in the linear code its median entry
+      ended 7.6% low, in the float code 17.3% low (stochastically
+      rounded: 0.8% low; only ``v`` rounded, 16 seeds).
     - The second moment's code is a 4-bit float without zero
       (``nu_code="float"``, :data:`~optcore_lowbit.FLOAT_NO_ZERO`): two levels
       per octave, :math:`2^{-6} \dots 1` of the scale, anything smaller
