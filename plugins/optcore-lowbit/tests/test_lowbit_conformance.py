@@ -32,12 +32,15 @@ def test_every_lowbit_optimizer_conforms_quantized(case):
     case.check(**QUANTIZED)
 
 
-@pytest.mark.parametrize("inner,bits,rounding", [("adamw", 8, "nearest"), ("sgd", 4, "nearest"), ("adamw", 4, "stochastic")])
-def test_quantize_state_conforms(inner, bits, rounding):
+@pytest.mark.parametrize("inner,bits,rounding,nonnegative_rounding", [
+    ("adamw", 8, "nearest", "nearest"), ("sgd", 4, "nearest", "nearest"), ("adamw", 4, "stochastic", "nearest"),
+    ("adamw", 8, "nearest", "stochastic"), ("adamw", 4, "stochastic", "stochastic")])
+def test_quantize_state_conforms(inner, bits, rounding, nonnegative_rounding):
     def factory(learning_rate):
         tx = {"adamw": optcore.adamw, "lion": optcore.lion,
               "sgd": lambda lr: optcore.sgd(lr, momentum=0.9)}[inner](learning_rate)
-        return optcore_lowbit.quantize_state(tx, bits=bits, min_quantized_size=1, block_size=4, rounding=rounding)
+        return optcore_lowbit.quantize_state(tx, bits=bits, min_quantized_size=1, block_size=4, rounding=rounding,
+                                             nonnegative_rounding=nonnegative_rounding)
 
     optcore.testing.check_optimizer(factory, learning_rate=0.01)
 

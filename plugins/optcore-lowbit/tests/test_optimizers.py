@@ -295,19 +295,28 @@ def test_bf16_params_keep_their_dtype():
     np.testing.assert_allclose(np.asarray(updates["w"], np.float32), np.asarray(want["w"], np.float32), rtol=1e-2)
 
 
-def test_quantize_state_matches_the_dedicated_transform():
+@pytest.mark.parametrize("nonnegative_rounding", ["nearest", "stochastic"])
+def test_quantize_state_matches_the_dedicated_transform(nonnegative_rounding):
     """quantize_state(adamw) stores mu signed and nu unsigned (by field name): adamw_8bit's numbers, with the
-    second moment rounded to nearest (the wrapper's rounding applies to signed fields)."""
-    wrapped = optcore_lowbit.quantize_state(optcore.adamw(LR, weight_decay=WD), min_quantized_size=MIN_SIZE)
+    second moment rounded as ``nonnegative_rounding`` says (stochastically: adamw_8bit's default, drawn with
+    the same salts, so the same codes); a step count in the state only for stochastic rounding."""
+    wrapped = optcore_lowbit.quantize_state(optcore.adamw(LR, weight_decay=WD), min_quantized_size=MIN_SIZE,
+                                            nonnegative_rounding=nonnegative_rounding)
     state = wrapped.init(jax.tree.map(jnp.asarray, _params()))
-    assert state[0].mu["w"].kind == SIGNED and state[0].nu["w"].kind == UNSIGNED
-    assert not _quantize.is_quantized(state[0].mu["small"])
-    got, _ = _run(wrapped, 5)
-    want, _ = _run(_factory("adamw_8bit", optcore_lowbit.DEFAULT_BLOCK_SIZE[8], nu_rounding="nearest"), 5)
+    stochastic = nonnegative_rounding == "stochastic"
+    assert isinstance(state, optcore_lowbit.QuantizeStateState) == stochastic
+    inner = state.inner_state if stochastic else state
+    assert inner[0].mu["w"].kind == SIGNED and inner[0].nu["w"].kind == UNSIGNED
+    assert not _quantize.is_quantized(inner[0].mu["small"])
+    got, got_state = _run(wrapped, 5)
+    want, want_state = _run(_factory("adamw_8bit", optcore_lowbit.DEFAULT_BLOCK_SIZE[8], nu_rounding=nonnegative_rounding), 5)
     for k in SHAPES:
         same = np.isclose(got[k], want[k], rtol=2e-6, atol=1e-7)
         assert same.mean() > 0.998, (k, same.mean())
         np.testing.assert_allclose(got[k], want[k], rtol=0, atol=LR * 0.05)
+    got_nu = (got_state.inner_state if stochastic else got_state)[0].nu
+    for k in ("w", "m", "v"):  # up to a value within float32 rounding of a level's midpoint (or of u)
+        assert np.mean(np.asarray(got_nu[k].codes) == np.asarray(want_state[0].nu[k].codes)) > 0.999
 
 
 def test_quantize_state_with_rank1_scaling_matches_adamw_4bit():
@@ -330,26 +339,35 @@ def test_quantize_state_with_rank1_scaling_matches_adamw_4bit():
         optcore_lowbit.quantize_state(optcore.adamw(LR), nonnegative_scaling="rank-1")
 
 
-def test_quantize_state_with_stochastic_rounding_matches_adamw_4bit():
+@pytest.mark.parametrize("nonnegative_rounding", ["nearest", "stochastic"])
+def test_quantize_state_with_stochastic_rounding_matches_adamw_4bit(nonnegative_rounding):
     """rounding="stochastic" seeds each signed leaf from the wrapper's count and the param's position, as
-    adamw_4bit seeds its first moment: the same codes, bit for bit, for its default (stochastic) rounding
-    (the second moment as quantize_state stores it: the linear code, to nearest)."""
+    adamw_4bit seeds its first moment: the same codes, bit for bit, for its default (stochastic) rounding.
+    The second moment: to nearest, the linear code (adamw_4bit with nu_code="linear", nu_rounding="nearest");
+    stochastically, the float code with adamw_4bit's salts: its defaults, bit for bit."""
     wrapped = optcore_lowbit.quantize_state(optcore.adamw(LR, weight_decay=WD), bits=4, min_quantized_size=MIN_SIZE,
-                                            nonnegative_scaling="rank1", rounding="stochastic")
+                                            nonnegative_scaling="rank1", rounding="stochastic",
+                                            nonnegative_rounding=nonnegative_rounding)
     state = wrapped.init(jax.tree.map(jnp.asarray, _params()))
     assert isinstance(state, optcore_lowbit.QuantizeStateState) and int(state.count) == 0
+    stochastic_nu = nonnegative_rounding == "stochastic"
+    assert state.inner_state[0].nu["m"].kind == (FLOAT_NO_ZERO if stochastic_nu else LINEAR_NO_ZERO)
     got, got_state = _run(wrapped, 5)
-    want, want_state = _run(_factory("adamw_4bit", 128, None, "nearest", nu_code="linear"), 5)
-    nearest, nearest_state = _run(_factory("adamw_4bit", 128, "nearest", "nearest", nu_code="linear"), 5)
+    nu_options = {} if stochastic_nu else {"nu_rounding": "nearest", "nu_code": "linear"}
+    want, want_state = _run(_factory("adamw_4bit", 128, None, **nu_options), 5)
+    nearest, nearest_state = _run(_factory("adamw_4bit", 128, "nearest", **nu_options), 5)
     assert int(got_state.count) == 5
     for k in ("w", "m", "v"):
         np.testing.assert_array_equal(got_state.inner_state[0].mu[k].codes, want_state[0].mu[k].codes)
+        np.testing.assert_array_equal(got_state.inner_state[0].nu[k].codes, want_state[0].nu[k].codes)
         # The rounding matters: to nearest, some codes differ.
         assert np.any(np.asarray(got_state.inner_state[0].mu[k].codes) != np.asarray(nearest_state[0].mu[k].codes))
     for k in SHAPES:
         np.testing.assert_allclose(got[k], want[k], rtol=2e-6, atol=1e-7)
     with pytest.raises(ValueError, match=r"rounding must be one of \('nearest', 'stochastic'\), got 'up'"):
         optcore_lowbit.quantize_state(optcore.adamw(LR), rounding="up")
+    with pytest.raises(ValueError, match=r"nonnegative_rounding must be one of \('nearest', 'stochastic'\), got 'down'"):
+        optcore_lowbit.quantize_state(optcore.adamw(LR), nonnegative_rounding="down")
 
 
 def test_quantize_state_salts_are_distinct_per_field_and_param():

@@ -43,6 +43,11 @@ NU_CODES = ("float", "linear")
 zero (``"float"``) or Li et al.'s linear code without zero (``"linear"``)."""
 
 
+NONNEGATIVE_SALT = 1 << 31
+"""Added to a second moment's (non-negative field's) stochastic-rounding salt, so that the two moments of an
+entry are not rounded by the same uniform number."""
+
+
 def check_one_of(name: str, value, choices: tuple) -> None:
     """Raises ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
     if value not in choices:

@@ -64,11 +64,6 @@ def _adam_step(options, b1, b2, eps, eps_root, c1, c2, c1_next):
     return step
 
 
-# Stochastic rounding draws for a leaf's second moment with a salt of its own, so that the two moments of an
-# entry are not rounded by the same uniform number.
-_NU_SALT = 1 << 31
-
-
 def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, nu_kind, nu_rank1, mu_rounding,
                           nu_rounding):
     _common.check_rounding("mu_rounding", mu_rounding)
@@ -102,7 +97,7 @@ def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, f
         def leaf(g, mu_leaf, nu_leaf):
             salt = next(leaf_ids)
             mu_seed = rounding_seed(count, salt) if mu_rounding == "stochastic" else None
-            nu_seed = rounding_seed(count, _NU_SALT + salt) if nu_rounding == "stochastic" else None
+            nu_seed = rounding_seed(count, _common.NONNEGATIVE_SALT + salt) if nu_rounding == "stochastic" else None
             likes = (mu_leaf, nu_leaf)
             return _common.leaf_step(_adam_step, (nesterov,), scalars(_common.step_dtype(g, likes)), g, likes,
                                      (mu_seed, nu_seed), separable=True)

@@ -11,6 +11,7 @@ import optcore
 from optcore import base, kit
 from optcore_lowbit import _common
 from optcore_lowbit._quantize import (
+    FLOAT_NO_ZERO,
     LINEAR_NO_ZERO,
     SIGNED,
     UNSIGNED,
@@ -24,7 +25,8 @@ NONNEGATIVE_FIELDS = ("nu", "nu_max", "sum_of_squares", "v_row", "v_col", "v")
 
 
 class QuantizeStateState(NamedTuple):
-    """State of ``quantize_state(..., rounding="stochastic")``: the step count that seeds the rounding."""
+    """State of ``quantize_state`` with stochastic rounding (``rounding`` or ``nonnegative_rounding``): the step
+    count that seeds the rounding."""
 
     count: jax.Array  # shape=(), dtype=int32
     inner_state: Any  # the inner transformation's state, its large float leaves quantized
@@ -44,24 +46,30 @@ def _owners(state: Any, updates: Any) -> list:
     return owners
 
 
-def _rounding_salts(state: Any, updates: Any) -> list:
-    """A distinct salt per signed quantized leaf of ``state``, in flatten order (``None`` for other leaves).
+def _rounding_salts(state: Any, updates: Any, signed: bool, nonnegative: bool) -> list:
+    """A distinct salt per quantized leaf of ``state`` rounded stochastically, in flatten order (``None`` for
+    other leaves): the ``signed`` ones, the ``nonnegative`` ones (unsigned codes), or both.
 
     The salt of a leaf is its param's position in ``updates`` plus the number
     of params times the rank of its field (the path above the param) among
-    the signed fields: the first signed field (Adam's ``mu``) gets the salts
-    the Adam transforms use, so their stochastic rounding is reproduced.
+    the fields of its sign, plus ``NONNEGATIVE_SALT`` for non-negative ones:
+    the first signed field (Adam's ``mu``) and the first non-negative one
+    (``nu``) get the salts the Adam transforms use, so their stochastic
+    rounding is reproduced.
     """
     param_paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(updates)[0]]
-    fields: dict = {}
+    fields: dict = {True: {}, False: {}}  # by signedness: field path -> rank
     salts = []
     for path, leaf, index in _owners(state, updates):
-        if not (is_quantized(leaf) and leaf.kind == SIGNED):
+        is_signed = is_quantized(leaf) and leaf.kind == SIGNED
+        if not is_quantized(leaf) or not (signed if is_signed else nonnegative):
             salts.append(None)
             continue
         # A leaf without a param (a param-shaped leaf stored under other keys) is a field of its own.
         field_path = path if index is None else path[: len(path) - len(param_paths[index])]
-        salts.append(fields.setdefault(field_path, len(fields)) * len(param_paths) + (index or 0))
+        ranks = fields[is_signed]
+        salt = ranks.setdefault(field_path, len(ranks)) * len(param_paths) + (index or 0)
+        salts.append(salt if is_signed else _common.NONNEGATIVE_SALT + salt)
     return salts
 
 
@@ -103,6 +111,7 @@ def quantize_state(
     nonnegative_fields: Sequence[str] = NONNEGATIVE_FIELDS,
     nonnegative_scaling: str = "block",
     rounding: str = "nearest",
+    nonnegative_rounding: str = "nearest",
 ) -> base.GradientTransformationExtraArgs:
     r"""Stores the params-shaped float state of ``inner`` block-quantized, to ``bits`` bits.
 
@@ -116,9 +125,12 @@ def quantize_state(
 
     Codes: a leaf whose innermost field is named in ``nonnegative_fields``
     (second moments: ``nu``, ``sum_of_squares``...) is stored on the unsigned
-    dynamic code (8 bits) or the linear code without zero (4 bits), as
-    :func:`scale_by_adam_8bit` and :func:`scale_by_adam_4bit` store ``nu``,
-    normalized as ``nonnegative_scaling`` says: block scales (the default),
+    dynamic code (8 bits) or, for 4 bits, a code without zero: the linear one
+    (the paper's) when rounded to nearest, the 4-bit float one when rounded
+    stochastically (each code is the one that works with its rounding, see
+    :func:`scale_by_adam_4bit`), as :func:`scale_by_adam_8bit` and
+    :func:`scale_by_adam_4bit` store ``nu``, normalized as
+    ``nonnegative_scaling`` says: block scales (the default),
     or ``"rank1"``, the rank-1 normalization that :func:`scale_by_adam_4bit`
     gives its second moment by default (Li et al.'s recipe; leaves of one
     axis, and skinny ones, keep blocks). Any other leaf is stored on the
@@ -131,9 +143,16 @@ def quantize_state(
     so that the stored value is unbiased (what :func:`scale_by_adam_4bit`
     does to its first moment by default: with 4 bits, rounding to nearest
     turns the small entries of a block with a large maximum into 0 at every
-    step). Non-negative leaves always round to nearest. The random numbers
-    are a hash of a step count, which the state then holds:
-    :class:`QuantizeStateState` ``(count, inner_state)``.
+    step). ``nonnegative_rounding`` does the same for non-negative leaves:
+    rounded to nearest, a second moment that changes by less than half a
+    gap per step stays on its level and drifts below the float one (see
+    :func:`scale_by_adam_8bit`); the Adam transforms round it stochastically
+    by default. The random numbers are a hash of a step count, which the
+    state then holds: :class:`QuantizeStateState` ``(count, inner_state)``.
+    ``quantize_state(adamw(...), rounding=..., nonnegative_rounding=...)``
+    stores what ``adamw_8bit(..., mu_rounding=..., nu_rounding=...)`` does,
+    and at 4 bits with ``nonnegative_scaling="rank1"`` what ``adamw_4bit``
+    does (the two defaults rounding stochastically: ``rounding`` too for 4 bits).
 
     Unlike the dedicated transforms, the dequantized state exists as a whole
     float array during ``update`` (the inner update is a black box that XLA
@@ -148,10 +167,14 @@ def quantize_state(
       nonnegative_fields: state field names stored on the unsigned code.
       nonnegative_scaling: ``"block"`` or ``"rank1"``: how those fields are normalized.
       rounding: ``"nearest"`` or ``"stochastic"``: how signed fields are rounded.
+      nonnegative_rounding: ``"nearest"`` or ``"stochastic"``: how non-negative fields are rounded.
     """
     fmt = _common.make_format(bits, block_size, min_quantized_size)
     _common.check_scaling("nonnegative_scaling", nonnegative_scaling)
     _common.check_rounding("rounding", rounding)
+    _common.check_rounding("nonnegative_rounding", nonnegative_rounding)
+    stochastic = {"signed": rounding == "stochastic", "nonnegative": nonnegative_rounding == "stochastic"}
+    counts = any(stochastic.values())  # the state holds a step count to seed the rounding
     nonnegative = frozenset(nonnegative_fields)
     inner = optcore.with_extra_args_support(inner)
 
@@ -165,7 +188,7 @@ def quantize_state(
             if _field_name(path) not in nonnegative:
                 kind = SIGNED
             else:
-                kind = UNSIGNED if fmt.bits == 8 else LINEAR_NO_ZERO
+                kind = UNSIGNED if fmt.bits == 8 else FLOAT_NO_ZERO if stochastic["nonnegative"] else LINEAR_NO_ZERO
                 if nonnegative_scaling == "rank1" and rank1_fits(np.shape(leaf)):
                     return _common.quantize_leaf_rank1(leaf, kind, fmt.bits)
             _common.warn_if_blocks_cross_shards(leaf, fmt)
@@ -173,21 +196,21 @@ def quantize_state(
 
         # A quantized leaf replaces a variable wrapping the inner state's array (flax.nnx): kit.map_params.
         state = kit.map_params(maybe_quantize, state, with_path=True)
-        return QuantizeStateState(count=kit.zero_count(), inner_state=state) if rounding == "stochastic" else state
+        return QuantizeStateState(count=kit.zero_count(), inner_state=state) if counts else state
 
     def update_fn(updates, state, params=None, **extra_args):
-        if rounding == "stochastic":
+        if counts:
             count, state = optcore.safe_increment(state.count), state.inner_state
         floats = _dequantized(state, updates)
         new_updates, new_floats = inner.update(updates, floats, params, **extra_args)
         leaves, treedef = jax.tree.flatten(state, is_leaf=is_quantized)
-        salts = _rounding_salts(state, updates) if rounding == "stochastic" else [None] * len(leaves)
+        salts = _rounding_salts(state, updates, **stochastic) if counts else [None] * len(leaves)
         new_leaves = [
             _common.store(new, old, None if salt is None else rounding_seed(count, salt)) if is_quantized(old) else new
             for old, new, salt in zip(leaves, treedef.flatten_up_to(new_floats), salts)
         ]
         new_state = jax.tree.unflatten(treedef, new_leaves)
-        if rounding == "stochastic":
+        if counts:
             new_state = QuantizeStateState(count=count, inner_state=new_state)
         return new_updates, new_state
 
