@@ -57,7 +57,7 @@ import numpy as np  # noqa: E402
 
 import optcore  # noqa: E402
 import optcore_lowbit  # noqa: E402
-from optcore_lowbit._quantize import quantize_rank1, rank1_fits  # noqa: E402  (how adamw_4bit scales its v)
+from optcore_lowbit import _common as lowbit_storage  # noqa: E402  (adamw_4bit's v: rank-1 scales or blocks)
 
 import lowbit_tasks as tasks_mod  # noqa: E402
 import lowbit_train as train  # noqa: E402
@@ -67,6 +67,7 @@ DEFAULT_ROWS = ("none", "adamw_8bit", "m=8bit,v=8bit-stochastic", "m=8bit,v=8bit
 FORMATS = ("bfloat16", "8bit", "8bit-stochastic", "4bit-float", "4bit-float-stochastic", "4bit-linear",
            "4bit-linear-stochastic")
 SECOND_MOMENT_ONLY = tuple(f for f in FORMATS if f.startswith("4bit"))
+FOUR_BITS = lowbit_storage.make_format(4, None, 0)  # adamw_4bit's blocks (128); the threshold is applied here
 BLOCK_SIZE = 256
 # Distinct stochastic-rounding salts for the two moments of a leaf (as adamw_8bit's nu_rounding draws them).
 SALTS = {"m": 0, "v": 1 << 31}
@@ -82,8 +83,7 @@ def rounder(fmt: str, kind: str) -> Callable[[jax.Array, jax.Array, int], jax.Ar
         seed = optcore_lowbit.rounding_seed(count, salt) if stochastic else None
         if fmt in SECOND_MOMENT_ONLY:
             code = optcore_lowbit.FLOAT_NO_ZERO if fmt.startswith("4bit-float") else optcore_lowbit.LINEAR_NO_ZERO
-            stored = (quantize_rank1(x, code, 4, seed=seed) if rank1_fits(x.shape)
-                      else optcore_lowbit.quantize(x, code, 4, optcore_lowbit.DEFAULT_BLOCK_SIZE[4], seed=seed))
+            stored = lowbit_storage.quantize_stored(x, FOUR_BITS, code, rank1=True, seed=seed)
         else:
             stored = optcore_lowbit.quantize(x, kind, 8, BLOCK_SIZE, seed=seed)
         return optcore_lowbit.dequantize(stored).astype(x.dtype)
@@ -176,12 +176,12 @@ def drift(task_name: str, fmt: str, seeds: list[int], quick: bool = False) -> np
     task = tasks_mod.TASKS[task_name](quick)
     schedule, _ = train.learning_rate_schedule(task.learning_rate, task.steps)
     runner = train.Runner(task, build(f"v={fmt}", schedule, train.adamw_default_weight_decay(), shadow=True))
-    out = []
+    threshold, out = _threshold(), []
     for seed in seeds:
         *_, (_, state, _) = runner.chunks(task.build(seed))  # the state after the last step
         adam = jax.device_get(state[0])
         stored, exact = zip(*[(v, f) for v, f in zip(jax.tree.leaves(adam.nu), jax.tree.leaves(adam.float_nu))
-                              if v.size >= _threshold()])
+                              if v.size >= threshold])
         stored, exact = np.concatenate([v.ravel() for v in stored]), np.concatenate([f.ravel() for f in exact])
         seen = exact > 0
         with np.errstate(divide="ignore"):  # a v stored as 0 is a ratio of 0: log -inf, below the median

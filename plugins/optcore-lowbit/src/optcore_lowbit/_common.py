@@ -128,23 +128,28 @@ def warn_if_blocks_cross_shards(x, fmt: Format) -> None:
     )
 
 
+def quantize_stored(x, fmt: Format, kind: str, rank1: bool = False, dtype=None, seed=None, split_of=None):
+    """``x`` quantized to ``kind`` as a state leaf is stored: with ``rank1``, rank-1 normalization where the
+    leaf fits it (:func:`~optcore_lowbit._quantize.rank1_fits`; 1-D and skinny leaves keep blocks, as Li et
+    al. do), else blocks of ``fmt.block_size``, warning if they cross the shards of ``split_of`` (default
+    ``x``). ``dtype``: the dtype it stands for (default ``x``'s); ``seed``: stochastic rounding."""
+    if rank1 and rank1_fits(np.shape(x)):
+        return quantize_leaf_rank1(x, kind, fmt.bits, dtype=dtype, seed=seed)
+    warn_if_blocks_cross_shards(x if split_of is None else split_of, fmt)
+    return quantize_leaf(x, kind, fmt.bits, fmt.block_size, dtype=dtype, seed=seed)
+
+
 def init_leaf(p, fmt: Format, kind: str, dtype=None, rank1: bool = False):
     """The zero state of param ``p``: quantized (``kind`` code) if ``fmt`` quantizes it, else float.
 
-    With ``rank1``, a leaf of two or more axes gets rank-1 normalization
-    instead of block scales, unless it is skinny (see
-    :func:`~optcore_lowbit._quantize.rank1_fits`); 1-D leaves keep blocks, as
-    Li et al. do. Zeros
-    derived from ``p``'s values (``state_zeros_like``), so that under
-    ``jax.jit`` the codes and scales take the param's sharding.
+    ``rank1``: as :func:`quantize_stored`. Zeros derived from ``p``'s values
+    (``state_zeros_like``), so that under ``jax.jit`` the codes and scales
+    take the param's sharding.
     """
     dtype = kit.dtype_or_none(dtype)
     if fmt.quantizes(p):
         zeros = tree_utils.state_zeros_like(p, dtype=jnp.float32)
-        if rank1 and rank1_fits(zeros.shape):
-            return quantize_leaf_rank1(zeros, kind, fmt.bits, dtype=dtype or jnp.result_type(p))
-        warn_if_blocks_cross_shards(p, fmt)
-        return quantize_leaf(zeros, kind, fmt.bits, fmt.block_size, dtype=dtype or jnp.result_type(p))
+        return quantize_stored(zeros, fmt, kind, rank1, dtype=dtype or jnp.result_type(p), split_of=p)
     return tree_utils.state_zeros_like(p, dtype=dtype)
 
 

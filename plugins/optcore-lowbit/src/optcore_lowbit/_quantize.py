@@ -285,12 +285,16 @@ _FLOAT_BIAS = 239
 _FLOAT_FIRST_WRITTEN = 3
 
 
+def _check_bits(bits) -> None:
+    if isinstance(bits, bool) or bits not in BITS:
+        raise ValueError(f"bits must be one of {BITS}, got {bits!r}.")
+
+
 def check_code(kind, bits) -> None:
     """Raises ``ValueError`` naming an unknown code ``kind`` or a ``bits`` it does not come in."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
-    if isinstance(bits, bool) or bits not in BITS:
-        raise ValueError(f"bits must be one of {BITS}, got {bits!r}.")
+    _check_bits(bits)
     if kind == FLOAT_NO_ZERO and bits != 4:
         raise ValueError(f"the {FLOAT_NO_ZERO!r} code has 4 bits, got bits={bits!r}.")
 
@@ -777,8 +781,7 @@ def requantize_rank1(moment_fn, g, old: Rank1QuantizedArray, seed=None) -> Rank1
 
 def check_format(bits, block_size, min_quantized_size) -> None:
     """Raises ``ValueError`` naming a bad quantization argument."""
-    if isinstance(bits, bool) or bits not in BITS:
-        raise ValueError(f"bits must be one of {BITS}, got {bits!r}.")
+    _check_bits(bits)
     if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 2:
         raise ValueError(f"block_size must be an integer of at least 2, got {block_size!r}.")
     if bits == 4 and block_size % 2:

@@ -16,7 +16,6 @@ from optcore_lowbit._quantize import (
     SIGNED,
     UNSIGNED,
     is_quantized,
-    rank1_fits,
     rounding_seed,
 )
 
@@ -186,13 +185,9 @@ def quantize_state(
             if not (hasattr(leaf, "dtype") and tuple(np.shape(leaf)) in shapes and fmt.quantizes(leaf)):
                 return leaf
             if _field_name(path) not in nonnegative:
-                kind = SIGNED
-            else:
-                kind = UNSIGNED if fmt.bits == 8 else FLOAT_NO_ZERO if stochastic["nonnegative"] else LINEAR_NO_ZERO
-                if nonnegative_scaling == "rank1" and rank1_fits(np.shape(leaf)):
-                    return _common.quantize_leaf_rank1(leaf, kind, fmt.bits)
-            _common.warn_if_blocks_cross_shards(leaf, fmt)
-            return _common.quantize_leaf(leaf, kind, fmt.bits, fmt.block_size)
+                return _common.quantize_stored(leaf, fmt, SIGNED)
+            kind = UNSIGNED if fmt.bits == 8 else FLOAT_NO_ZERO if stochastic["nonnegative"] else LINEAR_NO_ZERO
+            return _common.quantize_stored(leaf, fmt, kind, rank1=nonnegative_scaling == "rank1")
 
         # A quantized leaf replaces a variable wrapping the inner state's array (flax.nnx): kit.map_params.
         state = kit.map_params(maybe_quantize, state, with_path=True)
