@@ -80,7 +80,7 @@ CODEC_BOUND_ROW = "adamw_8bit casts"
 @contextlib.contextmanager
 def codecs_as_casts():
     """While open, optcore-lowbit's encoder and decoder are plain casts (for ``--codec-bound`` only)."""
-    from optcore_lowbit import _quantize
+    from optcore_lowbit import _quantize  # the module whose quantize and requantize call them, by these names
 
     saved = _quantize.encode, _quantize.decode
     _quantize.encode = lambda x, kind, bits, dither=None: (jnp.abs(x) * 127).astype(jnp.uint8)

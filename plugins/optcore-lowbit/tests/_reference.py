@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from optcore_lowbit import code_values
-from optcore_lowbit._quantize import FLOAT_NO_ZERO, SIGNED, UNSIGNED, layout
+from optcore_lowbit._codes import FLOAT_NO_ZERO, SIGNED, UNSIGNED
+from optcore_lowbit._quantize import layout
 
 
 def to_blocks(x: np.ndarray, block_size: int, bits: int) -> np.ndarray:

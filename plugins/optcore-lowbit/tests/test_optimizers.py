@@ -14,7 +14,8 @@ import pytest
 import optcore
 import optcore_lowbit
 from optcore_lowbit import _quantize
-from optcore_lowbit._quantize import FLOAT_NO_ZERO, LINEAR_NO_ZERO, SIGNED, UNSIGNED, rank1_fits
+from optcore_lowbit._codes import FLOAT_NO_ZERO, LINEAR_NO_ZERO, SIGNED, UNSIGNED
+from optcore_lowbit._quantize import rank1_fits
 
 from _reference import quantize_dequantize, rank1_quantize_dequantize, to_blocks, uniforms
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import optcore_lowbit
-from optcore_lowbit import _quantize
-from optcore_lowbit._quantize import FLOAT_NO_ZERO, LINEAR_NO_ZERO, SIGNED, UNSIGNED, decode, encode, layout
+from optcore_lowbit import _codes, _quantize
+from optcore_lowbit._codes import FLOAT_NO_ZERO, LINEAR_NO_ZERO, SIGNED, UNSIGNED, decode, encode
+from optcore_lowbit._quantize import layout
 
 from _reference import first_written, level_gap, nearest, quantize_dequantize, rank1_quantize_dequantize, stochastic, to_blocks, uniforms
 
@@ -83,8 +84,8 @@ def test_encode_rounds_to_the_nearest_level(kind, bits):
 def test_uniform_dither_matches_its_specification_and_is_uniform():
     """The rounding numbers: the documented hash (an independent NumPy copy), 24-bit uniform in [0, 1)."""
     n = 200_000
-    seed = _quantize.rounding_seed(jnp.int32(7), 3)
-    u = np.asarray(jax.jit(lambda s: _quantize.uniform_dither(s, 0, (n,)))(seed))
+    seed = _codes.rounding_seed(jnp.int32(7), 3)
+    u = np.asarray(jax.jit(lambda s: _codes.uniform_dither(s, 0, (n,)))(seed))
     np.testing.assert_array_equal(u, uniforms(7, 3, n).astype(np.float32))
     assert u.min() >= 0 and u.max() < 1
     counts = np.histogram(u, bins=20, range=(0, 1))[0]
@@ -92,7 +93,7 @@ def test_uniform_dither_matches_its_specification_and_is_uniform():
     assert ((counts - expected) ** 2 / expected).sum() < 49
     # Another step, another leaf, an offset: new numbers, and an offset draws the same as the whole range.
     assert np.mean(u == uniforms(8, 3, n)) < 1e-3 and np.mean(u == uniforms(7, 4, n)) < 1e-3
-    tail = np.asarray(_quantize.uniform_dither(seed, 1000, (10, 7)))
+    tail = np.asarray(_codes.uniform_dither(seed, 1000, (10, 7)))
     np.testing.assert_array_equal(tail.reshape(-1), u[1000:1070])
 
 
@@ -110,8 +111,8 @@ def test_stochastic_rounding_picks_a_neighbouring_level_without_bias(kind, bits)
     x = np.concatenate([rng.uniform(low, 1.0, 2000), np.sign(rng.uniform(low, 1, 2000)) * 10.0 ** rng.uniform(-4, 0, 2000)])
     x = x.astype(np.float32)
     table = optcore_lowbit.code_values(kind, bits)
-    encode_with = jax.jit(lambda v, s: encode(v, kind, bits, _quantize.uniform_dither(s, 0, v.shape)))
-    codes = np.asarray(encode_with(jnp.asarray(x), _quantize.rounding_seed(jnp.int32(1), 0)))
+    encode_with = jax.jit(lambda v, s: encode(v, kind, bits, _codes.uniform_dither(s, 0, v.shape)))
+    codes = np.asarray(encode_with(jnp.asarray(x), _codes.rounding_seed(jnp.int32(1), 0)))
     want = stochastic(x, kind, bits, uniforms(1, 0, x.size))
     # Equal but where f + u lands within float32 rounding of an integer (the reference compares exactly).
     assert np.mean(codes == want) > 0.999
@@ -119,7 +120,7 @@ def test_stochastic_rounding_picks_a_neighbouring_level_without_bias(kind, bits)
     draws = 2000
     mean = np.zeros(x.shape)
     for step in range(draws):
-        mean += table[np.asarray(encode_with(jnp.asarray(x), _quantize.rounding_seed(jnp.int32(step), 0)))]
+        mean += table[np.asarray(encode_with(jnp.asarray(x), _codes.rounding_seed(jnp.int32(step), 0)))]
     mean /= draws
     inside = np.abs(x) >= np.abs(table[first_written(kind):]).min()  # below the smallest level written: always up
     # Bernoulli between two levels: the sample mean's standard deviation is at most gap / (2 sqrt(draws)).
@@ -139,7 +140,7 @@ def test_the_unsigned_code_never_writes_zero(rounding):
     assert smallest == np.float32(1e-7)
     x = np.zeros(256, np.float32)
     x[:6] = [1.0, 5e-8, 4.9e-8, 1e-9, 1e-30, 0.0]
-    seed = _quantize.rounding_seed(jnp.int32(3), 0) if rounding == "stochastic" else None
+    seed = _codes.rounding_seed(jnp.int32(3), 0) if rounding == "stochastic" else None
     q = optcore_lowbit.quantize(jnp.asarray(x), UNSIGNED, 8, 256, seed=seed)
     assert int(np.asarray(q.codes).min()) == 1
     back = np.asarray(optcore_lowbit.dequantize(q))
@@ -159,7 +160,7 @@ def test_the_float_code_writes_nothing_below_its_floor(rounding):
     assert floor == 2.0**-6
     x = np.zeros(128, np.float32)
     x[:7] = [1.0, 2.0**-6, 0.015, 1e-3, 1e-30, 0.0, 0.75]
-    seed = _quantize.rounding_seed(jnp.int32(3), 0) if rounding == "stochastic" else None
+    seed = _codes.rounding_seed(jnp.int32(3), 0) if rounding == "stochastic" else None
     q = optcore_lowbit.quantize(jnp.asarray(x), FLOAT_NO_ZERO, 4, 128, seed=seed)
     back = np.asarray(optcore_lowbit.dequantize(q))
     assert back[0] == 1.0 and back[6] == 0.75 and np.all(back[1:6] == floor) and np.all(back[7:] == floor)
@@ -255,7 +256,7 @@ def test_rank1_requantize_equals_quantizing_the_new_state(bits, kind, shape, sto
     old = _quantize.quantize_rank1(jnp.asarray(rng.uniform(0, 2, size=shape).astype(np.float32)), kind, bits)
     g = jnp.asarray(rng.normal(size=shape).astype(np.float32))
     moment = lambda g, v: 0.9 * v + 0.1 * g * g  # noqa: E731
-    seed = _quantize.rounding_seed(jnp.int32(2), 0) if stochastic_rounding else None
+    seed = _codes.rounding_seed(jnp.int32(2), 0) if stochastic_rounding else None
     got = jax.jit(lambda g, old: _quantize.requantize_rank1(moment, g, old, seed))(g, old)
     want = _quantize.quantize_rank1(moment(g, _quantize.dequantize(old)), kind, bits, seed=seed)
     # Equal up to XLA fusing the moment update differently (a contracted multiply-add: one ulp).
@@ -343,7 +344,7 @@ def test_requantize_equals_quantizing_the_new_states(bits, shape, nu_kind, stoch
     def step(g, m, v):
         return 0.9 * m + 0.1 * g, 0.99 * v + 0.01 * g * g, m + v
 
-    seeds = [_quantize.rounding_seed(jnp.int32(3), 1) if stochastic_first else None, None]
+    seeds = [_codes.rounding_seed(jnp.int32(3), 1) if stochastic_first else None, None]
 
     @jax.jit
     def both(g, olds):

@@ -10,18 +10,8 @@ registry (``optcore.get("adamw_8bit")``) and the module is reachable as
 
 from optcore_lowbit._aliases import adam_8bit, adamw_4bit, adamw_8bit, lion_8bit, sgd_8bit
 from optcore_lowbit._common import DEFAULT_BLOCK_SIZE, MIN_QUANTIZED_SIZE
-from optcore_lowbit._quantize import (
-    FLOAT_NO_ZERO,
-    LINEAR_NO_ZERO,
-    SIGNED,
-    UNSIGNED,
-    QuantizedArray,
-    Rank1QuantizedArray,
-    code_values,
-    dequantize,
-    quantize,
-    rounding_seed,
-)
+from optcore_lowbit._codes import FLOAT_NO_ZERO, LINEAR_NO_ZERO, SIGNED, UNSIGNED, code_values, rounding_seed
+from optcore_lowbit._quantize import QuantizedArray, Rank1QuantizedArray, dequantize, quantize
 from optcore_lowbit._common import NU_CODES, NU_SCALINGS, ROUNDINGS
 from optcore_lowbit._transforms import (
     ScaleByAdamLowBitState,

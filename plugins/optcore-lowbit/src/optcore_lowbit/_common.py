@@ -210,7 +210,7 @@ def step_leaf(step_fn, g, likes, separable: bool = False, seeds=None):
     states of different formats (block-wise and rank-1) are each requantized
     on their own. Otherwise (some state kept in float) the states are loaded
     into float32 and each new state is stored on its own. ``seeds`` (one per
-    state: ``None``, or a :func:`~optcore_lowbit._quantize.rounding_seed` for
+    state: ``None``, or a :func:`~optcore_lowbit._codes.rounding_seed` for
     stochastic rounding) say how each new state is rounded. Returns
     ``(update, *new states)``, the update in float32.
     """

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from optcore import base, kit, numerics
 from optcore_lowbit import _common
-from optcore_lowbit._quantize import FLOAT_NO_ZERO, LINEAR_NO_ZERO, SIGNED, UNSIGNED, rounding_seed
+from optcore_lowbit._codes import FLOAT_NO_ZERO, LINEAR_NO_ZERO, SIGNED, UNSIGNED, rounding_seed
 
 _LION_MODES = ("hard", "smooth", "refined")
 

@@ -10,14 +10,8 @@ import numpy as np
 import optcore
 from optcore import base, kit
 from optcore_lowbit import _common
-from optcore_lowbit._quantize import (
-    FLOAT_NO_ZERO,
-    LINEAR_NO_ZERO,
-    SIGNED,
-    UNSIGNED,
-    is_quantized,
-    rounding_seed,
-)
+from optcore_lowbit._codes import FLOAT_NO_ZERO, LINEAR_NO_ZERO, SIGNED, UNSIGNED, rounding_seed
+from optcore_lowbit._quantize import is_quantized
 
 NONNEGATIVE_FIELDS = ("nu", "nu_max", "sum_of_squares", "v_row", "v_col", "v")
 """State fields the wrapper stores on an unsigned code by default: second moments, non-negative by construction."""
