@@ -71,11 +71,6 @@ REENTRANT = """
 """
 
 
-# All of this module's tests on one xdist worker (tox runs `--dist loadgroup`): its module fixture then
-# runs once, not once per worker.
-pytestmark = pytest.mark.xdist_group("test_plugin_faults")
-
-
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory):
     """Everything observable in one process that sees the faulty fixtures."""

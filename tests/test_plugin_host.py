@@ -122,11 +122,6 @@ MARKER_ONLY = """
 """
 
 
-# All of this module's tests on one xdist worker (tox runs `--dist loadgroup`): its module fixture then
-# runs once, not once per worker.
-pytestmark = pytest.mark.xdist_group("test_plugin_host")
-
-
 @pytest.fixture(scope="module")
 def fixture_path(tmp_path_factory):
     root = tmp_path_factory.mktemp("host_plugins")

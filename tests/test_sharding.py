@@ -222,11 +222,6 @@ def _worker() -> dict:
 # --------------------------------------------------------------------------- tests (pytest side)
 
 
-# All of this module's tests on one xdist worker (tox runs `--dist loadgroup`): its module fixture then
-# runs once, not once per worker.
-pytestmark = pytest.mark.xdist_group("test_sharding")
-
-
 @pytest.fixture(scope="module")
 def report():
     proc = subprocess.run([sys.executable, __file__], env=fake_devices_env(DEVICES), capture_output=True, text=True, timeout=300)
