@@ -68,9 +68,9 @@ FORMATS = ("bfloat16", "8bit", "8bit-stochastic", "4bit-float", "4bit-float-stoc
            "4bit-linear-stochastic")
 SECOND_MOMENT_ONLY = tuple(f for f in FORMATS if f.startswith("4bit"))
 FOUR_BITS = lowbit_storage.make_format(4, None, 0)  # adamw_4bit's blocks (128); the threshold is applied here
-BLOCK_SIZE = 256
+BLOCK_SIZE = optcore_lowbit.DEFAULT_BLOCK_SIZE[8]
 # Distinct stochastic-rounding salts for the two moments of a leaf (as adamw_8bit's nu_rounding draws them).
-SALTS = {"m": 0, "v": 1 << 31}
+SALTS = {"m": 0, "v": lowbit_storage.NONNEGATIVE_SALT}
 
 
 def rounder(fmt: str, kind: str) -> Callable[[jax.Array, jax.Array, int], jax.Array]:

@@ -54,14 +54,6 @@ def check_one_of(name: str, value, choices: tuple) -> None:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
 
 
-def check_scaling(name: str, value) -> None:
-    check_one_of(name, value, NU_SCALINGS)
-
-
-def check_rounding(name: str, value) -> None:
-    check_one_of(name, value, ROUNDINGS)
-
-
 class Format(NamedTuple):
     """How a transformation stores its large state leaves."""
 
