@@ -64,6 +64,19 @@ def check_not_nan(name: str, value: Any) -> None:
     check_range(name, value)
 
 
+def check_one_of(name: str, value: Any, choices: tuple) -> None:
+    """Raises ``ValueError`` naming ``name`` and the ``choices`` unless ``value`` is one of them.
+
+    For arguments that pick a variant by name (``mode="hard"``,
+    ``reduction="mean"``), so every such argument fails with one message::
+
+        check_one_of("mode", mode, ("hard", "smooth"))
+        # ValueError: mode must be one of ('hard', 'smooth'), got 'soft'.
+    """
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")
+
+
 def as_scalar(name: str, value: Any) -> Any:
     """``value`` with a size-1 array (``jnp.array([1e-3])``) reshaped to a scalar.
 

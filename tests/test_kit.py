@@ -176,6 +176,22 @@ def test_hyperparameter_checks(check, good, bad, message):
     jax.jit(lambda x: check("b", x) or x)(jnp.asarray(bad))
 
 
+def test_check_one_of_names_the_argument_and_its_choices():
+    kit.check_one_of("mode", "hard", ("hard", "smooth"))
+    kit.check_one_of("handler", None, (None, "promote"))
+    with pytest.raises(ValueError, match=r"^mode must be one of \('hard', 'smooth'\), got 'soft'\.$"):
+        kit.check_one_of("mode", "soft", ("hard", "smooth"))
+    with pytest.raises(ValueError, match=r"bits must be one of \(4, 8\), got True"):
+        kit.check_one_of("bits", True, (4, 8))  # True == 1, not 4 or 8
+    # The core's own choice arguments fail through it, with the same message.
+    with pytest.raises(ValueError, match=r"mode must be one of \('hard', 'smooth', 'refined'\), got 'soft'"):
+        optcore.scale_by_lion(mode="soft")
+    with pytest.raises(ValueError, match=r"variant must be one of \('sps', 'sps\+'\), got 'sps-'"):
+        optcore.scale_by_polyak(variant="sps-")
+    with pytest.raises(ValueError, match=r"mixed_dtype_handler must be one of \(None, 'promote', 'highest', 'lowest'\)"):
+        optcore.tree.dtype({"a": jnp.ones(2)}, mixed_dtype_handler="widest")
+
+
 class _MomentumState(NamedTuple):
     count: jax.Array
     mu: optcore.Updates

@@ -207,8 +207,7 @@ def scale_by_lion(
     """
     validate.check_decay("b1", b1)
     validate.check_decay("b2", b2)
-    if mode not in _LION_MODES:
-        raise ValueError(f"mode must be one of {_LION_MODES}, got {mode!r}.")
+    validate.check_one_of("mode", mode, _LION_MODES)
     mu_dtype = dtype_or_none(mu_dtype)
 
     def squash(c):
@@ -392,8 +391,7 @@ def scale_by_polyak(
     """
     validate.check_not_nan("max_learning_rate", max_learning_rate)
     validate.check_non_negative("eps", eps)
-    if variant not in _POLYAK_VARIANTS:
-        raise ValueError(f"variant must be one of {_POLYAK_VARIANTS}, got {variant!r}.")
+    validate.check_one_of("variant", variant, _POLYAK_VARIANTS)
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         hyper_dtype = hyperparameter_dtype(updates)

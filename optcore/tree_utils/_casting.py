@@ -7,6 +7,8 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
+from optcore import validate
+
 _MIXED_DTYPE_HANDLERS = (None, "promote", "highest", "lowest")
 
 
@@ -144,10 +146,7 @@ def tree_dtype(tree: Any, mixed_dtype_handler: Optional[str] = None) -> jnp.dtyp
     Returns:
       The dtype; for an empty tree, JAX's default float dtype.
     """
-    if mixed_dtype_handler not in _MIXED_DTYPE_HANDLERS:
-        raise ValueError(
-            f"mixed_dtype_handler must be one of {_MIXED_DTYPE_HANDLERS}, got {mixed_dtype_handler!r}."
-        )
+    validate.check_one_of("mixed_dtype_handler", mixed_dtype_handler, _MIXED_DTYPE_HANDLERS)
     leaves_with_path = jax.tree_util.tree_leaves_with_path(tree)
     if not leaves_with_path:
         return jax.dtypes.canonicalize_dtype(float)

@@ -62,6 +62,11 @@ def test_every_preconditioning_converges_to_the_polar_factor(preconditioning):
     np.testing.assert_allclose(u, left @ vt, atol=1e-3)
 
 
+def test_an_unknown_preconditioning_is_named_with_the_choices():
+    with pytest.raises(ValueError, match=r"preconditioning must be one of \(.*'frobenius'.*\), got 'polar'"):
+        cc.scale_by_muon(preconditioning="polar")
+
+
 @pytest.mark.parametrize("shape", [(), (4,)])
 def test_scale_by_muon_names_a_leaf_that_is_not_a_matrix(shape):
     params = {"w": jnp.ones((3, 4)), "b": jnp.ones(shape)}

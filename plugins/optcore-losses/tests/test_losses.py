@@ -145,6 +145,8 @@ def test_dice_losses():
     weights = 4 * weights / weights.sum()
     plain = _dice_reference(p, t, (1, 2))
     close(ol.multiclass_generalized_dice_loss(x, t), (plain * weights).mean(), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"reduction must be one of .*got 'max'"):
+        ol.dice_loss(x, t, reduction="max")
 
 
 def test_ntxent():

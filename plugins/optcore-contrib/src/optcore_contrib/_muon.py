@@ -234,10 +234,7 @@ def scale_by_muon(
       weight_dimension_numbers: a tree of :class:`MuonDimensionNumbers` (or a
         function of the params returning one); None treats every param as a matrix.
     """
-    if preconditioning not in PRECONDITIONINGS:
-        raise ValueError(
-            f"scale_by_muon: preconditioning must be one of {PRECONDITIONINGS}, got {preconditioning!r}."
-        )
+    kit.check_one_of("preconditioning", preconditioning, PRECONDITIONINGS)
     kit.check_beta("beta", beta)  # mu is divided by 1 - beta**t
     validate.check_non_negative("eps", eps)
     _check_coefficients(ns_coeffs, ns_steps)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optcore.validate import check_non_negative
+from optcore.validate import check_non_negative, check_one_of
 
 from optcore_losses import _checks
 
@@ -90,8 +90,7 @@ def dice_loss(
     Returns:
       ``[batch]`` losses, or ``[batch, num_classes]`` with ``reduction="none"``.
     """
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
+    check_one_of("reduction", reduction, _REDUCTIONS)
     check_non_negative("smooth", smooth)
     check_non_negative("alpha", alpha)
     check_non_negative("beta", beta)

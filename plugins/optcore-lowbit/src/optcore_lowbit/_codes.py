@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optcore import numerics
+from optcore import kit, numerics
 
 SIGNED = "signed"
 """The dynamic code with a sign bit (first moments, momentum)."""
@@ -93,14 +93,12 @@ _FLOAT_FIRST_WRITTEN = 3
 
 def check_bits(bits) -> None:
     """Raises ``ValueError`` unless ``bits`` is one of :data:`BITS`."""
-    if isinstance(bits, bool) or bits not in BITS:
-        raise ValueError(f"bits must be one of {BITS}, got {bits!r}.")
+    kit.check_one_of("bits", bits, BITS)
 
 
 def check_code(kind, bits) -> None:
     """Raises ``ValueError`` naming an unknown code ``kind`` or a ``bits`` it does not come in."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
+    kit.check_one_of("kind", kind, KINDS)
     check_bits(bits)
     if kind == FLOAT_NO_ZERO and bits != 4:
         raise ValueError(f"the {FLOAT_NO_ZERO!r} code has 4 bits, got bits={bits!r}.")

@@ -48,12 +48,6 @@ NONNEGATIVE_SALT = 1 << 31
 entry are not rounded by the same uniform number."""
 
 
-def check_one_of(name: str, value, choices: tuple) -> None:
-    """Raises ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
-
-
 class Format(NamedTuple):
     """How a transformation stores its large state leaves."""
 

@@ -66,8 +66,8 @@ def _adam_step(options, b1, b2, eps, eps_root, c1, c2, c1_next):
 
 def _scale_by_adam_lowbit(b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype, fmt, nu_kind, nu_rank1, mu_rounding,
                           nu_rounding):
-    _common.check_one_of("mu_rounding", mu_rounding, _common.ROUNDINGS)
-    _common.check_one_of("nu_rounding", nu_rounding, _common.ROUNDINGS)
+    kit.check_one_of("mu_rounding", mu_rounding, _common.ROUNDINGS)
+    kit.check_one_of("nu_rounding", nu_rounding, _common.ROUNDINGS)
     kit.check_beta("b1", b1)
     kit.check_beta("b2", b2)
     kit.check_non_negative("eps", eps)
@@ -248,8 +248,8 @@ def scale_by_adam_4bit(
       nu_rounding: ``"stochastic"`` or ``"nearest"`` (the paper's): how the second moment is rounded.
       nu_code: ``"float"`` or ``"linear"`` (the paper's): the second moment's code.
     """
-    _common.check_one_of("nu_scaling", nu_scaling, _common.NU_SCALINGS)
-    _common.check_one_of("nu_code", nu_code, _common.NU_CODES)
+    kit.check_one_of("nu_scaling", nu_scaling, _common.NU_SCALINGS)
+    kit.check_one_of("nu_code", nu_code, _common.NU_CODES)
     fmt = _common.make_format(4, block_size, min_quantized_size)
     nu_kind = FLOAT_NO_ZERO if nu_code == "float" else LINEAR_NO_ZERO
     return _scale_by_adam_lowbit(
@@ -314,7 +314,7 @@ def scale_by_lion_8bit(
     """
     kit.check_decay("b1", b1)
     kit.check_decay("b2", b2)
-    _common.check_one_of("mode", mode, _LION_MODES)
+    kit.check_one_of("mode", mode, _LION_MODES)
     fmt = _common.make_format(8, block_size, min_quantized_size)
     mu_dtype = kit.dtype_or_none(mu_dtype)
 

@@ -163,9 +163,9 @@ def quantize_state(
       nonnegative_rounding: ``"nearest"`` or ``"stochastic"``: how non-negative fields are rounded.
     """
     fmt = _common.make_format(bits, block_size, min_quantized_size)
-    _common.check_one_of("nonnegative_scaling", nonnegative_scaling, _common.NU_SCALINGS)
-    _common.check_one_of("rounding", rounding, _common.ROUNDINGS)
-    _common.check_one_of("nonnegative_rounding", nonnegative_rounding, _common.ROUNDINGS)
+    kit.check_one_of("nonnegative_scaling", nonnegative_scaling, _common.NU_SCALINGS)
+    kit.check_one_of("rounding", rounding, _common.ROUNDINGS)
+    kit.check_one_of("nonnegative_rounding", nonnegative_rounding, _common.ROUNDINGS)
     stochastic = {"signed": rounding == "stochastic", "nonnegative": nonnegative_rounding == "stochastic"}
     counts = any(stochastic.values())  # the state holds a step count to seed the rounding
     nonnegative = frozenset(nonnegative_fields)
