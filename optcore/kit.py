@@ -15,7 +15,8 @@ users notice:
   its type.
 * **Checks**: hyperparameters are validated at construction with the same
   messages as the core's (:func:`check_beta`, :func:`check_decay`,
-  :func:`check_one_of` for a variant chosen by name, ...), and a
+  :func:`check_one_of` for a variant chosen by name, :func:`check_integer`
+  for a size or a count, ...), and a
   missing extra ``update`` argument is a ``TypeError`` naming it
   (:func:`require_update_args`).
 * **Static arguments**: :func:`static_args` declares which arguments of a
@@ -65,7 +66,7 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, numerics, validate
-from optcore.validate import check_non_negative, check_one_of, check_range, require_update_args
+from optcore.validate import check_integer, check_non_negative, check_one_of, check_range, require_update_args
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -384,6 +385,7 @@ __all__ = [
     "cast_promoted",
     "check_beta",
     "check_decay",
+    "check_integer",
     "check_non_negative",
     "check_one_of",
     "check_positive",

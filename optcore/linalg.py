@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from optcore import numerics
+from optcore import numerics, validate
 
 
 def _tree_vdot(x: Any, y: Any) -> jax.Array:
@@ -141,8 +141,7 @@ def matrix_inverse_pth_root(
     Returns:
       ``(matrix ** (-1/p), error)`` with the final error :math:`\max|M_k - I|`.
     """
-    if not isinstance(p, (int,)) or isinstance(p, bool) or p < 1:
-        raise ValueError(f"p must be a positive integer, got {p!r}.")
+    validate.check_integer("p", p, 1)
     matrix = jnp.asarray(matrix)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"matrix_inverse_pth_root expects a square matrix, got shape {matrix.shape}.")

@@ -8,6 +8,7 @@ working. Layer 0.
 from __future__ import annotations
 
 import numbers
+import sys
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,28 @@ def check_one_of(name: str, value: Any, choices: tuple) -> None:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")
 
 
+def check_integer(name: str, value: Any, minimum: int) -> None:
+    """Raises unless ``value`` is a Python (or NumPy) integer of at least ``minimum``: a size, a count.
+
+    Such arguments decide shapes or loop lengths, so they must be known when the
+    transformation is built. A ``TypeError`` for anything else (a float, a bool,
+    an array); when it is an array, the message says how it most likely became
+    one: an ``inject_hyperparams`` wrapper not told that the argument is static.
+    A ``ValueError`` below ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        hint = ""
+        if hasattr(value, "shape") and hasattr(value, "dtype"):
+            hint = (
+                f" An inject_hyperparams wrapper passes as an array every number it is not told is static: "
+                f"optcore.inject_hyperparams reads the static arguments the factory declares; "
+                f"with optax.inject_hyperparams, add {name!r} to static_args."
+            )
+        raise TypeError(f"{name} must be an integer of at least {minimum}, got {value!r}.{hint}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}.")
+
+
 def as_scalar(name: str, value: Any) -> Any:
     """``value`` with a size-1 array (``jnp.array([1e-3])``) reshaped to a scalar.
 
@@ -128,8 +151,26 @@ def require_update_args(who: str, **arguments: Any) -> None:
         example = ", ".join(f"{name}=..." for name in missing)
         raise TypeError(
             f"{who}'s update() missing {len(missing)} required keyword argument{plural}: {listed}; "
-            f"call update(updates, state, params, {example})."
+            f"call update(updates, state, params, {example})." + (_OPTAX_DROPS_EXTRA_ARGS if _called_by_optax() else "")
         )
+
+
+_OPTAX_DROPS_EXTRA_ARGS = (
+    " It was called by Optax, whose combinators (optax.chain, optax.MultiSteps, optax.inject_hyperparams, ...) "
+    "pass extra arguments only to instances of optax.GradientTransformationExtraArgs and drop them for others: "
+    "if you gave them, make the outer combinator optcore's (optcore.chain, ...), or wrap this transformation "
+    "as optax.GradientTransformationExtraArgs(tx.init, tx.update)."
+)
+
+
+def _called_by_optax() -> bool:
+    """Whether an Optax module is on the call stack (read on the error path only; Optax is not imported)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").partition(".")[0] == "optax":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _path_str(path) -> str:

@@ -95,6 +95,13 @@ def test_add_noise_statistics_and_annealing():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         optcore.add_noise(1.0, 0.5).init(zeros)  # no key: seed 0
+    # The key as an int, a 0-d integer array (optax.inject_hyperparams makes one of key=3), a typed key
+    # or a legacy uint32 key: the same noise.
+    keys = [3, np.int64(3), jnp.asarray(3), jnp.asarray(3, jnp.uint32), jax.random.key(3), jax.random.PRNGKey(3)]
+    draws = [optcore.add_noise(1.0, 0.5, key).update(zeros, optcore.add_noise(1.0, 0.5, key).init(zeros))[0]["x"]
+             for key in keys]
+    for draw in draws[1:]:
+        np.testing.assert_array_equal(draw, draws[0])
 
 
 @pytest.mark.parametrize("debias", [True, False])

@@ -192,6 +192,27 @@ def test_check_one_of_names_the_argument_and_its_choices():
         optcore.tree.dtype({"a": jnp.ones(2)}, mixed_dtype_handler="widest")
 
 
+def test_check_integer_takes_python_and_numpy_integers_and_names_an_injected_array():
+    kit.check_integer("memory_size", 10, 1)
+    kit.check_integer("memory_size", np.int64(1), 1)
+    kit.check_integer("min_size", 0, 0)
+    with pytest.raises(ValueError, match=r"^memory_size must be an integer of at least 1, got 0\.$"):
+        kit.check_integer("memory_size", 0, 1)
+    for bad in (2.0, True, "3", None):
+        with pytest.raises(TypeError, match=r"^memory_size must be an integer of at least 1, got .*\.$"):
+            kit.check_integer("memory_size", bad, 1)
+    # An array (what an inject_hyperparams wrapper not told the argument is static passes) gets the way out.
+    with pytest.raises(TypeError, match=r"got Array\(10, .*inject_hyperparams.*add 'memory_size' to static_args"):
+        kit.check_integer("memory_size", jnp.asarray(10), 1)
+    # The core's sizes and counts fail through it.
+    with pytest.raises(ValueError, match="memory_size must be an integer of at least 1, got 0"):
+        optcore.scale_by_lbfgs(memory_size=0)
+    with pytest.raises(TypeError, match="max_linesearch_steps must be an integer of at least 1, got 2.5"):
+        optcore.scale_by_zoom_linesearch(2.5)
+    with pytest.raises(ValueError, match="p must be an integer of at least 1, got 0"):
+        optcore.matrix_inverse_pth_root(jnp.eye(2), 0)
+
+
 class _MomentumState(NamedTuple):
     count: jax.Array
     mu: optcore.Updates

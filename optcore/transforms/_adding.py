@@ -128,6 +128,9 @@ def _as_key(key: Any) -> base.PRNGKey:
     key = jnp.asarray(key)
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return key
+    if key.ndim == 0 and jnp.issubdtype(key.dtype, jnp.integer):
+        # An integer seed as an array: what optax.inject_hyperparams makes of `key=0` (legacy keys have shape (2,)).
+        return jax.random.key(key)
     return jax.random.wrap_key_data(key)
 
 

@@ -79,8 +79,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> ba
       memory_size: :math:`m`, the number of curvature pairs kept.
       scale_init_precond: scale the initial preconditioner by :math:`\gamma_k`.
     """
-    if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 1:
-        raise ValueError(f"memory_size must be a positive integer, got {memory_size!r}.")
+    validate.check_integer("memory_size", memory_size, 1)
 
     def init_fn(params):
         # Built once per field: the two memories must not share buffers, or they cannot be donated;

@@ -303,8 +303,7 @@ def scale_by_zoom_linesearch(
         quasi-Newton directions), ``"keep"`` from the previous step.
       verbose: print a message (``jax.debug.print``) when the search fails.
     """
-    if isinstance(max_linesearch_steps, bool) or not isinstance(max_linesearch_steps, int) or max_linesearch_steps < 1:
-        raise ValueError(f"max_linesearch_steps must be a positive integer, got {max_linesearch_steps!r}.")
+    validate.check_integer("max_linesearch_steps", max_linesearch_steps, 1)
     if max_learning_rate is not None:
         validate.check_range("max_learning_rate", max_learning_rate, low=0.0, low_inclusive=False)
     validate.check_non_negative("tol", tol)

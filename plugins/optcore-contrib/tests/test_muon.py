@@ -2,6 +2,7 @@
 
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -60,6 +61,22 @@ def test_every_preconditioning_converges_to_the_polar_factor(preconditioning):
     target = _numpy_preconditioned(g, "aol") if preconditioning == "aol" else g
     left, _, vt = np.linalg.svd(target, full_matrices=False)
     np.testing.assert_allclose(u, left @ vt, atol=1e-3)
+
+
+@pytest.mark.parametrize("preconditioning", ["frobenius", "aol"])
+def test_ns_steps_as_an_array_iterates_as_many_times(preconditioning):
+    """A traced ns_steps (optax.inject_hyperparams without static_args) loops that many times: same numbers."""
+    m = jnp.asarray(np.random.default_rng(3).normal(size=(6, 9)), jnp.float32)
+    params = {"w": m}
+
+    def update(ns_steps):
+        tx = cc.scale_by_muon(ns_steps=ns_steps, preconditioning=preconditioning)
+        return tx.update(params, tx.init(params), params)[0]["w"]
+
+    static = jax.jit(lambda: update(3))()
+    traced = jax.jit(update)(jnp.asarray(3))
+    np.testing.assert_allclose(traced, static, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(jax.jit(update)(jnp.asarray(1)), static, atol=1e-3)  # the count is really used
 
 
 def test_an_unknown_preconditioning_is_named_with_the_choices():

@@ -375,19 +375,21 @@ def test_quantized_array_is_a_pytree_with_static_metadata():
 
 
 @pytest.mark.parametrize(
-    "kwargs,message",
+    "kwargs,error,message",
     [
-        ({"bits": 3}, "bits must be one of"),
-        ({"bits": True}, "bits must be one of"),
-        ({"block_size": 1}, "block_size must be an integer of at least 2"),
-        ({"block_size": 64.0}, "block_size must be an integer"),
-        ({"bits": 4, "block_size": 127}, "block_size must be even"),
-        ({"min_quantized_size": -1}, "min_quantized_size must be a non-negative integer"),
+        ({"bits": 3}, ValueError, "bits must be one of"),
+        ({"bits": True}, ValueError, "bits must be one of"),
+        ({"block_size": 1}, ValueError, "block_size must be an integer of at least 2, got 1"),
+        ({"block_size": 64.0}, TypeError, "block_size must be an integer of at least 2, got 64.0"),
+        ({"bits": 4, "block_size": 127}, ValueError, "block_size must be even"),
+        ({"min_quantized_size": -1}, ValueError, "min_quantized_size must be an integer of at least 0"),
+        # What optax.inject_hyperparams passes when not told that the size is static: the message says so.
+        ({"block_size": jnp.asarray(256)}, TypeError, r"got Array\(256.*add 'block_size' to static_args"),
     ],
 )
-def test_bad_format_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_format_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
         optcore_lowbit.quantize_state(__import__("optcore").sgd(0.1, momentum=0.9), **kwargs)
     if "bits" not in kwargs:
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(error, match=message):
             optcore_lowbit.adamw_8bit(0.1, **kwargs)

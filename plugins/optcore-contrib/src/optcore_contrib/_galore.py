@@ -189,14 +189,8 @@ def scale_by_galore(
         tree of them (None for params not to project), or a function of the
         params returning that tree.
     """
-    if isinstance(rank, bool) or not isinstance(rank, int):
-        raise TypeError(f"scale_by_galore: rank must be an int, got {type(rank).__name__}.")
-    validate.check_range("rank", rank, low=1)
-    if isinstance(update_proj_gap, bool) or not isinstance(update_proj_gap, int):
-        raise TypeError(
-            f"scale_by_galore: update_proj_gap must be an int, got {type(update_proj_gap).__name__}."
-        )
-    validate.check_range("update_proj_gap", update_proj_gap, low=1)
+    kit.check_integer("rank", rank, 1)
+    kit.check_integer("update_proj_gap", update_proj_gap, 1)
     if base_optimizer is None:
         base_optimizer = optcore.scale_by_adam()
     optcore.check_gradient_transformation(base_optimizer, "galore base_optimizer")

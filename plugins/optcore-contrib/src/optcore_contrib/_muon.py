@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+
 from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import optcore
 from optcore import base, kit, numerics, tree_utils, validate
@@ -78,20 +80,31 @@ def _newton_schulz_step(x, gram, abc):
     return a * x + poly @ x
 
 
-def _newton_schulz(x, coeffs, eps, preconditioning="frobenius"):
-    """Approximately orthogonalises the last two axes of ``x`` (maps G to U V^T)."""
+def _newton_schulz(x, coeffs, eps, preconditioning="frobenius", steps=None):
+    """Approximately orthogonalises the last two axes of ``x`` (maps G to U V^T).
+
+    ``coeffs`` holds one triple per iteration, or one triple for all ``steps``
+    iterations when ``steps`` is an array (an ``inject_hyperparams`` wrapper not
+    told that ``ns_steps`` is static passes it as one): a loop of traced length.
+    """
     transpose = x.shape[-2] > x.shape[-1]
     if transpose:
         x = jnp.swapaxes(x, -1, -2)
     x, first_gram = _precondition(x, preconditioning, eps)
     if first_gram is not None:
-        x = _newton_schulz_step(x, first_gram, coeffs[0])
-        coeffs = coeffs[1:]
+        x = _newton_schulz_step(x, first_gram, coeffs if steps is not None else coeffs[0])
+        if steps is None:
+            coeffs = coeffs[1:]
+        else:
+            steps = steps - 1
 
     def step(x, abc):
         return _newton_schulz_step(x, x @ jnp.swapaxes(x, -1, -2), abc), None
 
-    x, _ = jax.lax.scan(step, x, coeffs)
+    if steps is None:
+        x, _ = jax.lax.scan(step, x, coeffs)
+    else:
+        x = jax.lax.fori_loop(0, steps, lambda _, x: step(x, coeffs)[0], x)
     if transpose:
         x = jnp.swapaxes(x, -1, -2)
     return x
@@ -264,12 +277,18 @@ def scale_by_muon(
             )
         else:
             mu_hat = tree_utils.tree_bias_correction(mu, beta, count)
-        coeffs = state.ns_coeffs if state.ns_coeffs.ndim == 2 else jnp.tile(state.ns_coeffs, (ns_steps, 1))
+        steps = None
+        if state.ns_coeffs.ndim == 2:
+            coeffs = state.ns_coeffs
+        elif isinstance(ns_steps, (int, np.integer)):
+            coeffs = jnp.tile(state.ns_coeffs, (ns_steps, 1))
+        else:  # an array: optax.inject_hyperparams without static_args=("ns_steps",)
+            coeffs, steps = state.ns_coeffs, ns_steps
 
         def orthogonalise(m, dn):
             # Newton-Schulz works on whole matrices: gathered where the split is explicit, then split back.
             matrices, restore = _as_matrices(kit.whole(m), dn)
-            orth = _newton_schulz(matrices, coeffs.astype(m.dtype), eps, preconditioning)
+            orth = _newton_schulz(matrices, coeffs.astype(m.dtype), eps, preconditioning, steps)
             if adaptive:
                 # One dual norm per param, summed over its batch slices (as Optax 0.2.8 does).
                 orth = orth * jnp.sum(matrices * orth)

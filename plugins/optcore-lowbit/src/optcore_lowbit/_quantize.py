@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optcore import numerics
+from optcore import kit, numerics
 from optcore_lowbit._codes import check_bits, check_code, decode, dither_or_none, encode
 
 
@@ -525,13 +525,7 @@ def requantize_rank1(moment_fn, g, old: Rank1QuantizedArray, seed=None) -> Rank1
 def check_format(bits, block_size, min_quantized_size) -> None:
     """Raises ``ValueError`` naming a bad quantization argument."""
     check_bits(bits)
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 2:
-        raise ValueError(f"block_size must be an integer of at least 2, got {block_size!r}.")
+    kit.check_integer("block_size", block_size, 2)
     if bits == 4 and block_size % 2:
         raise ValueError(f"block_size must be even for 4-bit states (two codes per byte), got {block_size!r}.")
-    if (
-        isinstance(min_quantized_size, bool)
-        or not isinstance(min_quantized_size, (int, np.integer))
-        or min_quantized_size < 0
-    ):
-        raise ValueError(f"min_quantized_size must be a non-negative integer, got {min_quantized_size!r}.")
+    kit.check_integer("min_quantized_size", min_quantized_size, 0)
