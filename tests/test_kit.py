@@ -209,6 +209,9 @@ def test_check_integer_takes_python_and_numpy_integers_and_names_an_injected_arr
         optcore.scale_by_lbfgs(memory_size=0)
     with pytest.raises(TypeError, match="max_linesearch_steps must be an integer of at least 1, got 2.5"):
         optcore.scale_by_zoom_linesearch(2.5)
+    with pytest.raises(ValueError, match="max_backtracking_steps must be an integer of at least 0, got -1"):
+        optcore.scale_by_backtracking_linesearch(max_backtracking_steps=-1)
+    optcore.scale_by_backtracking_linesearch(max_backtracking_steps=0)
     with pytest.raises(ValueError, match="p must be an integer of at least 1, got 0"):
         optcore.matrix_inverse_pth_root(jnp.eye(2), 0)
 

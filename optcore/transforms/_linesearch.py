@@ -143,8 +143,7 @@ def scale_by_backtracking_linesearch(
         :func:`value_and_grad_from_state`).
       verbose: print a message (through ``jax.debug.print``) when the search fails.
     """
-    if isinstance(max_backtracking_steps, bool) or not isinstance(max_backtracking_steps, int) or max_backtracking_steps < 0:
-        raise ValueError(f"max_backtracking_steps must be a non-negative integer, got {max_backtracking_steps!r}.")
+    validate.check_integer("max_backtracking_steps", max_backtracking_steps, 0)
     validate.check_range("slope_rtol", slope_rtol, low=0.0, high=1.0)
     validate.check_range("decrease_factor", decrease_factor, low=0.0, high=1.0, low_inclusive=False)
     validate.check_range("increase_factor", increase_factor, low=1.0, high=float("inf"), high_inclusive=True)

@@ -201,8 +201,10 @@ def test_pathwise_accepts_a_constant_function():
 def test_estimators_check_their_arguments():
     params = [jnp.zeros(2), jnp.zeros(2)]
     for estimator in (st.score_function_jacobians, st.pathwise_jacobians, st.measure_valued_jacobians):
-        with pytest.raises(ValueError, match="num_samples"):
+        with pytest.raises(ValueError, match="num_samples must be an integer of at least 1, got 0"):
             estimator(_linear, params, utils.multi_normal, jax.random.key(0), 0)
+        with pytest.raises(TypeError, match="num_samples must be an integer of at least 1, got 2.0"):
+            estimator(_linear, params, utils.multi_normal, jax.random.key(0), 2.0)
         with pytest.raises(ValueError, match="scalar"):
             estimator(lambda x: x, params, utils.multi_normal, jax.random.key(0), 4)
         with pytest.raises(TypeError, match="list or tuple"):

@@ -8,7 +8,6 @@ from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import optcore
 from optcore import base, kit, numerics, tree_utils, validate
@@ -280,10 +279,10 @@ def scale_by_muon(
         steps = None
         if state.ns_coeffs.ndim == 2:
             coeffs = state.ns_coeffs
-        elif isinstance(ns_steps, (int, np.integer)):
-            coeffs = jnp.tile(state.ns_coeffs, (ns_steps, 1))
-        else:  # an array: optax.inject_hyperparams without static_args=("ns_steps",)
+        elif isinstance(ns_steps, jax.Array):  # optax.inject_hyperparams without static_args=("ns_steps",)
             coeffs, steps = state.ns_coeffs, ns_steps
+        else:
+            coeffs = jnp.tile(state.ns_coeffs, (ns_steps, 1))
 
         def orthogonalise(m, dn):
             # Newton-Schulz works on whole matrices: gathered where the split is explicit, then split back.

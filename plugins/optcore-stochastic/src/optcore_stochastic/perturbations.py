@@ -107,8 +107,7 @@ def make_perturbed_fun(
       A function ``(key, inputs) -> outputs`` with the structure of ``fun``'s
       outputs; the same key gives the same noise.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
+    optcore.validate.check_integer("num_samples", num_samples, 1)
     optcore.validate.check_range("sigma", sigma, low=0.0, low_inclusive=False)
     if not (callable(getattr(noise, "sample", None)) and callable(getattr(noise, "log_prob", None))):
         raise TypeError(f"noise must have sample(key, sample_shape, dtype) and log_prob(z) methods, got {noise!r}.")

@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from optcore import kit
 from optcore_stochastic import _checks
 from optcore_stochastic.utils import MultiNormalDiagFromLogScale, multi_normal, sample_from, set_diags, tile_second_to_last_dim
 
@@ -41,12 +42,6 @@ __all__ = [
     "pathwise_jacobians",
     "score_function_jacobians",
 ]
-
-
-def _check_num_samples(num_samples: Any, estimator: str) -> int:
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"{estimator}: num_samples must be a positive Python int, got {num_samples!r}.")
-    return num_samples
 
 
 def _check_params(params: Any, estimator: str) -> list:
@@ -102,7 +97,7 @@ def score_function_jacobians(
       A list with, for each parameter, the ``[num_samples, *param.shape]``
       per-sample Jacobians.
     """
-    num_samples = _check_num_samples(num_samples, "score_function_jacobians")
+    kit.check_integer("num_samples", num_samples, 1)
     params = _check_params(params, "score_function_jacobians")
     dist = dist_builder(*params)
     samples = jax.lax.stop_gradient(sample_from(dist, (num_samples,), rng))
@@ -158,7 +153,7 @@ def pathwise_jacobians(
       A list with, for each parameter, the ``[num_samples, *param.shape]``
       per-sample Jacobians.
     """
-    num_samples = _check_num_samples(num_samples, "pathwise_jacobians")
+    kit.check_integer("num_samples", num_samples, 1)
     params = _check_params(params, "pathwise_jacobians")
     spec = _sample_spec(dist_builder(*params), rng)
     if not jnp.issubdtype(spec.dtype, jnp.floating):
@@ -235,7 +230,7 @@ def measure_valued_estimation_mean(
     Returns:
       ``[N, *param_shape]`` per-sample Jacobians (``[N, D]`` for a vector mean).
     """
-    num_samples = _check_num_samples(num_samples, "measure_valued_estimation_mean")
+    kit.check_integer("num_samples", num_samples, 1)
     shape, mean, scale = _gaussian_parts(dist, "measure_valued_estimation_mean")
     dim = math.prod(shape)
     dist_rng, pos_rng, neg_rng = jax.random.split(rng, 3)
@@ -288,7 +283,7 @@ def measure_valued_estimation_std(
     Returns:
       ``[N, *param_shape]`` per-sample Jacobians with respect to :math:`\sigma`.
     """
-    num_samples = _check_num_samples(num_samples, "measure_valued_estimation_std")
+    kit.check_integer("num_samples", num_samples, 1)
     shape, mean, scale = _gaussian_parts(dist, "measure_valued_estimation_std")
     dim = math.prod(shape)
     dist_rng, pos_rng, neg_rng = jax.random.split(rng, 3)
@@ -379,7 +374,7 @@ def measure_valued_jacobians(
     Returns:
       ``[mean_jacobians, log_scale_jacobians]``, each ``[num_samples, *param.shape]``.
     """
-    num_samples = _check_num_samples(num_samples, "measure_valued_jacobians")
+    kit.check_integer("num_samples", num_samples, 1)
     params = _check_params(params, "measure_valued_jacobians")
     if len(params) != 2:
         raise ValueError(f"measure_valued_jacobians: params must be [mean, log_scale], got {len(params)} arrays.")
