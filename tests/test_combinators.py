@@ -165,6 +165,26 @@ def test_masked_applies_inner_only_where_true(mask_as):
         np.testing.assert_allclose(got, expected)
 
 
+def test_masked_takes_per_example_gradients_with_params():
+    """Per-example gradients (dpsgd's) have a leading batch axis the params lack: masked checks the
+    structure only, as Optax's masked, and clips each example's masked part by its own norm."""
+    params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
+    rng = np.random.default_rng(5)
+    grads = {"w": rng.normal(size=(4, 2, 3)).astype(np.float32), "b": rng.normal(size=(4, 3)).astype(np.float32)}
+    def clip_and_sum(updates, params=None):  # dpsgd's aggregation, noise-free
+        clipped, _ = optcore.per_example_global_norm_clip(jax.tree.leaves(updates), 1.0)
+        return jax.tree.unflatten(jax.tree.structure(updates), clipped)
+
+    tx = optcore.masked(optcore.stateless(clip_and_sum), {"w": True, "b": False})
+    u, _ = jax.jit(tx.update)(jax.tree.map(jnp.asarray, grads), tx.init(params), params)
+    norms = np.sqrt((grads["w"] ** 2).sum(axis=(1, 2)))
+    expected = (grads["w"] * np.minimum(1.0, 1.0 / norms)[:, None, None]).sum(axis=0)
+    np.testing.assert_allclose(u["w"], expected, rtol=1e-5)
+    np.testing.assert_array_equal(u["b"], grads["b"])  # masked out: passed through, batch axis and all
+    with pytest.raises(ValueError, match="lacks"):  # a structure mismatch still names the path
+        tx.update({"w": jnp.asarray(grads["w"])}, tx.init(params), params)
+
+
 def test_masked_state_has_masked_nodes_and_bad_mask_raises():
     tx = optcore.masked(optcore.trace(0.5), {"w": True, "b": False, "s": False})
     state = tx.init(PARAMS)

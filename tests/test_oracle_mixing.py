@@ -314,6 +314,32 @@ def test_every_registered_optimizer_inside_optax_inject_hyperparams(case):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got, params)
 
 
+@pytest.mark.parametrize("wrapper", ["masked", "partition"])
+def test_per_example_dpsgd_inside_masked_and_partition_gives_optax_numbers(wrapper):
+    """dpsgd's gradients carry a batch axis the params lack; Optax's masked and partition take them."""
+    (case,) = [c for c in registry_cases.optimizer_cases() if c.name == "dpsgd"]
+    mask = lambda p: jax.tree.map(lambda x: x.ndim > 0, p)  # noqa: E731
+    labels = lambda p: jax.tree.map(lambda x: "dp" if x.ndim > 0 else "frozen", p)  # noqa: E731
+
+    def wrap(lib, inner):
+        if wrapper == "masked":
+            return lib.masked(inner, mask)
+        return lib.partition({"dp": inner, "frozen": lib.set_to_zero()}, labels)
+
+    results = []
+    for lib, dpsgd in ((optcore, case.factory), (optax, optax.contrib.dpsgd)):
+        opt = wrap(lib, dpsgd(**case.kwargs))
+        harness = registry_cases.harness_of(case.name, opt)
+        params = registry_cases.small_params(case.name)
+        state = opt.init(params)
+        for _ in range(3):
+            params, state = jax.jit(harness.step)(params, state)
+        results.append(params)
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), results[0], registry_cases.small_params(case.name))
+    assert max(jax.tree.leaves(moved)) > 1e-3, moved  # the batch-axis leaves were really trained
+    assert_same_numbers(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]))
+
+
 def test_size_one_array_learning_rate_gives_optax_numbers_with_the_params_shapes():
     """Optax 0.2.8 broadcasts a (1,) learning rate, so its scalar param's update has shape (1,); ours keeps ()."""
     lr = jnp.array([1e-2])

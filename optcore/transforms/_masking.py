@@ -166,8 +166,9 @@ def masked(
 
     def update_fn(updates, state, params=None, **extra_args):
         if params is not None:
-            # Masked-out leaves may be integers (counters, ids): only structure and shapes are checked here.
-            validate.check_tree_match(updates, params, against="params", floating=False)
+            # Structure only: masked-out leaves may be integers (counters, ids), and per-example gradients
+            # (dpsgd) carry a leading batch axis that the params lack, as in Optax's masked.
+            validate.check_tree_match(updates, params, against="params", shapes=False, floating=False)
         mask_values = resolve(updates)
         masked_params = None if params is None else mask_tree(params, mask_values)
         extra_args = mask_extra_args(extra_args, mask_values, jax.tree.structure(updates))
