@@ -171,6 +171,7 @@ def test_masked_takes_per_example_gradients_with_params():
     params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
     rng = np.random.default_rng(5)
     grads = {"w": rng.normal(size=(4, 2, 3)).astype(np.float32), "b": rng.normal(size=(4, 3)).astype(np.float32)}
+
     def clip_and_sum(updates, params=None):  # dpsgd's aggregation, noise-free
         clipped, _ = optcore.per_example_global_norm_clip(jax.tree.leaves(updates), 1.0)
         return jax.tree.unflatten(jax.tree.structure(updates), clipped)

@@ -267,15 +267,18 @@ def test_optax_chain_drops_extra_args_for_optcore_members():
 FAILS_IN_OPTAX_TOO = {"adafactor": lambda: optax.adafactor, "adopt": lambda: optax.contrib.adopt}
 
 
-def _optax_injected_run(factory, case, **inject_options):
-    opt = optax.inject_hyperparams(factory, **inject_options)(**case.kwargs)
-    harness = registry_cases.harness_of(case.name, opt)
+def _train_case(opt, case, steps=2):
+    """``steps`` jitted steps of ``opt`` on the registry case's params and objective: the final params."""
+    step = jax.jit(registry_cases.harness_of(case.name, opt).step)
     params = registry_cases.small_params(case.name)
-    step = jax.jit(harness.step)
     state = opt.init(params)
-    for _ in range(2):
+    for _ in range(steps):
         params, state = step(params, state)
     return params
+
+
+def _optax_injected_run(factory, case, **inject_options):
+    return _train_case(optax.inject_hyperparams(factory, **inject_options)(**case.kwargs), case)
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in registry_cases.optimizer_cases() if not c.skip])
@@ -306,12 +309,8 @@ def test_every_registered_optimizer_inside_optax_inject_hyperparams(case):
                 assert "to static_args" in message and not inject_options, f"{case.name}: {message}"
                 # The advice works: the factory's declared static arguments, given to Optax.
                 inject_options = {"static_args": tuple(kit.declared_static_args(case.factory))}
-        reference = optcore.inject_hyperparams(case.factory)(**case.kwargs)
-        harness = registry_cases.harness_of(case.name, reference)
-        params, state = registry_cases.small_params(case.name), reference.init(registry_cases.small_params(case.name))
-        for _ in range(2):
-            params, state = jax.jit(harness.step)(params, state)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got, params)
+        expected = _train_case(optcore.inject_hyperparams(case.factory)(**case.kwargs), case)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got, expected)
 
 
 @pytest.mark.parametrize("wrapper", ["masked", "partition"])
@@ -326,15 +325,8 @@ def test_per_example_dpsgd_inside_masked_and_partition_gives_optax_numbers(wrapp
             return lib.masked(inner, mask)
         return lib.partition({"dp": inner, "frozen": lib.set_to_zero()}, labels)
 
-    results = []
-    for lib, dpsgd in ((optcore, case.factory), (optax, optax.contrib.dpsgd)):
-        opt = wrap(lib, dpsgd(**case.kwargs))
-        harness = registry_cases.harness_of(case.name, opt)
-        params = registry_cases.small_params(case.name)
-        state = opt.init(params)
-        for _ in range(3):
-            params, state = jax.jit(harness.step)(params, state)
-        results.append(params)
+    results = [_train_case(wrap(lib, dpsgd(**case.kwargs)), case, steps=3)
+               for lib, dpsgd in ((optcore, case.factory), (optax, optax.contrib.dpsgd))]
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), results[0], registry_cases.small_params(case.name))
     assert max(jax.tree.leaves(moved)) > 1e-3, moved  # the batch-axis leaves were really trained
     assert_same_numbers(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import jax
@@ -90,19 +89,17 @@ def _newton_schulz(x, coeffs, eps, preconditioning="frobenius", steps=None):
     if transpose:
         x = jnp.swapaxes(x, -1, -2)
     x, first_gram = _precondition(x, preconditioning, eps)
-    if first_gram is not None:
-        x = _newton_schulz_step(x, first_gram, coeffs if steps is not None else coeffs[0])
-        if steps is None:
-            coeffs = coeffs[1:]
-        else:
-            steps = steps - 1
 
     def step(x, abc):
         return _newton_schulz_step(x, x @ jnp.swapaxes(x, -1, -2), abc), None
 
-    if steps is None:
+    if steps is None:  # one triple per iteration
+        if first_gram is not None:
+            x, coeffs = _newton_schulz_step(x, first_gram, coeffs[0]), coeffs[1:]
         x, _ = jax.lax.scan(step, x, coeffs)
-    else:
+    else:  # one triple, a traced number of iterations
+        if first_gram is not None:
+            x, steps = _newton_schulz_step(x, first_gram, coeffs), steps - 1
         x = jax.lax.fori_loop(0, steps, lambda _, x: step(x, coeffs)[0], x)
     if transpose:
         x = jnp.swapaxes(x, -1, -2)
