@@ -29,7 +29,6 @@ CASES = ["optax.adamw", "optcore.chain(clip, optax.adamw)"]
 
 def _worker() -> dict:
     import jax
-    import jax.numpy as jnp
     import numpy as np
     import optax
     from jax.sharding import AxisType, NamedSharding, PartitionSpec as P

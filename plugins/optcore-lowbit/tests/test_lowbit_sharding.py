@@ -29,7 +29,6 @@ DEVICES = 8
 
 def _report() -> dict:
     import jax
-    import jax.numpy as jnp
     import numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-import optcore.validate
+from optcore import kit
 
 __all__ = ["Gumbel", "Normal", "make_perturbed_fun"]
 
@@ -107,8 +107,8 @@ def make_perturbed_fun(
       A function ``(key, inputs) -> outputs`` with the structure of ``fun``'s
       outputs; the same key gives the same noise.
     """
-    optcore.validate.check_integer("num_samples", num_samples, 1)
-    optcore.validate.check_range("sigma", sigma, low=0.0, low_inclusive=False)
+    kit.check_integer("num_samples", num_samples, 1)
+    kit.check_range("sigma", sigma, low=0.0, low_inclusive=False)
     if not (callable(getattr(noise, "sample", None)) and callable(getattr(noise, "log_prob", None))):
         raise TypeError(f"noise must have sample(key, sample_shape, dtype) and log_prob(z) methods, got {noise!r}.")
 
