@@ -66,7 +66,14 @@ import jax
 import jax.numpy as jnp
 
 from optcore import base, numerics, validate
-from optcore.validate import check_integer, check_non_negative, check_one_of, check_range, require_update_args
+from optcore.validate import (
+    check_integer,
+    check_non_negative,
+    check_not_schedule,
+    check_one_of,
+    check_range,
+    require_update_args,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -387,6 +394,7 @@ __all__ = [
     "check_decay",
     "check_integer",
     "check_non_negative",
+    "check_not_schedule",
     "check_one_of",
     "check_positive",
     "check_range",

@@ -128,6 +128,26 @@ def check_decay(name: str, value: Any) -> None:
     check_range(name, value, low=0.0, high=1.0, high_inclusive=True)
 
 
+def check_not_schedule(name: str, value: Any, *, who: str) -> None:
+    """Raises ``TypeError`` if ``value`` is a schedule where ``who`` takes a number.
+
+    For a hyperparameter of an algorithm's own update rule (NovoGrad's weight
+    decay, Prodigy's), as opposed to one applied by a transformation that reads
+    a schedule at its step count (``add_decayed_weights``). The message says
+    how to schedule it anyway::
+
+        check_not_schedule("weight_decay", weight_decay, who="prodigy")
+        # TypeError: prodigy takes weight_decay as a number (or a scalar array), not a
+        # schedule. To change it over the steps, inject it:
+        # optcore.inject_hyperparams(prodigy)(weight_decay=schedule, ...).
+    """
+    if callable(value):
+        raise TypeError(
+            f"{who} takes {name} as a number (or a scalar array), not a schedule. To change it over the "
+            f"steps, inject it: optcore.inject_hyperparams({who})({name}=schedule, ...)."
+        )
+
+
 def require_update_args(who: str, **arguments: Any) -> None:
     """Raises ``TypeError`` naming each extra ``update`` argument that is missing (``None``).
 

@@ -42,6 +42,9 @@ KEEP_DEFAULT_LEARNING_RATE = {"lbfgs"}
 QUIET_KWARGS = {"noisy_sgd": {"key": 0}}
 # Optimizers that take per-example gradients (a leading batch axis).
 PER_EXAMPLE = {"dpsgd"}
+# The arguments that decay the weights (Muon decays its Adam params apart). Where the
+# decay goes through add_decayed_weights, each takes a schedule, as in Optax.
+WEIGHT_DECAY_ARGUMENTS = ("weight_decay", "weight_decay_rate", "adam_weight_decay")
 # Optimizers that cannot take scalar (rank-0) params, with the reason; their
 # test params use shape (1,) instead.
 NO_SCALAR_PARAMS: dict = {}

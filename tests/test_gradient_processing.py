@@ -1,4 +1,4 @@
-"""Clipping, noise, EMA and constraints checked against their equations written in NumPy."""
+"""Clipping, noise, EMA, weight decay and constraints checked against their equations written in NumPy."""
 
 import warnings
 
@@ -136,6 +136,37 @@ def test_keep_params_nonnegative_and_zero_nans():
     out, state = jax.jit(tx.update)(g, tx.init(g))
     np.testing.assert_allclose(out["a"], [1.0, 0.0])
     assert bool(state.found_nan["a"]) and not bool(state.found_nan["b"])
+
+
+def test_add_decayed_weights_reads_a_schedule_at_its_step_count():
+    # u_t = g + lambda(t) p, with t the step count (0 at the first update), which the state holds.
+    schedule = lambda count: 0.5 / (1.0 + count)  # noqa: E731
+    tx = optcore.add_decayed_weights(schedule)
+    state = tx.init(P)
+    assert type(state).__name__ == "WeightDecaySchedule" and state.count.dtype == jnp.int32
+    for t in range(3):
+        updates, state = _apply(tx, state=state)
+        for key in P:
+            np.testing.assert_allclose(updates[key], G[key] + 0.5 / (1.0 + t) * P[key], rtol=1e-6)
+        assert int(state.count) == t + 1
+    # A constant keeps no state; a decay known to be zero adds nothing, so bfloat16 updates stay bfloat16.
+    assert optcore.add_decayed_weights(0.1).init(P) == optcore.EmptyState()
+    g16 = jax.tree.map(lambda g: jnp.asarray(g, jnp.bfloat16), G)
+    updates, _ = _apply(optcore.add_decayed_weights(0.0), g=g16)
+    assert all(u.dtype == jnp.bfloat16 for u in jax.tree.leaves(updates))
+    # A schedule of a vector would broadcast into the updates: refused, naming the argument.
+    with pytest.raises(ValueError, match="weight_decay: the schedule must return a scalar"):
+        _apply(optcore.add_decayed_weights(lambda count: jnp.full(4, 0.1)))
+
+
+def test_weight_decay_of_novograd_is_a_number_and_the_error_says_how_to_schedule_it():
+    # NovoGrad adds the decay inside its own update rule (as Optax's, which fails on a schedule).
+    schedule = optcore.linear_schedule(0.1, 0.0, 10)
+    for name, build in [("novograd", lambda: optcore.novograd(0.1, weight_decay=schedule)),
+                        ("scale_by_novograd", lambda: optcore.scale_by_novograd(weight_decay=schedule))]:
+        with pytest.raises(TypeError, match=rf"^{name} takes weight_decay as a number .*not a schedule\. "
+                           rf".*optcore\.inject_hyperparams\({name}\)\(weight_decay=schedule, \.\.\.\)\.$"):
+            build()
 
 
 def test_bad_hyperparameters_raise():

@@ -401,3 +401,60 @@ def test_adafactor_injected_without_static_args_jits_on_matrices():
     # Equal up to XLA's choice of fused multiply-adds, which differs between the
     # two programs (1 ulp on one entry on XLA:CPU).
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), updates, expected)
+
+
+def _weight_decay_cases():
+    out = []
+    for case in registry_cases.optimizer_cases():
+        if case.skip is not None:
+            continue
+        for argument in registry_cases.WEIGHT_DECAY_ARGUMENTS:
+            if argument in inspect.signature(case.factory).parameters:
+                out.append(pytest.param(case, argument, id=f"{case.name}-{argument}"))
+    return out
+
+
+@pytest.mark.parametrize("case,argument", _weight_decay_cases())
+def test_every_weight_decay_schedule_gives_the_injected_numbers(case, argument):
+    """A weight-decay schedule is read at the step count, as injecting it would; or refused, saying so.
+
+    The reference is the same schedule injected (``inject_hyperparams``
+    evaluates it at its own count and passes the number); a constant decay at
+    the schedule's first value must end elsewhere, so a schedule that were
+    read once, or ignored, fails.
+    """
+    schedule = optcore.linear_schedule(0.5, 0.0, 3)  # 0.5, 0.33, 0.17, then 0 from step 3
+    params = registry_cases.small_params(case.name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        injected = optcore.inject_hyperparams(case.factory)(**{**case.kwargs, argument: schedule})
+        try:
+            scheduled = case.build(**{argument: schedule})
+        except TypeError as err:
+            # Its own update rule reads the decay: the message names it and the way out,
+            # which must then work.
+            assert argument in str(err) and f"optcore.inject_hyperparams({case.name})" in str(err), err
+            final, _ = _train(injected, case.name, params, steps=5)
+            assert all(np.isfinite(np.asarray(x, np.float32)).all() for x in jax.tree.leaves(final))
+            return
+        constant = case.build(**{argument: 0.5})
+    got, state = _train(scheduled, case.name, params, steps=5)
+    want, _ = _train(injected, case.name, params, steps=5)
+    unscheduled, _ = _train(constant, case.name, params, steps=5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), got, want)
+
+    def moved(final):
+        return [np.asarray(f) - np.asarray(p) for f, p in zip(jax.tree.leaves(final), jax.tree.leaves(params))]
+
+    # Compared as displacements: some steps are small (Adadelta's first ones), the decay's share of them is not.
+    # DoG and DoWG start from a distance of 1e-6 and barely move in five steps: for them only the
+    # comparison with the injected schedule tells.
+    if max(np.abs(d).max() for d in moved(unscheduled)) > 1e-5:
+        assert any(not np.allclose(a, b, rtol=1e-3, atol=0) for a, b in zip(moved(got), moved(unscheduled)))
+    counts = [x for x in jax.tree.leaves(state) if isinstance(x, jax.Array) and x.dtype == jnp.int32 and x.shape == ()]
+    assert 5 in [int(c) for c in counts]  # the schedule's step count is carried in the state
+
+
+def _train(opt, name, params, steps):
+    harness = registry_cases.harness_of(name, opt)
+    return harness.run(harness.jitted_step, params, opt.init(params), steps)

@@ -216,6 +216,15 @@ def test_check_integer_takes_python_and_numpy_integers_and_names_an_injected_arr
         optcore.matrix_inverse_pth_root(jnp.eye(2), 0)
 
 
+def test_check_not_schedule_refuses_a_callable_and_names_the_way_out():
+    kit.check_not_schedule("weight_decay", 1e-4, who="prodigy")
+    kit.check_not_schedule("weight_decay", jnp.asarray(1e-4), who="prodigy")  # as inject_hyperparams passes it
+    with pytest.raises(TypeError, match=r"^prodigy takes weight_decay as a number \(or a scalar array\), not a "
+                       r"schedule\. To change it over the steps, inject it: "
+                       r"optcore\.inject_hyperparams\(prodigy\)\(weight_decay=schedule, \.\.\.\)\.$"):
+        kit.check_not_schedule("weight_decay", optcore.linear_schedule(1e-4, 0.0, 10), who="prodigy")
+
+
 class _MomentumState(NamedTuple):
     count: jax.Array
     mu: optcore.Updates

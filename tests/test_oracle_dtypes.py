@@ -100,8 +100,16 @@ def variants(case, theirs):
     return out
 
 
-def run(opt, name, params, is_extra_args):
-    """50 jitted steps; the dtypes of every update and state, and the final params."""
+def is_optcore_extra_args(opt):
+    return isinstance(opt, optcore.GradientTransformationExtraArgs)
+
+
+def is_optax_extra_args(opt):
+    return isinstance(opt, optax.GradientTransformationExtraArgs)
+
+
+def run(opt, name, params, is_extra_args, steps=STEPS):
+    """``steps`` jitted steps: the final params, the dtypes of every update and state, and the final state."""
 
     def one_step(params, state):
         grads = jax.grad(registry_cases.objective)(params)
@@ -118,12 +126,12 @@ def run(opt, name, params, is_extra_args):
     one_step = jax.jit(one_step)
     state = opt.init(params)
     dtypes = [("init", dtypes_of(state))]
-    for i in range(STEPS):
+    for i in range(steps):
         params, state, updates = one_step(params, state)
-        if i in (0, STEPS - 1):
+        if i in (0, steps - 1):
             dtypes.append((f"step {i + 1} updates", dtypes_of(updates)))
             dtypes.append((f"step {i + 1} state", dtypes_of(state)))
-    return params, dtypes
+    return params, dtypes, state
 
 
 def dtypes_of(tree):
@@ -166,10 +174,8 @@ def test_dtypes_and_params_match_optax(case, theirs, variant, extra, dtype):
         warnings.simplefilter("ignore", DeprecationWarning)
         reference = theirs(**case.kwargs, **extra)
 
-    ours_params, ours_dtypes = run(ours, case.name, params, lambda o: isinstance(o, optcore.GradientTransformationExtraArgs))
-    theirs_params, theirs_dtypes = run(
-        reference, case.name, params, lambda o: isinstance(o, optax.GradientTransformationExtraArgs)
-    )
+    ours_params, ours_dtypes, _ = run(ours, case.name, params, is_optcore_extra_args)
+    theirs_params, theirs_dtypes, _ = run(reference, case.name, params, is_optax_extra_args)
 
     for (when, ours_leaves), (_, theirs_leaves) in zip(ours_dtypes, theirs_dtypes):
         assert [d for _, d in ours_leaves] == [d for _, d in theirs_leaves], (

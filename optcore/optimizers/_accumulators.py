@@ -104,7 +104,7 @@ def adadelta(
     learning_rate: Optional[base.ScalarOrSchedule] = None,
     rho: float = 0.9,
     eps: float = 1e-6,
-    weight_decay: float = 0.0,
+    weight_decay: base.ScalarOrSchedule = 0.0,
     weight_decay_mask: MaskOrFn = None,
 ) -> base.GradientTransformationExtraArgs:
     r"""AdaDelta: steps scaled by the ratio of update and gradient RMS.
@@ -126,7 +126,8 @@ def adadelta(
       learning_rate: :math:`\eta`, a scalar or a schedule; ``None`` means 1.
       rho: decay of both averages, in [0, 1].
       eps: :math:`\epsilon`.
-      weight_decay: :math:`\lambda`, added to the gradient before scaling.
+      weight_decay: :math:`\lambda`, added to the gradient before scaling. A number or a schedule of the step
+        count.
       weight_decay_mask: tree of booleans (or a function of the params)
         selecting what to decay.
     """
@@ -147,7 +148,7 @@ def adafactor(
     clipping_threshold: Optional[float] = 1.0,
     momentum: Optional[float] = None,
     dtype_momentum: Any = jnp.float32,
-    weight_decay_rate: Optional[float] = None,
+    weight_decay_rate: Optional[base.ScalarOrSchedule] = None,
     eps: float = 1e-30,
     factored: bool = True,
     weight_decay_mask: MaskOrFn = None,
@@ -178,7 +179,7 @@ def adafactor(
       clipping_threshold: :math:`d`, or ``None`` for no update clipping.
       momentum: EMA decay of the steps, or ``None``.
       dtype_momentum: dtype of the momentum buffer.
-      weight_decay_rate: decoupled weight decay, or ``None``.
+      weight_decay_rate: decoupled weight decay, or ``None``. A number or a schedule of the step count.
       eps: added to the squared gradients.
       factored: factor the second moment of matrix-like leaves.
       weight_decay_mask: tree of booleans (or a function of the params)

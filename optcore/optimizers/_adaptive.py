@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Union
 
-from optcore import base
+from optcore import base, validate
 from optcore.kit import static_args
 from optcore.transforms import (
     add_decayed_weights,
@@ -101,7 +101,7 @@ def adamw(
       eps: added to the denominator outside the root.
       eps_root: added inside the root.
       mu_dtype: dtype of the first moment.
-      weight_decay: :math:`\lambda`.
+      weight_decay: :math:`\lambda`. A number or a schedule of the step count.
       mask: tree of booleans (or a function of the params) selecting what to decay.
       nesterov: NAdam's Nesterov momentum (NAdamW).
       nu_dtype: storage dtype of the second moment (optcore extension).
@@ -236,7 +236,7 @@ def adamaxw(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
-    weight_decay: float = 1e-4,
+    weight_decay: base.ScalarOrSchedule = 1e-4,
     mask: MaskOrFn = None,
 ) -> base.GradientTransformationExtraArgs:
     r"""AdaMaxW: AdaMax with decoupled weight decay.
@@ -252,7 +252,7 @@ def adamaxw(
       b1: first-moment decay, in [0, 1).
       b2: decay of the infinity norm, in [0, 1].
       eps: added to :math:`|g_t|`.
-      weight_decay: :math:`\lambda`.
+      weight_decay: :math:`\lambda`. A number or a schedule of the step count.
       mask: tree of booleans (or a function of the params) selecting what to decay.
     """
     return chain(
@@ -368,7 +368,7 @@ def adan(
     b3: float = 0.99,
     eps: float = 1e-8,
     eps_root: float = 1e-8,
-    weight_decay: float = 0.0,
+    weight_decay: base.ScalarOrSchedule = 0.0,
     mask: MaskOrFn = None,
 ) -> base.GradientTransformationExtraArgs:
     r"""Adan: adaptive Nesterov momentum, with decoupled weight decay.
@@ -387,7 +387,7 @@ def adan(
       b3: decay of the squared average, in [0, 1).
       eps: added to the denominator outside the root.
       eps_root: added inside the root.
-      weight_decay: :math:`\lambda`.
+      weight_decay: :math:`\lambda`. A number or a schedule of the step count.
       mask: tree of booleans (or a function of the params) selecting what to decay.
     """
     return chain(
@@ -422,8 +422,10 @@ def novograd(
       b2: decay of the layer-wise second moment, in [0, 1].
       eps: added to the denominator outside the root.
       eps_root: added inside the root.
-      weight_decay: :math:`\lambda`.
+      weight_decay: :math:`\lambda`. A number, which its own rule reads: to schedule it, inject it
+        (:func:`optcore.inject_hyperparams`).
     """
+    validate.check_not_schedule("weight_decay", weight_decay, who="novograd")
     return chain(
         scale_by_novograd(b1=b1, b2=b2, eps=eps, eps_root=eps_root, weight_decay=weight_decay),
         scale_by_learning_rate(learning_rate),

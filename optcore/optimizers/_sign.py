@@ -64,7 +64,7 @@ def lion(
     b1: float = 0.9,
     b2: float = 0.99,
     mu_dtype: Optional[Any] = None,
-    weight_decay: float = 1e-3,
+    weight_decay: base.ScalarOrSchedule = 1e-3,
     mask: Optional[Union[Any, Callable[[base.Params], Any]]] = None,
 ) -> base.GradientTransformationExtraArgs:
     r"""Lion: the sign of an interpolated momentum, with decoupled weight decay.
@@ -81,7 +81,7 @@ def lion(
       b1: interpolation between momentum and gradient, in [0, 1].
       b2: decay of the momentum, in [0, 1].
       mu_dtype: dtype of the momentum.
-      weight_decay: :math:`\lambda`.
+      weight_decay: :math:`\lambda`. A number or a schedule of the step count.
       mask: tree of booleans (or a function of the params) selecting what to decay.
     """
     return chain(

@@ -29,7 +29,7 @@ def lamb(
     b2: float = 0.999,
     eps: float = 1e-6,
     eps_root: float = 0.0,
-    weight_decay: float = 0.0,
+    weight_decay: base.ScalarOrSchedule = 0.0,
     mask: MaskOrFn = None,
 ) -> base.GradientTransformationExtraArgs:
     r"""LAMB: Adam steps (plus weight decay) rescaled layer-wise by a trust ratio.
@@ -48,7 +48,7 @@ def lamb(
       b2: second-moment decay, in [0, 1).
       eps: added to the denominator outside the root.
       eps_root: added inside the root.
-      weight_decay: :math:`\lambda`.
+      weight_decay: :math:`\lambda`. A number or a schedule of the step count.
       mask: tree of booleans (or a function of the params) selecting what to decay.
     """
     return chain(
@@ -62,7 +62,7 @@ def lamb(
 @static_args("weight_decay_mask", "trust_ratio_mask")
 def lars(
     learning_rate: base.ScalarOrSchedule,
-    weight_decay: float = 0.0,
+    weight_decay: base.ScalarOrSchedule = 0.0,
     weight_decay_mask: MaskOrFn = True,
     trust_coefficient: float = 0.001,
     eps: float = 0.0,
@@ -82,7 +82,7 @@ def lars(
 
     Args:
       learning_rate: :math:`\eta`, a scalar or a schedule.
-      weight_decay: :math:`\lambda`.
+      weight_decay: :math:`\lambda`. A number or a schedule of the step count.
       weight_decay_mask: tree of booleans (or a function, or ``True`` for all)
         selecting what to decay.
       trust_coefficient: :math:`c`.

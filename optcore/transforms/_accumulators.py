@@ -391,13 +391,15 @@ def scale_by_novograd(
       b2: decay :math:`\beta_2` of the layer-wise second moment, in [0, 1].
       eps: added to the denominator outside the root.
       eps_root: added inside the root.
-      weight_decay: :math:`\lambda` (needs ``params`` when non-zero).
+      weight_decay: :math:`\lambda` (needs ``params`` when non-zero). A number, which its own rule reads: to
+        schedule it, inject it (:func:`optcore.inject_hyperparams`).
       mu_dtype: dtype of the first moment.
     """
     validate.check_decay("b1", b1)
     validate.check_decay("b2", b2)
     validate.check_non_negative("eps", eps)
     validate.check_non_negative("eps_root", eps_root)
+    validate.check_not_schedule("weight_decay", weight_decay, who="scale_by_novograd")
     validate.check_not_nan("weight_decay", weight_decay)
     mu_dtype = dtype_or_none(mu_dtype)
 

@@ -12,10 +12,16 @@ import numpy as np
 from optcore import validate, base, numerics, tree_utils
 from optcore.transforms._combining import chain
 from optcore.transforms._masking import masked
-from optcore.transforms._scaling import scale
+from optcore.transforms._scaling import scalar_schedule_value, scale
 from optcore.kit import cast_promoted, f32, hyperparameter_dtype, static_args
 
 AddDecayedWeightsState = base.EmptyState
+
+
+class WeightDecaySchedule(NamedTuple):
+    """State of :func:`add_decayed_weights` with a scheduled ``weight_decay``: the step count (int32)."""
+
+    count: jax.Array
 
 
 class TraceState(NamedTuple):
@@ -40,27 +46,47 @@ class EmaState(NamedTuple):
 
 @static_args("mask")
 def add_decayed_weights(
-    weight_decay: Union[float, jax.Array] = 0.0,
+    weight_decay: base.ScalarOrSchedule = 0.0,
     mask: Optional[Union[Any, Callable[[base.Params], Any]]] = None,
 ) -> base.GradientTransformation:
-    r"""Adds decoupled weight decay: :math:`u \leftarrow u + \lambda \theta`.
+    r"""Adds decoupled weight decay: :math:`u \leftarrow u + \lambda_t \theta`.
 
     Loshchilov & Hutter, `Decoupled Weight Decay Regularization
     <https://arxiv.org/abs/1711.05101>`_, 2019.
 
+    A constant :math:`\lambda` keeps no state (``EmptyState``). A schedule is
+    read at the step count :math:`t`, which the state then holds
+    (``WeightDecaySchedule(count)``, Optax's layout): the same numbers as
+    injecting the schedule with :func:`inject_hyperparams`.
+
     Args:
-      weight_decay: :math:`\lambda`.
+      weight_decay: :math:`\lambda`, a number or a schedule of the step count.
       mask: a tree of booleans (or a function of the params returning one)
         selecting the params to decay; ``None`` decays all.
     """
-    validate.check_not_nan("weight_decay", weight_decay)
+    scheduled = callable(weight_decay)
+    if not scheduled:
+        validate.check_not_nan("weight_decay", weight_decay)
+    # As Optax: a decay known to be zero adds nothing, so the updates keep their dtype.
+    known_zero = isinstance(weight_decay, (int, float)) and weight_decay == 0
+
+    def init_fn(params):
+        del params
+        return WeightDecaySchedule(count=jnp.zeros([], jnp.int32)) if scheduled else base.EmptyState()
 
     def update_fn(updates, state, params=None):
-        hyper_dtype = hyperparameter_dtype(updates)
         if params is None:
             raise ValueError(base.NO_PARAMS_MSG)
         validate.check_tree_match(updates, params, against="params")
-        decay_ = f32(weight_decay, hyper_dtype)  # as inject_hyperparams stores it: plain and injected agree bit for bit
+        if scheduled:
+            decay = scalar_schedule_value(weight_decay, state.count, "weight_decay")
+            state = WeightDecaySchedule(count=numerics.safe_increment(state.count))
+        elif known_zero:
+            return updates, state
+        else:
+            decay = weight_decay
+        # As inject_hyperparams stores it: plain and injected agree bit for bit.
+        decay_ = f32(decay, hyperparameter_dtype(updates))
         updates = jax.tree.map(
             # In the dtype of g and p promoted (as Optax, whose Python-float
             # weight_decay never promotes), not the float32 of the arithmetic.
@@ -71,7 +97,7 @@ def add_decayed_weights(
         )
         return updates, state
 
-    tx = base.GradientTransformation(base.init_empty_state, update_fn)
+    tx = base.GradientTransformation(init_fn, update_fn)
     if mask is not None:
         return masked(tx, mask)
     return tx

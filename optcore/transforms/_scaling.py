@@ -70,6 +70,19 @@ def scale_by_schedule(step_size_fn: base.Schedule) -> base.GradientTransformatio
     return _scale_by_checked_schedule(step_size_fn, "step_size_fn")
 
 
+def scalar_schedule_value(schedule: base.Schedule, count: jax.Array, argument: str) -> jax.Array:
+    """``schedule(count)``, which must be a scalar: the value of ``argument`` at this step."""
+    value = schedule(count)
+    # A vector would broadcast into the updates and change their shapes (or
+    # silently scale rows differently): refuse it at trace time.
+    if jnp.shape(value) != ():
+        raise ValueError(
+            f"{argument}: the schedule must return a scalar, but it returned shape "
+            f"{tuple(jnp.shape(value))} for the step count."
+        )
+    return value
+
+
 def _scale_by_checked_schedule(step_size_fn: base.Schedule, argument: str) -> base.GradientTransformation:
     """:func:`scale_by_schedule`, whose errors name the user's ``argument``."""
     if not callable(step_size_fn):
@@ -81,14 +94,7 @@ def _scale_by_checked_schedule(step_size_fn: base.Schedule, argument: str) -> ba
 
     def update_fn(updates, state, params=None):
         del params
-        step_size = step_size_fn(state.count)
-        # A vector step size would broadcast into the updates and change their
-        # shapes (or silently scale rows differently): refuse it at trace time.
-        if jnp.shape(step_size) != ():
-            raise ValueError(
-                f"{argument}: the schedule must return a scalar, but it returned shape "
-                f"{tuple(jnp.shape(step_size))} for the step count."
-            )
+        step_size = scalar_schedule_value(step_size_fn, state.count, argument)
         updates = jax.tree.map(lambda g: jnp.asarray(step_size, dtype=g.dtype) * g, updates)
         return updates, ScaleByScheduleState(count=numerics.safe_increment(state.count))
 

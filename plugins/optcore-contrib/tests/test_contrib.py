@@ -363,6 +363,14 @@ def test_registered_and_reachable_through_optcore():
     assert entry.namespaces == ("contrib",)
 
 
+def test_mechanize_takes_its_weight_decay_as_a_number_and_says_how_to_schedule_it():
+    # Mechanic's decay is relative to the gradient and param norms, inside its own rule
+    # (Optax's mechanize takes a number too); the optimizers' decay takes schedules.
+    with pytest.raises(TypeError, match=r"^mechanize takes weight_decay as a number .*not a schedule\. "
+                       r".*optcore\.inject_hyperparams\(mechanize\)\(weight_decay=schedule, \.\.\.\)\.$"):
+        cc.mechanize(optcore.adam(0.05), weight_decay=optcore.linear_schedule(1e-2, 0.0, 10))
+
+
 def test_mechanize_state_donates_and_maps_its_params_copy():
     """mechanize's r, m, v and x0 are buffers of their own (a donated step works), and
     tree_map_params (whose probe has no leaves to read a dtype from) finds x0 and the base state."""

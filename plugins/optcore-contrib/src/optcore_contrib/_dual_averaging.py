@@ -111,7 +111,7 @@ def scale_by_madgrad(
 def madgrad(
     learning_rate: base.ScalarOrSchedule,
     momentum: float = 0.9,
-    weight_decay: float = 0.0,
+    weight_decay: base.ScalarOrSchedule = 0.0,
     eps: float = 1e-6,
 ) -> base.GradientTransformationExtraArgs:
     r"""The MADGRAD optimizer: coupled weight decay, then :func:`scale_by_madgrad`.
@@ -126,7 +126,7 @@ def madgrad(
     Args:
       learning_rate: :math:`\eta`, a scalar or a schedule.
       momentum: momentum in [0, 1).
-      weight_decay: :math:`\lambda`, added to the gradient.
+      weight_decay: :math:`\lambda`, added to the gradient. A number or a schedule of the step count.
       eps: added to the cube root of the sum of squares, and to the learning rate.
     """
     return optcore.chain(
@@ -203,11 +203,13 @@ def momo(
       learning_rate: :math:`\alpha_k`, the largest step (a scalar or schedule).
       beta: momentum :math:`\beta` of the averages.
       lower_bound: :math:`f_*`, a lower bound of the loss (0 for most losses).
-      weight_decay: :math:`\lambda`.
+      weight_decay: :math:`\lambda`. A number, which its own rule reads: to schedule it, inject it
+        (:func:`optcore.inject_hyperparams`).
       adapt_lower_bound: estimate the lower bound on the fly.
     """
     validate.check_not_nan("learning_rate", learning_rate)
     validate.check_decay("beta", beta)
+    kit.check_not_schedule("weight_decay", weight_decay, who="momo")
     validate.check_not_nan("weight_decay", weight_decay)
 
     def init_fn(params):
@@ -286,7 +288,8 @@ def momo_adam(
       b2: decay of the second moment.
       eps: added to the root of the second moment.
       lower_bound: :math:`f_*`, a lower bound of the loss.
-      weight_decay: :math:`\lambda`, AdamW-style.
+      weight_decay: :math:`\lambda`, AdamW-style. A number, which its own rule reads: to schedule it, inject
+        it (:func:`optcore.inject_hyperparams`).
       adapt_lower_bound: estimate the lower bound on the fly.
     """
     validate.check_not_nan("learning_rate", learning_rate)
@@ -294,6 +297,7 @@ def momo_adam(
     kit.check_beta("b1", b1)
     kit.check_beta("b2", b2)
     validate.check_non_negative("eps", eps)
+    kit.check_not_schedule("weight_decay", weight_decay, who="momo_adam")
     validate.check_not_nan("weight_decay", weight_decay)
 
     def init_fn(params):

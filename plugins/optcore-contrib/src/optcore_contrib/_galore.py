@@ -252,7 +252,7 @@ def galore(
     update_proj_gap: int = 200,
     scale: float = 1.0,
     base_optimizer: Optional[base.GradientTransformationLike] = None,
-    weight_decay: float = 0.0,
+    weight_decay: base.ScalarOrSchedule = 0.0,
     mask: Optional[Any] = None,
     weight_dimension_numbers: Any = None,
 ) -> base.GradientTransformationExtraArgs:
@@ -275,7 +275,7 @@ def galore(
       scale: multiplies the updates of the projected params.
       base_optimizer: the transformation run in the subspace (default
         ``scale_by_adam()``); it must not need the params.
-      weight_decay: :math:`\lambda`.
+      weight_decay: :math:`\lambda`. A number or a schedule of the step count.
       mask: which params to decay (a tree of bools or a function of the params).
       weight_dimension_numbers: which params are matrices (see :func:`scale_by_galore`).
     """

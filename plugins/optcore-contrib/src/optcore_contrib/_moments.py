@@ -118,7 +118,7 @@ def acprop(
     b2: float = 0.999,
     eps: float = 1e-16,
     eps_root: float = 1e-16,
-    weight_decay: float = 0.0,
+    weight_decay: base.ScalarOrSchedule = 0.0,
     mask: Optional[Any] = None,
 ) -> base.GradientTransformationExtraArgs:
     r"""The ACProp optimizer: :func:`scale_by_acprop`, decoupled weight decay, learning rate.
@@ -137,7 +137,7 @@ def acprop(
       b2: decay of the belief EMA.
       eps: added to the denominator outside the root.
       eps_root: added to the belief inside the root.
-      weight_decay: :math:`\lambda`, decoupled weight decay.
+      weight_decay: :math:`\lambda`, decoupled weight decay. A number or a schedule of the step count.
       mask: tree (or function of params) selecting the params to decay.
     """
     return _common.with_decay_and_lr(
@@ -235,7 +235,7 @@ def ademamix(
     eps: float = 1e-8,
     eps_root: float = 0.0,
     mu_dtype: Optional[Any] = None,
-    weight_decay: float = 0.0,
+    weight_decay: base.ScalarOrSchedule = 0.0,
     mask: Optional[Any] = None,
 ) -> base.GradientTransformationExtraArgs:
     r"""The AdEMAMix optimizer: :func:`scale_by_ademamix` with decoupled weight decay.
@@ -255,7 +255,7 @@ def ademamix(
       eps: added to the denominator outside the root.
       eps_root: added inside the root.
       mu_dtype: dtype of the EMAs.
-      weight_decay: :math:`\lambda`.
+      weight_decay: :math:`\lambda`. A number or a schedule of the step count.
       mask: tree (or function of params) selecting the params to decay.
     """
     return _common.with_decay_and_lr(
@@ -332,7 +332,7 @@ def simplified_ademamix(
     alpha: base.ScalarOrSchedule = 0.0,
     eps: float = 1e-8,
     eps_root: float = 0.0,
-    weight_decay: float = 0.0,
+    weight_decay: base.ScalarOrSchedule = 0.0,
     mask: Optional[Any] = None,
 ) -> base.GradientTransformationExtraArgs:
     r"""Simplified AdEMAMix: :func:`scale_by_simplified_ademamix` with decoupled weight decay.
@@ -350,7 +350,7 @@ def simplified_ademamix(
       alpha: weight of the current gradient.
       eps: added to the denominator outside the root.
       eps_root: added inside the root.
-      weight_decay: :math:`\lambda`.
+      weight_decay: :math:`\lambda`. A number or a schedule of the step count.
       mask: tree (or function of params) selecting the params to decay.
     """
     return _common.with_decay_and_lr(

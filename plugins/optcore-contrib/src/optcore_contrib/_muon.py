@@ -329,7 +329,7 @@ def muon(
     ns_steps: int = 5,
     beta: float = 0.95,
     eps: float = 1e-8,
-    weight_decay: float = 0.0,
+    weight_decay: base.ScalarOrSchedule = 0.0,
     weight_decay_mask: Optional[Any] = None,
     mu_dtype: Optional[Any] = None,
     *,
@@ -339,7 +339,7 @@ def muon(
     adam_b1: float = 0.9,
     adam_b2: float = 0.999,
     adam_eps_root: float = 0.0,
-    adam_weight_decay: float = 0.0,
+    adam_weight_decay: base.ScalarOrSchedule = 0.0,
     adam_learning_rate: Optional[base.ScalarOrSchedule] = None,
     muon_weight_dimension_numbers: Any = None,
     consistent_rms: Optional[float] = None,
@@ -362,7 +362,7 @@ def muon(
       ns_steps: Newton-Schulz iterations.
       beta: Muon momentum decay.
       eps: added to norms (also Adam's eps).
-      weight_decay: :math:`\lambda` of the Muon params.
+      weight_decay: :math:`\lambda` of the Muon params. A number or a schedule of the step count.
       weight_decay_mask: mask of the Muon params to decay.
       mu_dtype: dtype of the momenta.
       nesterov: Nesterov momentum (for Muon and for the Adam params).
@@ -372,7 +372,7 @@ def muon(
       adam_b1: Adam's :math:`\beta_1`.
       adam_b2: Adam's :math:`\beta_2`.
       adam_eps_root: Adam's eps inside the root.
-      adam_weight_decay: decoupled weight decay of the Adam params.
+      adam_weight_decay: decoupled weight decay of the Adam params. A number or a schedule of the step count.
       adam_learning_rate: learning rate of the Adam params (default ``learning_rate``).
       muon_weight_dimension_numbers: a tree of :class:`MuonDimensionNumbers` or None
         per param (or a function of the params returning it).

@@ -138,7 +138,7 @@ def cocob(
     learning_rate: base.ScalarOrSchedule = 1.0,
     alpha: float = 100.0,
     eps: float = 1e-8,
-    weight_decay: float = 0.0,
+    weight_decay: base.ScalarOrSchedule = 0.0,
     mask: Optional[Any] = None,
 ) -> base.GradientTransformationExtraArgs:
     r"""The COCOB optimizer: weight decay, then scaled gradients fed to :func:`scale_by_cocob`.
@@ -153,7 +153,8 @@ def cocob(
       learning_rate: :math:`\eta`, multiplies the gradients (1.0: parameter-free).
       alpha: fraction-to-bet bound of COCOB.
       eps: initial scale (avoids dividing by zero).
-      weight_decay: :math:`\lambda` (coupled: added to the gradient).
+      weight_decay: :math:`\lambda` (coupled: added to the gradient). A number or a schedule of the step
+        count.
       mask: tree (or function of params) selecting the params to decay.
     """
     return optcore.chain(
@@ -211,7 +212,7 @@ def dog(
     learning_rate: base.ScalarOrSchedule = 1.0,
     init_step: tuple = ("heuristic", 1e-6),
     eps: float = 1e-8,
-    weight_decay: Optional[float] = None,
+    weight_decay: Optional[base.ScalarOrSchedule] = None,
     mask: Optional[Any] = None,
 ) -> base.GradientTransformationExtraArgs:
     r"""Distance over Gradients (DoG): SGD with a parameter-free step size.
@@ -230,7 +231,8 @@ def dog(
         ``("learning_rate", lr)`` makes the first step size ``lr``;
         ``("heuristic", a)`` sets :math:`r_\epsilon = a(1 + \|x_0\|)`.
       eps: added to :math:`G_t` inside the root.
-      weight_decay: coupled weight decay added to the gradient (None: none).
+      weight_decay: coupled weight decay added to the gradient (None: none). A number or a schedule of the
+        step count.
       mask: tree (or function of params) selecting the params to decay.
 
     The ``init`` must receive the real initial parameters.
@@ -279,7 +281,7 @@ def dowg(
     learning_rate: base.ScalarOrSchedule = 1.0,
     init_estim_sq_dist: Optional[float] = None,
     eps: float = 1e-4,
-    weight_decay: Optional[float] = None,
+    weight_decay: Optional[base.ScalarOrSchedule] = None,
     mask: Optional[Any] = None,
 ) -> base.GradientTransformationExtraArgs:
     r"""Distance over Weighted Gradients (DoWG): a parameter-free step size.
@@ -296,7 +298,8 @@ def dowg(
       learning_rate: :math:`\eta_t`, an optional multiplier or schedule.
       init_estim_sq_dist: initial :math:`\bar r_0^2` (default ``eps``).
       eps: added to the denominator; the default initial squared distance.
-      weight_decay: coupled weight decay added to the gradient (None: none).
+      weight_decay: coupled weight decay added to the gradient (None: none). A number or a schedule of the
+        step count.
       mask: tree (or function of params) selecting the params to decay.
     """
     return optcore.chain(
@@ -306,7 +309,7 @@ def dowg(
     )
 
 
-def _check_adaptive(betas, eps, estim_lr0, weight_decay):
+def _check_adaptive(who, betas, eps, estim_lr0, weight_decay):
     if len(betas) != 2:
         raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}.")
     # Both moments are bias-corrected (1 - beta**t divides): [0, 1).
@@ -314,6 +317,7 @@ def _check_adaptive(betas, eps, estim_lr0, weight_decay):
     kit.check_beta("betas[1]", betas[1])
     validate.check_non_negative("eps", eps)
     validate.check_range("estim_lr0", estim_lr0, low=0.0, low_inclusive=False)
+    kit.check_not_schedule("weight_decay", weight_decay, who=who)
     validate.check_not_nan("weight_decay", weight_decay)
 
 
@@ -345,9 +349,10 @@ def dadapt_adamw(
       betas: :math:`(\beta_1, \beta_2)` of the underlying AdamW.
       eps: :math:`\epsilon` of the underlying AdamW.
       estim_lr0: :math:`d_0`, an under-estimate of the learning rate.
-      weight_decay: :math:`\lambda`, AdamW-style decoupled weight decay.
+      weight_decay: :math:`\lambda`, AdamW-style decoupled weight decay. A number, which its own rule reads:
+        to schedule it, inject it (:func:`optcore.inject_hyperparams`).
     """
-    _check_adaptive(betas, eps, estim_lr0, weight_decay)
+    _check_adaptive("dadapt_adamw", betas, eps, estim_lr0, weight_decay)
     beta1, beta2 = betas
     sqrt_beta2 = beta2**0.5
 
@@ -437,10 +442,11 @@ def prodigy(
       eps: :math:`\epsilon` of the underlying AdamW.
       estim_lr0: :math:`d_0`, an under-estimate of the learning rate.
       estim_lr_coef: :math:`c`, multiplies each estimate of :math:`d`.
-      weight_decay: :math:`\lambda`, AdamW-style decoupled weight decay.
+      weight_decay: :math:`\lambda`, AdamW-style decoupled weight decay. A number, which its own rule reads:
+        to schedule it, inject it (:func:`optcore.inject_hyperparams`).
       safeguard_warmup: drop :math:`\eta_t` from the denominator sum (helps warm-up).
     """
-    _check_adaptive(betas, eps, estim_lr0, weight_decay)
+    _check_adaptive("prodigy", betas, eps, estim_lr0, weight_decay)
     if beta3 is not None:
         validate.check_decay("beta3", beta3)
     validate.check_range("estim_lr_coef", estim_lr_coef, low=0.0, low_inclusive=False)

@@ -151,7 +151,7 @@ def schedule_free_sgd(
     learning_rate: float = 1.0,
     warmup_steps: Optional[int] = None,
     b1: float = 0.9,
-    weight_decay: Optional[float] = None,
+    weight_decay: Optional[base.ScalarOrSchedule] = None,
     weight_lr_power: float = 2.0,
     state_dtype: Optional[Any] = None,
 ) -> base.GradientTransformationExtraArgs:
@@ -169,7 +169,8 @@ def schedule_free_sgd(
       learning_rate: :math:`\gamma`, the peak learning rate.
       warmup_steps: length of the linear warm-up (None: no warm-up).
       b1: interpolation :math:`\beta_1`.
-      weight_decay: :math:`\lambda`, applied at :math:`y` (None: none).
+      weight_decay: :math:`\lambda`, applied at :math:`y` (None: none). A number or a schedule of the step
+        count.
       weight_lr_power: power of the learning rate in the averaging weights.
       state_dtype: dtype of :math:`z`.
     """
@@ -186,7 +187,7 @@ def schedule_free_adamw(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
-    weight_decay: float = 0.0,
+    weight_decay: base.ScalarOrSchedule = 0.0,
     weight_lr_power: float = 2.0,
     state_dtype: Optional[Any] = None,
 ) -> base.GradientTransformationExtraArgs:
@@ -207,7 +208,7 @@ def schedule_free_adamw(
       b1: interpolation :math:`\beta_1`.
       b2: decay of the second moment.
       eps: added to the root of the second moment.
-      weight_decay: :math:`\lambda`, applied at :math:`y`.
+      weight_decay: :math:`\lambda`, applied at :math:`y`. A number or a schedule of the step count.
       weight_lr_power: power of the learning rate in the averaging weights.
       state_dtype: dtype of :math:`z`.
     """

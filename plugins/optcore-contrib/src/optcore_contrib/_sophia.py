@@ -134,7 +134,7 @@ def sophia(
     b1: float = 0.965,
     b2: float = 0.99,
     eps: float = 1e-8,
-    weight_decay: float = 1e-4,
+    weight_decay: base.ScalarOrSchedule = 1e-4,
     weight_decay_mask: Optional[Any] = None,
     gamma: float = 0.01,
     clip_threshold: Optional[float] = 1.0,
@@ -168,7 +168,7 @@ def sophia(
       b1: decay of the momentum.
       b2: decay of the Hessian EMA.
       eps: floor of the denominator.
-      weight_decay: :math:`\lambda`, decoupled weight decay.
+      weight_decay: :math:`\lambda`, decoupled weight decay. A number or a schedule of the step count.
       weight_decay_mask: tree (or function of params) selecting the params to decay.
       gamma: :math:`\gamma`, scales the Hessian in the denominator.
       clip_threshold: :math:`\rho`, the elementwise clip (None: no clipping).

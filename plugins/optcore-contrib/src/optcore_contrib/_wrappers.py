@@ -231,11 +231,13 @@ def mechanize(
 
     Args:
       base_optimizer: the optimizer whose update scale is learned.
-      weight_decay: :math:`\lambda`, Mechanic's own (norm-relative) decay.
+      weight_decay: :math:`\lambda`, Mechanic's own (norm-relative) decay. A number, which its own rule reads:
+        to schedule it, inject it (:func:`optcore.inject_hyperparams`).
       eps: :math:`\epsilon`.
       s_init: the initial total scale.
       num_betas: :math:`n`, the number of decays :math:`1-10^{-1}, \dots, 1-10^{-n}`.
     """
+    kit.check_not_schedule("weight_decay", weight_decay, who="mechanize")
     validate.check_not_nan("weight_decay", weight_decay)
     validate.check_non_negative("eps", eps)
     validate.check_range("s_init", s_init, low=0.0, low_inclusive=False)

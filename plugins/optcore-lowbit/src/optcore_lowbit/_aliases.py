@@ -160,7 +160,7 @@ def lion_8bit(
     b1: float = 0.9,
     b2: float = 0.99,
     mu_dtype: Optional[Any] = None,
-    weight_decay: float = 1e-3,
+    weight_decay: base.ScalarOrSchedule = 1e-3,
     mask: MaskOrFn = None,
     *,
     block_size: int = 256,
