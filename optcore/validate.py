@@ -274,14 +274,15 @@ def check_tree_match(
     tree_by_path = {_path_str(p): x for p, x in tree_paths}
     ref_by_path = {_path_str(p): x for p, x in ref_paths}
     if jax.tree.structure(tree, is_leaf=is_none) != jax.tree.structure(reference, is_leaf=is_none):
+        built_from = "" if against == "params" else f" the {against} was built from"
         for path in ref_by_path:
             if path not in tree_by_path:
                 raise ValueError(f"{path}: the {against} has an entry here that the {what} lacks "
-                                 f"(the {what} tree does not match the params the {against} was built from).")
+                                 f"(the {what} tree does not match the params{built_from}).")
         for path in tree_by_path:
             if path not in ref_by_path:
                 raise ValueError(f"{path}: the {what} has an entry here that the {against} lacks "
-                                 f"(the {what} tree does not match the params the {against} was built from).")
+                                 f"(the {what} tree does not match the params{built_from}).")
         raise ValueError(
             f"the {what} tree does not match the {against}: {jax.tree.structure(tree, is_leaf=is_none)} "
             f"vs {jax.tree.structure(reference, is_leaf=is_none)}."

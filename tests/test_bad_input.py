@@ -159,6 +159,21 @@ def test_moment_update_message_is_exact():
     assert str(info.value) == "['layer1']['w']: state has shape (64, 32), gradient has shape (32, 64)."
 
 
+def test_missing_entry_message_is_exact_against_the_state_and_the_params():
+    params = {"w": jnp.zeros(3), "b": jnp.zeros(2)}
+    grads = {"w": jnp.zeros(3)}
+    opt = optcore.adam(1e-3)
+    with pytest.raises(ValueError) as info:
+        opt.update(grads, opt.init(params))
+    assert str(info.value) == ("['b']: the state has an entry here that the gradient lacks "
+                               "(the gradient tree does not match the params the state was built from).")
+    decay = optcore.add_decayed_weights(0.1)
+    with pytest.raises(ValueError) as info:
+        decay.update(grads, decay.init(params), params)
+    assert str(info.value) == ("['b']: the params has an entry here that the gradient lacks "
+                               "(the gradient tree does not match the params).")
+
+
 def test_apply_updates_refuses_to_broadcast():
     with pytest.raises(ValueError, match=r"\['w'\]: params has shape \(3,\), updates has shape \(\)"):
         optcore.apply_updates({"w": jnp.zeros(3)}, {"w": jnp.zeros(())})
