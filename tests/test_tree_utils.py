@@ -79,6 +79,10 @@ def test_reductions_against_numpy():
 def test_reductions_of_empty_trees_are_neutral():
     assert tu.tree_sum({}) == 0 and tu.tree_vdot({}, {}) == 0 and tu.tree_size({}) == 0
     assert tu.tree_max({}) == -np.inf and tu.tree_min({}) == np.inf
+    # A leaf without entries adds nothing to the max or min of the others (it raised before).
+    tree = [jnp.array([[2.0, -3.0]]), jnp.zeros((4, 0, 5)), jnp.zeros(0, jnp.int8)]
+    assert float(tu.tree_max(tree)) == 2.0 and float(tu.tree_min(tree)) == -3.0
+    assert tu.tree_max([jnp.zeros(0)]) == -np.inf and tu.tree_min([jnp.zeros(0)]) == np.inf
     assert float(tu.tree_norm({})) == 0.0
     assert bool(tu.tree_allclose({}, {}))
 
@@ -114,6 +118,9 @@ def test_allclose():
 def test_none_leaves_pass_through():
     assert tu.tree_add({"a": 1.0, "b": None}, {"a": 2.0, "b": None}) == {"a": 3.0, "b": None}
     assert tu.tree_update_moment({"a": None}, {"a": None}, 0.9, 1) == {"a": None}
+    # A None leaf of x stays None whatever y holds there (a None update added to the params' step).
+    out = tu.tree_add_scale({"a": jnp.array(1.0), "b": None}, 2.0, {"a": jnp.array(3.0), "b": jnp.ones(2)})
+    assert out["b"] is None and float(out["a"]) == 7.0
 
 
 def test_dtypes_are_preserved():

@@ -81,11 +81,11 @@ def tree_add_scale(tree_x: Any, scalar: Any, tree_y: Any) -> Any:
     r"""Adds a scaled tree: :math:`z_i = x_i + \alpha y_i` (an axpy).
 
     Args:
-      tree_x: a pytree of arrays.
+      tree_x: a pytree of arrays (``None`` leaves stay ``None``, as in Optax).
       scalar: the factor :math:`\alpha`.
       tree_y: a pytree with the same structure as ``tree_x``.
     """
-    return jax.tree.map(lambda x, y: x + scalar * y, tree_x, tree_y)
+    return jax.tree.map(lambda x, y: None if x is None else x + scalar * y, tree_x, tree_y, is_leaf=_is_none)
 
 
 def tree_conj(tree: Any) -> Any:
@@ -182,21 +182,30 @@ def tree_sum(tree: Any, associative_reduction: bool = False) -> Any:
 
 
 def tree_max(tree: Any) -> Any:
-    r"""Largest entry of all leaves: :math:`\max_{i,j} x_{ij}` (``-inf`` for an empty tree).
+    r"""Largest entry of all leaves: :math:`\max_{i,j} x_{ij}` (``-inf`` for a tree without entries).
+
+    Leaves without entries (shape ``(0,)``) are skipped, as in Optax.
 
     Args:
       tree: a pytree of arrays.
     """
-    return functools.reduce(jnp.maximum, [jnp.max(x) for x in jax.tree.leaves(tree)], -jnp.inf)
+    return functools.reduce(jnp.maximum, [jnp.max(x) for x in _leaves_with_entries(tree)], -jnp.inf)
 
 
 def tree_min(tree: Any) -> Any:
-    r"""Smallest entry of all leaves: :math:`\min_{i,j} x_{ij}` (``inf`` for an empty tree).
+    r"""Smallest entry of all leaves: :math:`\min_{i,j} x_{ij}` (``inf`` for a tree without entries).
+
+    Leaves without entries (shape ``(0,)``) are skipped, as in Optax.
 
     Args:
       tree: a pytree of arrays.
     """
-    return functools.reduce(jnp.minimum, [jnp.min(x) for x in jax.tree.leaves(tree)], jnp.inf)
+    return functools.reduce(jnp.minimum, [jnp.min(x) for x in _leaves_with_entries(tree)], jnp.inf)
+
+
+def _leaves_with_entries(tree: Any) -> list:
+    # A max or min over no entries has no value: an empty leaf adds nothing to the tree's.
+    return [x for x in jax.tree.leaves(tree) if jnp.size(x) > 0]
 
 
 def tree_size(tree: Any) -> int:
