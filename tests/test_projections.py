@@ -91,6 +91,18 @@ def test_projections_are_idempotent_and_jittable():
         np.testing.assert_allclose(_flat(fn(once)), _flat(once), atol=1e-5)
 
 
+def test_ball_projections_have_the_identity_gradient_inside_and_at_zero():
+    # Inside the ball the projection is x, so its Jacobian is the identity, at x = 0 too
+    # (the l2 norm's 0/0 derivative at zero made the l2 ball's gradient NaN there).
+    for fn in (P.projection_l2_ball, P.projection_l1_ball, P.projection_linf_ball):
+        assert float(jax.grad(fn)(0.0)) == 1.0, fn.__name__
+        np.testing.assert_array_equal(jax.jacobian(fn)(jnp.zeros(3)), np.eye(3))
+    # Outside, the l2 ball's Jacobian is s/|x| (I - x x^T/|x|^2).
+    x = jnp.array([3.0, 4.0])
+    want = 0.5 / 5.0 * (np.eye(2) - np.outer(x, x) / 25.0)
+    np.testing.assert_allclose(jax.jacobian(lambda v: P.projection_l2_ball(v, 0.5))(x), want, rtol=1e-5, atol=1e-7)
+
+
 def test_bad_bound_structure_raises():
     with pytest.raises(ValueError, match="bound"):
         P.projection_box(_tree(), jnp.zeros(2), 1.0)

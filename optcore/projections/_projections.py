@@ -197,9 +197,11 @@ def projection_l2_ball(tree: base.Params, scale: Any = 1) -> base.Params:
       tree: the pytree to project.
       scale: :math:`s`, the radius of the ball.
     """
-    norm = tree_utils.tree_norm(tree)
-    inside = norm <= scale
-    factor = jnp.where(inside, 1.0, scale / jnp.where(inside, 1.0, norm))
+    # From the squared norm: the norm's derivative at zero is 0/0, which would reach the
+    # gradient through the branch not taken (NaN at x = 0, where the projection is x).
+    squared_norm = tree_utils.tree_norm(tree, squared=True)
+    inside = squared_norm <= jnp.square(scale)
+    factor = jnp.where(inside, 1.0, scale / jnp.sqrt(jnp.where(inside, 1.0, squared_norm)))
     return jax.tree.map(lambda x: _in_dtype_of(factor * x, x), tree)
 
 
