@@ -82,6 +82,14 @@ def test_cosine_decay(alpha, exponent):
         sch.cosine_decay_schedule(1.0, 0)
 
 
+def test_cosine_decay_takes_step_counts_past_int32():
+    # 1e10 decay steps (and a count of 3e9) overflowed as int32 arrays.
+    schedule = jax.jit(sch.cosine_decay_schedule(1000.0, decay_steps=int(1e10)))
+    np.testing.assert_allclose(schedule(int(1e9)), 1000.0 * 0.5 * (1 + math.cos(math.pi / 10)), rtol=1e-6)
+    np.testing.assert_allclose(sch.cosine_decay_schedule(1000.0, int(1e10))(3 * 10**9),
+                               1000.0 * 0.5 * (1 + math.cos(0.3 * math.pi)), rtol=1e-6)
+
+
 def test_join_schedules_boundaries():
     schedule = sch.join_schedules(
         [sch.constant_schedule(1.0), sch.linear_schedule(2.0, 4.0, 2), sch.constant_schedule(9.0)], [3, 7]

@@ -197,12 +197,20 @@ def cosine_decay_schedule(
     if not decay_steps > 0:
         raise ValueError(f"cosine_decay_schedule needs a positive decay_steps, got {decay_steps!r}.")
 
+    # Python ints as floats: a decay_steps (or count) past int32, 1e10 steps, would overflow
+    # when it becomes an int32 array (as in Optax, which takes such schedules).
+    steps = _int_as_float(decay_steps)
+
     def schedule(count):
-        count = jnp.minimum(count, decay_steps)
-        cosine = 0.5 * (1 + jnp.cos(jnp.pi * count / decay_steps))
+        count = jnp.minimum(_int_as_float(count), steps)
+        cosine = 0.5 * (1 + jnp.cos(jnp.pi * count / steps))
         return init_value * ((1 - alpha) * cosine**exponent + alpha)
 
     return schedule
+
+
+def _int_as_float(x):
+    return float(x) if isinstance(x, int) and not isinstance(x, bool) else x
 
 
 def _linear_interpolate(start, end, fraction):
