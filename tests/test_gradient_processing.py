@@ -79,6 +79,14 @@ def test_per_example_clipping():
         assert int(c) == int(np.sum(n > bound))
     with pytest.raises(ValueError, match="batch"):
         optcore.per_example_global_norm_clip([jnp.ones((2, 3)), jnp.ones((3, 3))], 1.0)
+    # Integer gradients are clipped in float32 (cast back to integers, the multipliers truncated to 0).
+    ints = [np.array([[0, -1], [3, 4], [5, 6]]), np.array([[0], [5], [-3]])]
+    norms = np.sqrt([1.0, 50.0, 70.0])
+    summed, count = optcore.per_example_global_norm_clip([jnp.asarray(x) for x in ints], 1.0)
+    for s, x in zip(summed, ints):
+        assert s.dtype == jnp.float32
+        np.testing.assert_allclose(s, (np.minimum(1.0, 1.0 / norms)[:, None] * x).sum(0), rtol=1e-6)
+    assert int(count) == 2
 
 
 def test_add_noise_statistics_and_annealing():

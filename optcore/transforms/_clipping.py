@@ -212,8 +212,14 @@ def _clip_and_sum(grads: Sequence[jax.Array], l2_norm_clip) -> tuple[list[jax.Ar
     # 0/0 (a zero gradient with a zero bound) keeps the example as it is.
     multipliers = jnp.nan_to_num(jnp.minimum(l2_norm_clip / norms, 1.0), nan=1.0)
     num_clipped = jnp.sum(norms > l2_norm_clip).astype(jnp.int32)
-    summed = [jnp.tensordot(multipliers.astype(g.dtype), g, axes=(0, 0)) for g in grads]
+    summed = [jnp.tensordot(multipliers.astype(_clipped_dtype(g)), g, axes=(0, 0)) for g in grads]
     return summed, num_clipped
+
+
+def _clipped_dtype(g: jax.Array):
+    # A floating gradient keeps its dtype; an integer one is clipped in float32, as in
+    # Optax (cast to the integers, the multipliers in [0, 1] would truncate to 0).
+    return g.dtype if jnp.issubdtype(g.dtype, jnp.inexact) else jnp.float32
 
 
 def per_example_global_norm_clip(
