@@ -56,11 +56,13 @@ def test_adaptive_grad_clip_matches_numpy_agc():
 
 
 def test_unitwise_norm_conv_and_bad_rank():
-    x = RNG.normal(size=(2, 2, 3, 5)).astype(np.float32)
-    expected = np.broadcast_to(np.sqrt(np.sum(x**2, axis=(0, 1, 2), keepdims=True)), x.shape)
-    np.testing.assert_allclose(optcore.unitwise_norm(jnp.asarray(x)), expected, rtol=1e-5)
+    # 2-d and 3-d convolution kernels (HWIO, DHWIO): one unit per output channel, the last axis.
+    for shape in [(2, 2, 3, 5), (2, 2, 2, 3, 4)]:
+        x = RNG.normal(size=shape).astype(np.float32)
+        expected = np.broadcast_to(np.sqrt(np.sum(x**2, axis=tuple(range(len(shape) - 1)), keepdims=True)), shape)
+        np.testing.assert_allclose(optcore.unitwise_norm(jnp.asarray(x)), expected, rtol=1e-5)
     with pytest.raises(ValueError, match="axis"):
-        optcore.unitwise_norm(jnp.ones((2, 2, 2, 2, 2)))
+        optcore.unitwise_norm(jnp.ones((2, 2, 2, 2, 2, 2)))
 
 
 def test_per_example_clipping():

@@ -101,7 +101,8 @@ def unitwise_norm(x: jax.Array, axis: Optional[Union[int, Sequence[int]]] = None
 
     Without ``axis`` the unit is chosen from the rank: scalars and vectors are
     one unit; matrices (``[in, out]``) and 3-d multi-head kernels reduce over
-    axis 0; 4-d convolution kernels (``HWIO``) reduce over axes ``(0, 1, 2)``.
+    axis 0; convolution kernels, 4-d (``HWIO``) and 5-d (``DHWIO``), over every
+    axis but the output's (the last).
 
     .. math::
         \|x\|_{\text{unit}} = \sqrt{\textstyle\sum_{i \in \text{unit}} |x_i|^2}
@@ -118,8 +119,8 @@ def unitwise_norm(x: jax.Array, axis: Optional[Union[int, Sequence[int]]] = None
             squared = jnp.sum(numerics.abs_sq(x), keepdims=True)
         elif x.ndim in (2, 3):
             squared = jnp.sum(numerics.abs_sq(x), axis=0, keepdims=True)
-        elif x.ndim == 4:
-            squared = jnp.sum(numerics.abs_sq(x), axis=(0, 1, 2), keepdims=True)
+        elif x.ndim in (4, 5):
+            squared = jnp.sum(numerics.abs_sq(x), axis=tuple(range(x.ndim - 1)), keepdims=True)
         else:
             raise ValueError(
                 f"unitwise_norm cannot choose the unit axes of a {x.ndim}-d array of "
