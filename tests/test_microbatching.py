@@ -71,6 +71,20 @@ def test_micro_vmap_matches_vmap(acc, size):
         mb.micro_vmap(f, out_axes=1)
 
 
+@pytest.mark.parametrize("size", [None, 2])
+def test_micro_vmap_maps_keyword_arguments_as_vmap_does(size):
+    # jax.vmap maps keyword arguments over their leading axis: row i of y goes with row i of x.
+    def f(x, *, y):
+        return jnp.sum(x + y)
+
+    x = jnp.arange(32.0).reshape(4, 8)
+    y = jnp.arange(4.0)[:, None] * jnp.ones((4, 8))
+    expected = [np.sum(np.arange(8.0) + 8 * i) + 8 * i for i in range(4)]
+    np.testing.assert_allclose(jax.vmap(f)(x, y=y), expected)  # the semantics matched
+    np.testing.assert_allclose(mb.micro_vmap(f, microbatch_size=size)(x, y=y), expected)
+    np.testing.assert_allclose(mb.micro_vmap(f, microbatch_size=size, accumulator=A.SUM)(x, y=y), sum(expected))
+
+
 @pytest.mark.parametrize("keep_batch_dim", [True, False])
 @pytest.mark.parametrize("size", [None, 2])
 def test_micro_grad_per_example_gradients(keep_batch_dim, size):

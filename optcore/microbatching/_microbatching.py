@@ -270,7 +270,8 @@ def micro_vmap(
     Args:
       fun: the function to map over the batch axis.
       in_axes: the batch axis of the positional arguments (an int for all, or
-        one entry per argument, ``None`` for unbatched ones).
+        one entry per argument, ``None`` for unbatched ones). Keyword arguments
+        are mapped over their leading axis, as by ``jax.vmap``.
       out_axes: must be 0.
       microbatch_size: rows per micro-batch; ``None`` maps the whole batch at once.
       vmap_fn: a function with ``jax.vmap``'s signature ``(fun, in_axes, out_axes)``.
@@ -284,7 +285,10 @@ def micro_vmap(
         axes = (in_axes,) * len(args) if isinstance(in_axes, int) else tuple(in_axes)
         if len(axes) != len(args):
             raise ValueError(f"in_axes has {len(axes)} entries for {len(args)} positional arguments.")
-        vmapped = vmap_fn(lambda *a: fun(*a, **kwargs), axes, 0)
+        # As in jax.vmap, keyword arguments are mapped over their leading axis: they travel
+        # as one more positional argument, a dict batched on axis 0.
+        args, axes = (*args, kwargs), (*axes, 0 if kwargs else None)
+        vmapped = vmap_fn(lambda *a: fun(*a[:-1], **a[-1]), axes, 0)
 
         def reduced(*a):
             out = vmapped(*a)
