@@ -74,18 +74,18 @@ def safe_norm(x, min_norm, ord=None, axis=None, keepdims=False):  # pylint: disa
 
 
 def safe_root_mean_squares(x, min_rms):
-    r"""``max(sqrt(mean(x**2)), min_rms)`` with a finite gradient at ``x = 0``.
+    r"""``max(sqrt(mean(|x|**2)), min_rms)`` with a finite gradient at ``x = 0``.
 
     .. math::
-        \max\left(\sqrt{\tfrac{1}{n}\textstyle\sum_i x_i^2}, r\right)
+        \max\left(\sqrt{\tfrac{1}{n}\textstyle\sum_i |x_i|^2}, r\right)
 
     Args:
-      x: an array.
+      x: an array (complex entries count by their modulus).
       min_rms: :math:`r`, the smallest value returned.
     """
-    rms = jnp.sqrt(jnp.mean(jnp.square(x)))
+    rms = jnp.sqrt(jnp.mean(abs_sq(x)))
     x = jnp.where(rms <= min_rms, jnp.ones_like(x), x)
-    return jnp.where(rms <= min_rms, min_rms, jnp.sqrt(jnp.mean(jnp.square(x))))
+    return jnp.where(rms <= min_rms, min_rms, jnp.sqrt(jnp.mean(abs_sq(x))))
 
 
 def global_norm(updates) -> jax.Array:

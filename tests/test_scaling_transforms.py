@@ -44,6 +44,13 @@ def test_trust_ratio_and_param_block_scaling():
     np.testing.assert_allclose(out, G * np.linalg.norm(P), rtol=1e-5)
     out = _one_step(optcore.scale_by_param_block_rms())
     np.testing.assert_allclose(out, G * np.sqrt(np.mean(P**2)), rtol=1e-5)
+    # Complex params scale by the rms of their moduli (adafactor's default; the complex
+    # square made the scale complex, and adafactor on complex params did not converge).
+    pc = (P + 0.5j * G).astype(np.complex64)
+    gc = (G - 0.25j * P).astype(np.complex64)
+    tx = optcore.scale_by_param_block_rms()
+    out, _ = tx.update(jnp.asarray(gc), tx.init(jnp.asarray(pc)), jnp.asarray(pc))
+    np.testing.assert_allclose(out, gc * np.sqrt(np.mean(np.abs(pc) ** 2)), rtol=1e-5)
     with pytest.raises(ValueError, match="params"):
         tx = optcore.scale_by_trust_ratio()
         tx.update(jnp.asarray(G), tx.init(jnp.asarray(P)))
