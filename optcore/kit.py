@@ -299,8 +299,11 @@ def own_copy(tree: Any) -> Any:
     A state leaf that *is* a params buffer breaks a step jitted with
     ``donate_argnums`` over params and state: XLA refuses to donate one buffer
     twice, and after donating the params the state would read freed memory.
+    An abstract leaf (``jax.ShapeDtypeStruct``, given to ``init`` for the
+    state's layout) has no values to copy and stays as it is, as in Optax: the
+    state is then a restore target (Orbax) whose values come from a checkpoint.
     """
-    return jax.tree.map(jnp.copy, tree)
+    return jax.tree.map(lambda x: x if isinstance(x, jax.ShapeDtypeStruct) else jnp.copy(x), tree)
 
 
 def safe_ratio(numerator: jax.Array, denominator: jax.Array, fallback: Any) -> jax.Array:

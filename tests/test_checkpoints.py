@@ -78,6 +78,28 @@ def test_restore_and_continue_is_bit_identical(case, variant):
     optcore.testing.check_checkpoint(harness, rc.small_params(case.name), steps=STEPS, save_at=SAVE_AT)
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if c.skip is None], ids=lambda c: c.name)
+def test_init_of_abstract_params_is_a_restore_target(case):
+    """``init`` of ``jax.ShapeDtypeStruct`` params (as Optax's takes them) has the state's layout.
+
+    Fields that start at the params' values (schedule-free's ``z``, COCOB's
+    initial particles) stay abstract, as in Optax; a state that starts from
+    a function of them (DoG's distance) says how to get its layout instead.
+    """
+    params = rc.small_params(case.name)
+    abstract = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params)
+    opt = case.build()
+    try:
+        state = opt.init(abstract)
+    except TypeError as err:
+        assert "jax.eval_shape(opt.init, params)" in str(err), err
+        return
+    real = opt.init(params)
+    assert jax.tree.structure(state) == jax.tree.structure(real)
+    layout = lambda tree: [(tuple(x.shape), x.dtype) for x in jax.tree.leaves(tree)]  # noqa: E731
+    assert layout(state) == layout(real)
+
+
 def test_restored_state_must_match_a_fresh_init():
     """Restoring leaves onto a different optimizer's treedef fails loudly, not silently."""
     params = rc.small_params()

@@ -84,6 +84,10 @@ def state_full_like(params: Any, fill_value: Any, dtype: Optional[Any] = None) -
 
 
 def _state_full_like_leaf(p: Any, fill_value: Any, dtype: Optional[Any]) -> jax.Array:
+    if isinstance(p, jax.ShapeDtypeStruct):
+        # Abstract params (as Optax takes them in init): the state's shape, dtype and sharding are
+        # all there is to know, and its values do not depend on the params'.
+        return jnp.full_like(p, fill_value, dtype=p.dtype if dtype is None else jnp.dtype(dtype))
     p = jnp.asarray(p)
     dtype = p.dtype if dtype is None else jnp.dtype(dtype)
     # Eager arrays keep their sharding through full_like; integer params are never sharded state sources

@@ -176,6 +176,12 @@ def _scale_by_dog(init_step, eps) -> base.GradientTransformation:
     def init_fn(params):
         stat_dtype = kit.hyperparameter_dtype(params)  # float64 for float64 params under x64
         if tag == "heuristic":
+            if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(params)):
+                raise TypeError(
+                    "dog's init_step=('heuristic', ...) starts from the params' norm, so its init needs arrays, "
+                    "not jax.ShapeDtypeStruct: take the state's layout with jax.eval_shape(opt.init, params), "
+                    "or give init_step=('distance', r)."
+                )
             max_dist = value * (1 + tree_utils.tree_norm(params))
         elif tag == "distance":
             max_dist = jnp.asarray(value, stat_dtype)
