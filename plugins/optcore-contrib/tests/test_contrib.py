@@ -234,6 +234,87 @@ def test_muon_orthogonalises_matrices_and_uses_adam_elsewhere():
     assert np.allclose(out["b"], out["b"][0])  # Adam: sign-like first step on the vector
 
 
+def _wide_numpy(g):
+    """The orientation Newton-Schulz works in (rows <= cols), and the map back."""
+    return (g, lambda x: x) if g.shape[0] <= g.shape[1] else (g.T, lambda x: x.T)
+
+
+def _numpy_unitary_polar_factor(g):
+    """U V^H from the SVD G = U S V^H."""
+    left, _, vh = np.linalg.svd(g, full_matrices=False)
+    return left @ vh
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (6, 4)])
+@pytest.mark.parametrize("preconditioning", ["frobenius", "spectral", "aol", "schatten"])
+def test_muon_maps_a_complex_matrix_to_its_unitary_polar_factor(preconditioning, shape):
+    # Optax issue 1494: with the Hermitian Gram matrix X X^H, Newton-Schulz drives the
+    # singular values of a complex G to 1 (it returned NaN with X X^T).
+    rng = np.random.default_rng(7)
+    g = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
+    tx = cc.scale_by_muon(((2.0, -1.5, 0.5),) * 30, nesterov=False, preconditioning=preconditioning)
+    u, _ = jax.jit(tx.update)(jnp.asarray(g), tx.init(jnp.asarray(g)))
+    assert u.dtype == jnp.complex64
+    target = g.astype(np.complex128)
+    if preconditioning == "aol":  # AOL rescales the rows of the wide X by (sum_j |X X^H|_ij)^(-1/2)
+        wide, back = _wide_numpy(target)
+        target = back(wide / np.sqrt(np.abs(wide @ wide.conj().T).sum(axis=1, keepdims=True)))
+    np.testing.assert_allclose(u, _numpy_unitary_polar_factor(target), atol=1e-3)
+
+
+def test_adaptive_muon_scales_a_complex_update_by_the_nuclear_norm():
+    # <G, U V^H> = sum(conj(G) U V^H) = tr(S): the dual norm is real for complex G too.
+    rng = np.random.default_rng(8)
+    g = (rng.normal(size=(4, 6)) + 1j * rng.normal(size=(4, 6))).astype(np.complex64)
+    tx = cc.scale_by_muon(((2.0, -1.5, 0.5),) * 30, nesterov=False, adaptive=True)
+    u, _ = jax.jit(tx.update)(jnp.asarray(g), tx.init(jnp.asarray(g)))
+    nuclear = np.linalg.svd(g.astype(np.complex128), compute_uv=False).sum()
+    np.testing.assert_allclose(u, nuclear * _numpy_unitary_polar_factor(g.astype(np.complex128)), atol=1e-2)
+
+
+def test_muon_spreads_prefix_dimension_numbers_over_their_subtrees():
+    # A number (or None) for a subtree stands for each of its leaves: the same updates and
+    # state (one MaskedNode per leaf) as the tree spelled out leaf by leaf.
+    rng = np.random.default_rng(9)
+    normal = lambda shape: jnp.asarray(rng.normal(size=shape), jnp.float32)  # noqa: E731
+    params = {"w1": {"a": normal((2, 3)), "b": normal((4, 3))}, "w2": {"a": normal((3, 5)), "b": normal((4,))}}
+    dn = cc.MuonDimensionNumbers()
+    prefix = {"w1": dn, "w2": {"a": dn, "b": None}}
+    spelled_out = {"w1": {"a": dn, "b": dn}, "w2": {"a": dn, "b": None}}
+    runs = []
+    for numbers in (prefix, spelled_out):
+        opt = cc.muon(0.1, muon_weight_dimension_numbers=numbers)
+        state = opt.init(params)
+        updates, state = jax.jit(opt.update)(params, state, params)
+        runs.append((updates, state))
+        # tree_map_params probes the state layout with leafless stand-in params.
+        assert jax.tree.structure(optcore.tree_map_params(opt, lambda p: p, state)) == jax.tree.structure(state)
+    (u_prefix, s_prefix), (u_spelled, s_spelled) = runs
+    assert jax.tree.structure(s_prefix) == jax.tree.structure(s_spelled)
+    for a, b in zip(jax.tree.leaves((u_prefix, s_prefix)), jax.tree.leaves((u_spelled, s_spelled))):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="muon_weight_dimension_numbers must be .* prefix"):
+        cc.muon(0.1, muon_weight_dimension_numbers={"w1": dn}).init(params)
+
+
+def test_galore_applies_one_dimension_numbers_to_the_params_with_two_or_more_axes():
+    # The vector goes through Adam in full: its first update is g / (|g| + eps).
+    rng = np.random.default_rng(10)
+    normal = lambda shape: jnp.asarray(rng.normal(size=shape), jnp.float32)  # noqa: E731
+    params = {"w": normal((6, 2, 3)), "b": normal((4,))}
+    spec = cc.GaLoreDimensionNumbers(0, (1, 2))
+    runs = []
+    for numbers in (spec, {"w": spec, "b": None}):
+        tx = cc.scale_by_galore(rank=2, weight_dimension_numbers=numbers)
+        runs.append(jax.jit(tx.update)(params, tx.init(params), params))
+    (u_one, s_one), (u_tree, s_tree) = runs
+    for a, b in zip(jax.tree.leaves((u_one, s_one)), jax.tree.leaves((u_tree, s_tree))):
+        np.testing.assert_array_equal(a, b)
+    assert s_one.projector["w"].shape == (6, 2) and s_one.projector["b"].shape == (0, 0)
+    g = np.asarray(params["b"])
+    np.testing.assert_allclose(u_one["b"], g / (np.abs(g) + 1e-8), rtol=1e-5)
+
+
 def test_muon_rejects_unknown_preconditioning():
     with pytest.raises(ValueError, match="preconditioning"):
         cc.scale_by_muon(preconditioning="nuclear")

@@ -224,11 +224,25 @@ def _galore_cases(m, base):
 
 @pytest.mark.parametrize("name", sorted(_galore_cases(cc, optcore)))
 def test_galore_matches_optax(name):
-    rng = np.random.default_rng(0)
     shapes = {"w": (5, 3), "v": (3, 6), "b": (3,), "t": (2, 3, 4)}
+    _check_galore_matches_optax(_galore_cases(cc, optcore)[name], _galore_cases(oc, optax)[name], shapes, name)
+
+
+def test_galore_with_one_dimension_numbers_for_all_params_matches_optax():
+    # Optax applies a single GaLoreDimensionNumbers to the params with two or more axes;
+    # the vector "b" goes through Adam in full (it raised "axis 1 is out of range" here).
+    shapes = {"w": (6, 2, 3), "v": (3, 4, 5), "b": (4,), "s": ()}
+    ours, theirs = [
+        m.galore(0.1, rank=2, update_proj_gap=3, weight_dimension_numbers=m.GaLoreDimensionNumbers(0, (1, 2)))
+        for m in (cc, oc)
+    ]
+    _check_galore_matches_optax(ours, theirs, shapes, "single dimension numbers")
+
+
+def _check_galore_matches_optax(ours, theirs, shapes, name):
+    rng = np.random.default_rng(0)
     params = {k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in shapes.items()}
     grads = [{k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in shapes.items()} for _ in range(7)]
-    ours, theirs = _galore_cases(cc, optcore)[name], _galore_cases(oc, optax)[name]
     s_ours, s_theirs = ours.init(params), theirs.init(params)
     assert layout(s_ours) == layout(s_theirs)
     assert jax.tree.map(jnp.shape, jax.tree.leaves(s_ours)) == jax.tree.map(jnp.shape, jax.tree.leaves(s_theirs))
@@ -287,3 +301,94 @@ def test_private_aggregate_under_jit_matches_optax_noise(key):
         u_theirs, s_theirs = step_theirs(per_example, s_theirs, params)
         for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_theirs)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def _complex_normal(rng, shape):
+    return jnp.asarray(rng.normal(size=shape) + 1j * rng.normal(size=shape), jnp.complex64)
+
+
+# Optax 0.2.8's Schatten first step uses X X^T, which is not Hermitian for complex X,
+# and returns NaN; ours uses X X^H there too (see test_contrib's complex polar factor test).
+@pytest.mark.parametrize("preconditioning", ["frobenius", "spectral", "aol"])
+@pytest.mark.parametrize("adaptive, nesterov", [(False, True), (True, False)])
+def test_scale_by_muon_on_complex_matrices_matches_optax(preconditioning, adaptive, nesterov):
+    # Optax issue 1494: the Newton-Schulz Gram matrices are X X^H and the dual norm is sum(conj(m) u).
+    rng = np.random.default_rng(4)
+    shapes = {"w": (5, 3), "v": (3, 6), "t": (2, 3, 4)}
+    params = {k: _complex_normal(rng, s) for k, s in shapes.items()}
+    grads = [{k: _complex_normal(rng, s) for k, s in shapes.items()} for _ in range(3)]
+
+    def build(m):
+        numbers = {"w": m.MuonDimensionNumbers(), "v": m.MuonDimensionNumbers(), "t": m.MuonDimensionNumbers(0, 2)}
+        return m.scale_by_muon(
+            preconditioning=preconditioning, adaptive=adaptive, nesterov=nesterov, weight_dimension_numbers=numbers
+        )
+
+    ours, theirs = build(cc), build(oc)
+    s_ours, s_theirs = ours.init(params), theirs.init(params)
+    update_ours, update_theirs = jax.jit(ours.update), jax.jit(theirs.update)
+    for step, g in enumerate(grads):
+        u_ours, s_ours = update_ours(g, s_ours, params)
+        u_theirs, s_theirs = update_theirs(g, s_theirs, params)
+        for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_theirs)):
+            assert a.dtype == b.dtype == jnp.complex64
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"step {step}")
+    for a, b in zip(jax.tree.leaves(s_ours.mu), jax.tree.leaves(s_theirs.mu)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_muon_on_complex_params_matches_optax():
+    # The complex matrix goes to Muon, the complex vector to Adam (|g|^2 in its second moment).
+    rng = np.random.default_rng(6)
+    params = {"w": _complex_normal(rng, (4, 3)), "b": _complex_normal(rng, (3,))}
+    target = {k: _complex_normal(rng, v.shape) for k, v in params.items()}
+
+    def loss(p):
+        return sum(jnp.sum(jnp.abs(p[k] - target[k]) ** 2) for k in p)
+
+    def conj_grad(p):  # the steepest-descent direction of a real loss of complex params
+        return jax.tree.map(jnp.conj, jax.grad(loss)(p))
+
+    ours, theirs = cc.muon(0.05, adaptive=True), oc.muon(0.05, adaptive=True)
+    s_ours, s_theirs = ours.init(params), theirs.init(params)
+    assert layout(s_ours) == layout(s_theirs)
+    p_ours = p_theirs = params
+    step_ours, step_theirs = jax.jit(ours.update), jax.jit(theirs.update)
+    for step in range(10):
+        u_ours, s_ours = step_ours(conj_grad(p_ours), s_ours, p_ours)
+        u_theirs, s_theirs = step_theirs(conj_grad(p_theirs), s_theirs, p_theirs)
+        # As in test_matches_optax: the Adam leaf is the core's NAdam, a few ulps off Optax's.
+        for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_theirs)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=f"step {step}")
+        p_ours, p_theirs = optcore.apply_updates(p_ours, u_ours), optax.apply_updates(p_theirs, u_theirs)
+    assert np.all(np.isfinite(np.asarray(p_ours["w"])))
+    np.testing.assert_allclose(p_ours["w"], p_theirs["w"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "numbers",
+    [
+        lambda m: {"w1": None, "w2": {"a": m.MuonDimensionNumbers(), "b": None}},
+        lambda m: {"w1": m.MuonDimensionNumbers(), "w2": None},
+        lambda m: {"w1": m.MuonDimensionNumbers(1, 0), "w2": {"a": None, "b": m.MuonDimensionNumbers()}},
+    ],
+    ids=["none_for_a_subtree", "numbers_for_a_subtree", "both"],
+)
+def test_muon_with_a_prefix_tree_of_dimension_numbers_matches_optax(numbers):
+    # Optax's muon spreads a number (or None) given for a subtree over its leaves: one
+    # label, and one MaskedNode in the Muon and Adam states, per param leaf.
+    rng = np.random.default_rng(2)
+    normal = lambda shape: jnp.asarray(rng.normal(size=shape), jnp.float32)  # noqa: E731
+    params = {"w1": {"a": normal((2, 3)), "b": normal((4, 3))}, "w2": {"a": normal((3, 5)), "b": normal((5, 2))}}
+    grads = [jax.tree.map(lambda p: normal(p.shape), params) for _ in range(3)]
+    ours = cc.muon(0.05, muon_weight_dimension_numbers=numbers(cc))
+    theirs = oc.muon(0.05, muon_weight_dimension_numbers=numbers(oc))
+    s_ours, s_theirs = ours.init(params), theirs.init(params)
+    assert layout(s_ours) == layout(s_theirs)
+    for step, g in enumerate(grads):
+        u_ours, s_ours = jax.jit(ours.update)(g, s_ours, params)
+        u_theirs, s_theirs = jax.jit(theirs.update)(g, s_theirs, params)
+        for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_theirs)):
+            # rtol as for the muon cases of test_matches_optax (the Adam leaves are the core's NAdam).
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=f"step {step}")
+    assert layout(s_ours) == layout(s_theirs)

@@ -104,7 +104,9 @@ def _layouts(weight_dimension_numbers, tree, rank):
     if numbers is None:
         numbers = jax.tree.map(lambda x: GaLoreDimensionNumbers() if x.ndim == 2 else None, tree)
     elif isinstance(numbers, GaLoreDimensionNumbers):
-        numbers = jax.tree.map(lambda _: numbers, tree)
+        # One spec for all (as Optax 0.2.8): vectors and scalars have no matrix to project.
+        spec = numbers
+        numbers = jax.tree.map(lambda x: spec if x.ndim >= 2 else None, tree)
     return jax.tree.map(
         lambda dn, x: None if dn is None else _layout(x.shape, dn, rank), numbers, tree, is_leaf=_is_numbers
     )
@@ -185,9 +187,10 @@ def scale_by_galore(
       base_optimizer: :math:`\rho`, a transformation that does not need the
         params (e.g. ``scale_by_adam``, the default); it sees low-rank shapes.
       weight_dimension_numbers: which params are matrices: None projects the 2-D
-        params; one :class:`GaLoreDimensionNumbers` applies to every param; or a
-        tree of them (None for params not to project), or a function of the
-        params returning that tree.
+        params; one :class:`GaLoreDimensionNumbers` applies to every param with at
+        least two axes (the others go through :math:`\rho` in full); or a tree of
+        them (None for params not to project), or a function of the params
+        returning that tree.
     """
     kit.check_integer("rank", rank, 1)
     kit.check_integer("update_proj_gap", update_proj_gap, 1)

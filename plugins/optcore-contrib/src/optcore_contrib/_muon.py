@@ -1,4 +1,8 @@
-"""Muon: momentum orthogonalised by a Newton-Schulz iteration, with Adam for non-matrices."""
+"""Muon: momentum orthogonalised by a Newton-Schulz iteration, with Adam for non-matrices.
+
+Complex params are orthogonalised towards the unitary polar factor :math:`UV^H`
+(as in Optax 0.2.8): every Gram matrix is Hermitian, :math:`X X^H`.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +35,15 @@ class MuonState(NamedTuple):
     ns_coeffs: jax.Array
 
 
+def _gram(x):
+    """The Hermitian Gram matrix X X^H of the last two axes (X X^T for real X).
+
+    With the plain transpose a complex X would give a non-Hermitian A, whose
+    powers do not shrink the singular values towards 1: the iteration diverges.
+    """
+    return x @ jnp.conj(jnp.swapaxes(x, -1, -2))
+
+
 def _axes(value, ndim):
     axes = (value,) if isinstance(value, int) else tuple(value)
     return tuple(a % ndim for a in axes)
@@ -46,7 +59,7 @@ def _precondition(x, preconditioning, eps):
     r"""Scales the wide matrices ``x`` (rows <= cols) so that their singular values are at most 1.
 
     Returns the scaled matrices and, where the rescaling needed the Gram matrix
-    :math:`G = X X^\top`, the Gram matrix of the result (reused by the first
+    :math:`G = X X^H`, the Gram matrix of the result (reused by the first
     Newton-Schulz iteration, which saves one product), else None.
 
     Frobenius and spectral norms bound the top singular value; the Schatten-4
@@ -63,7 +76,7 @@ def _precondition(x, preconditioning, eps):
         work = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         top = jnp.linalg.svd(work, compute_uv=False)[..., :1, None].astype(x.dtype)
         return x / (top + eps), None
-    gram = x @ jnp.swapaxes(x, -1, -2)
+    gram = _gram(x)
     if preconditioning == "schatten":
         scale = jax.lax.rsqrt(jnp.maximum(jnp.linalg.norm(gram, axis=(-2, -1), keepdims=True), _MIN_SQUARED_NORM))
         return x * scale, gram * (scale * scale)
@@ -72,7 +85,7 @@ def _precondition(x, preconditioning, eps):
 
 
 def _newton_schulz_step(x, gram, abc):
-    """X <- a X + (b A + c A^2) X with A = X X^T."""
+    """X <- a X + (b A + c A^2) X with A = X X^H."""
     a, b, c = abc[0], abc[1], abc[2]
     poly = b * gram + c * gram @ gram
     return a * x + poly @ x
@@ -91,7 +104,7 @@ def _newton_schulz(x, coeffs, eps, preconditioning="frobenius", steps=None):
     x, first_gram = _precondition(x, preconditioning, eps)
 
     def step(x, abc):
-        return _newton_schulz_step(x, x @ jnp.swapaxes(x, -1, -2), abc), None
+        return _newton_schulz_step(x, _gram(x), abc), None
 
     if steps is None:  # one triple per iteration
         if first_gram is not None:
@@ -132,27 +145,42 @@ def _as_matrices(x, numbers: MuonDimensionNumbers):
     return matrices, restore
 
 
-def _dimension_numbers_tree(weight_dimension_numbers, params, default_all=False):
-    """A tree (shaped like ``params`` up to its None/number leaves) of dimension numbers.
+def _dimension_numbers_tree(weight_dimension_numbers, params, default_all=False, what="weight_dimension_numbers"):
+    """A tree of dimension numbers shaped like ``params`` or a prefix of it (None/number leaves).
 
     With no numbers given, 2-D params are matrices (or every param, with
     ``default_all``: inside Muon's partition branch only matrices arrive).
     """
-    if isinstance(weight_dimension_numbers, MuonDimensionNumbers):
-        return jax.tree.map(lambda _: weight_dimension_numbers, params)
     if callable(weight_dimension_numbers):
         weight_dimension_numbers = weight_dimension_numbers(params)
+    if isinstance(weight_dimension_numbers, MuonDimensionNumbers):
+        return jax.tree.map(lambda _: weight_dimension_numbers, params)
     if weight_dimension_numbers is None:
         return jax.tree.map(
             lambda p: MuonDimensionNumbers() if default_all or p.ndim == 2 else None, params
         )
+    # Leafless params (tree_map_params's stand-in) have no structure to check against.
+    if jax.tree.leaves(params):
+        try:
+            jax.tree.map(lambda dn, sub: None, weight_dimension_numbers, params, is_leaf=_is_numbers)
+        except ValueError as error:
+            raise ValueError(
+                f"{what} must be a MuonDimensionNumbers, or a tree of them (None for params that are not "
+                f"matrices) with the structure of the params or a prefix of it: {error}"
+            ) from None
     return weight_dimension_numbers
 
 
 def _map_with_numbers(fn, numbers, tree):
-    """``fn(leaf, numbers)`` where numbers are set; other subtrees (e.g. masked) pass through."""
+    """``fn(leaf, numbers)`` where numbers are set; other subtrees (e.g. masked) pass through.
+
+    ``numbers`` may be a prefix of ``tree``: a number (or None) covers every leaf below it.
+    """
     return jax.tree.map(
-        lambda dn, x: x if dn is None else fn(x, dn), numbers, tree, is_leaf=_is_numbers
+        lambda dn, sub: sub if dn is None else jax.tree.map(lambda x: fn(x, dn), sub),
+        numbers,
+        tree,
+        is_leaf=_is_numbers,
     )
 
 
@@ -214,12 +242,13 @@ def scale_by_muon(
         \hat m_t = \frac{\beta m_t}{1-\beta^{t+1}} + \frac{(1-\beta) g_t}{1-\beta^t}
         \ (\text{Nesterov; else } m_t/(1-\beta^t)), \\
         X_0 = \hat m_t / (\|\hat m_t\|_F + \epsilon), \quad
-        X_{k+1} = a X_k + (b A_k + c A_k^2) X_k,\ A_k = X_k X_k^\top, \quad u_t = X_K,
+        X_{k+1} = a X_k + (b A_k + c A_k^2) X_k,\ A_k = X_k X_k^H, \quad u_t = X_K,
 
     which drives the singular values of :math:`\hat m_t` towards 1 (the
-    polar factor :math:`UV^\top`). With ``adaptive``, :math:`u_t` is scaled by
-    :math:`\langle \hat m_t, u_t\rangle` (one inner product over the whole
-    param, batch slices included, as Optax does).
+    polar factor :math:`UV^H`; :math:`X^H` is the conjugate transpose, so
+    complex params get a unitary factor). With ``adaptive``, :math:`u_t` is
+    scaled by :math:`\langle \hat m_t, u_t\rangle = \sum \bar{\hat m}_t u_t`
+    (one inner product over the whole param, batch slices included, as Optax does).
 
     Jordan, `modded-nanogpt <https://github.com/KellerJordan/modded-nanogpt>`_, 2024;
     Bernstein & Newhouse, `Old Optimizer, New Norm: An Anthology
@@ -236,12 +265,16 @@ def scale_by_muon(
       preconditioning: how :math:`X_0` is scaled before the iterations:
         ``"frobenius"`` (divide by :math:`\|\hat m_t\|_F + \epsilon`, as above),
         ``"spectral"`` (by :math:`\sigma_{\max} + \epsilon`), ``"schatten"`` (by the
-        Schatten-4 norm :math:`\|\hat m \hat m^\top\|_F^{1/2}`) or ``"aol"`` (row
-        :math:`i` by :math:`(\sum_j |\hat m \hat m^\top|_{ij})^{1/2}`; Boissin et al.,
+        Schatten-4 norm :math:`\|\hat m \hat m^H\|_F^{1/2}`) or ``"aol"`` (row
+        :math:`i` by :math:`(\sum_j |\hat m \hat m^H|_{ij})^{1/2}`; Boissin et al.,
         `Turbo-Muon <https://arxiv.org/abs/2512.04632>`_, 2025). The last two reuse
         their Gram matrix in the first iteration and floor the squared norm at 1e-8.
-      weight_dimension_numbers: a tree of :class:`MuonDimensionNumbers` (or a
-        function of the params returning one); None treats every param as a matrix.
+        Complex params use the Hermitian :math:`\hat m \hat m^H` in all four (Optax
+        0.2.8's Schatten takes :math:`\hat m \hat m^\top` and returns NaN for them).
+      weight_dimension_numbers: one :class:`MuonDimensionNumbers` for every param, or
+        a tree of them with the params' structure or a prefix of it (a number or None
+        stands for a whole subtree; None passes its momentum through), or a function
+        of the params returning that tree; None treats every param as a matrix.
     """
     kit.check_one_of("preconditioning", preconditioning, PRECONDITIONINGS)
     kit.check_beta("beta", beta)  # mu is divided by 1 - beta**t
@@ -286,8 +319,9 @@ def scale_by_muon(
             matrices, restore = _as_matrices(kit.whole(m), dn)
             orth = _newton_schulz(matrices, coeffs.astype(m.dtype), eps, preconditioning, steps)
             if adaptive:
-                # One dual norm per param, summed over its batch slices (as Optax 0.2.8 does).
-                orth = orth * jnp.sum(matrices * orth)
+                # One dual norm per param, summed over its batch slices (as Optax 0.2.8 does);
+                # the complex inner product conjugates the momentum.
+                orth = orth * jnp.sum(jnp.conj(matrices) * orth)
             return kit.reshard_like(restore(orth), m)
 
         new_updates = _map_with_numbers(orthogonalise, numbers, mu_hat)
@@ -375,15 +409,25 @@ def muon(
       adam_weight_decay: decoupled weight decay of the Adam params. A number or a schedule of the step count.
       adam_learning_rate: learning rate of the Adam params (default ``learning_rate``).
       muon_weight_dimension_numbers: a tree of :class:`MuonDimensionNumbers` or None
-        per param (or a function of the params returning it).
+        (Adam) with the params' structure or a prefix of it, one number for every
+        param, or a function of the params returning such a tree. Default: the 2-D
+        params are matrices, the others go to Adam.
       consistent_rms: if set, the RMS-matching scale described above.
     """
 
     ns_coeffs = _preset_coefficients(ns_coeffs)
 
     def labels(params):
-        numbers = _dimension_numbers_tree(muon_weight_dimension_numbers, params)
-        return jax.tree.map(lambda dn: "adam" if dn is None else "muon", numbers, is_leaf=_is_numbers)
+        numbers = _dimension_numbers_tree(muon_weight_dimension_numbers, params, what="muon_weight_dimension_numbers")
+        label = lambda dn: "adam" if dn is None else "muon"  # noqa: E731
+        if not jax.tree.leaves(params):  # tree_map_params's stand-in: only the layout is probed
+            return jax.tree.map(label, numbers, is_leaf=_is_numbers)
+        # One label per param leaf, also under a prefix number or None: a prefix
+        # label would make partition mask a whole subtree as one MaskedNode,
+        # where Optax's state has one per leaf.
+        return jax.tree.map(
+            lambda dn, sub: jax.tree.map(lambda _: label(dn), sub), numbers, params, is_leaf=_is_numbers
+        )
 
     muon_chain = optcore.chain(
         scale_by_muon(
