@@ -1,9 +1,6 @@
 """Each loss against a NumPy/SciPy reference written from its formula."""
 
-import warnings
-
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import special
@@ -121,6 +118,17 @@ def test_ranking_softmax_loss():
     close(ol.ranking_softmax_loss(x, y, where=mask), masked[:2].mean(), rtol=1e-5)
 
 
+def test_ranking_softmax_loss_with_no_valid_list():
+    # The mean over no list is 0 (with a zero gradient), not 0/0.
+    x = normal(3, 5)
+    y = RNG.integers(0, 3, (3, 5)).astype(np.float32)
+    none_valid = np.zeros((3, 5), bool)
+    close(ol.ranking_softmax_loss(x, y, where=none_valid), 0.0)
+    grad = jax.grad(lambda v: ol.ranking_softmax_loss(v, y, where=none_valid))(x)
+    np.testing.assert_array_equal(grad, np.zeros_like(x))
+    close(jax.jit(ol.ranking_softmax_loss)(x, y, where=none_valid), 0.0)
+
+
 def _dice_reference(p, t, axes, alpha=0.5, beta=0.5, smooth=1.0):
     i, ps, ts = (p * t).sum(axes), p.sum(axes), t.sum(axes)
     return 1 - (i + smooth) / (i + alpha * (ps - i) + beta * (ts - i) + smooth)
@@ -147,6 +155,36 @@ def test_dice_losses():
     close(ol.multiclass_generalized_dice_loss(x, t), (plain * weights).mean(), rtol=1e-5)
     with pytest.raises(ValueError, match=r"reduction must be one of .*got 'max'"):
         ol.dice_loss(x, t, reduction="max")
+
+
+def test_binary_dice_without_class_axis():
+    # A binary input may leave out its class axis of size 1, and one class
+    # has no background channel to drop.
+    x = normal(2, 3, 3)
+    t = (RNG.random((2, 3, 3)) < 0.5).astype(np.float32)
+    binary = _dice_reference(special.expit(x.astype(np.float64)), t, (1, 2))
+    close(ol.dice_loss(x, t[..., None]), binary, rtol=1e-5)
+    close(ol.dice_loss(x[..., None], t), binary, rtol=1e-5)
+    close(ol.dice_loss(x[..., None], t[..., None], ignore_background=True), binary, rtol=1e-5)
+    close(ol.binary_dice_loss(x, t[..., None]), binary, rtol=1e-5)
+    close(jax.jit(ol.dice_loss)(x, t[..., None] == 1), binary, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"predictions.shape=\(2, 3, 3\) and targets.shape=\(2, 3, 3, 2\)"):
+        ol.dice_loss(x, np.stack([t, 1 - t], axis=-1))
+
+
+def test_softmax_cross_entropy_with_a_mask_per_example():
+    # A mask of the logits' shape without the class axis keeps or drops whole
+    # examples; a dropped example has loss 0 and a zero gradient.
+    x, y = normal(3, 4), probs(3, 4)
+    per_example = -(y * special.log_softmax(x.astype(np.float64), axis=-1)).sum(-1)
+    keep = np.array([True, False, True])
+    close(ol.softmax_cross_entropy(x, y, where=keep), np.where(keep, per_example, 0.0))
+    close(jax.jit(ol.softmax_cross_entropy)(x, y, where=keep), np.where(keep, per_example, 0.0))
+    close(ol.softmax_cross_entropy(x.T, y.T, axis=0, where=keep), np.where(keep, per_example, 0.0))
+    grad = jax.grad(lambda v: ol.softmax_cross_entropy(v, y, where=keep).sum())(x)
+    np.testing.assert_array_equal(grad[1], 0.0)
+    softmax = special.softmax(x.astype(np.float64), axis=-1)
+    close(grad[keep], (softmax * y.sum(-1, keepdims=True) - y)[keep], rtol=1e-5, atol=1e-6)
 
 
 def test_ntxent():

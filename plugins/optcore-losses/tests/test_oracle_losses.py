@@ -4,8 +4,6 @@ import pytest
 
 optax = pytest.importorskip("optax")
 
-import warnings  # noqa: E402
-
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -58,6 +56,9 @@ CASES = {
         (_normal(3, 4), _probs(3, 4)),
         (_normal(3, 4), _probs(3, 4), {"where": MASK}),
         (_normal(4, 3), _probs(4, 3), {"axis": 0}),
+        # A mask per example (logits without the class axis) includes or drops whole rows.
+        (_normal(3, 4), _probs(3, 4), {"where": jnp.array([True, False, True])}),
+        (_normal(4, 3), _probs(4, 3), {"axis": 0, "where": jnp.array([False, True, True])}),
     ],
     "safe_softmax_cross_entropy": [
         (_normal(3, 4), _probs(3, 4)),
@@ -98,6 +99,9 @@ CASES = {
         (_normal(3, 5), jnp.asarray(RNG.integers(0, 3, (3, 5))), {"reduce_fn": None}),
         (_normal(2, 4), jnp.array([[1.0, 0, 0, 2], [0, 0, 0, 0]]), {"where": jnp.array([[1, 1, 0, 1], [0, 0, 0, 0]], bool)}),
         (_normal(2, 4), jnp.array([[1.0, 0, 0, 2], [1, 0, 0, 0]]), {"weights": _normal(2, 4) ** 2, "reduce_fn": jnp.sum}),
+        # No valid list at all: the mean is 0, not 0/0.
+        (_normal(2, 4), jnp.array([[1.0, 0, 0, 2], [1, 0, 0, 0]]), {"where": jnp.zeros((2, 4), bool)}),
+        (_normal(4), jnp.array([0.0, 0, 1, 1]), {"where": jnp.zeros(4, bool)}),
     ],
     "dice_loss": [
         (SEG_LOGITS, SEG_TARGETS),
@@ -106,8 +110,17 @@ CASES = {
         (SEG_LOGITS, SEG_TARGETS, {"reduction": "sum", "axis": (1,)}),
         (jax.nn.softmax(SEG_LOGITS), SEG_TARGETS, {"apply_softmax": False}),
         (SEG_LOGITS[..., :1], SEG_TARGETS[..., :1]),
+        # A binary input may leave out its class axis of size 1, on either side.
+        (SEG_LOGITS[..., 0], SEG_TARGETS[..., :1]),
+        (SEG_LOGITS[..., :1], SEG_TARGETS[..., 0], {"reduction": "none"}),
+        # One class has no background channel to drop: ignore_background changes nothing.
+        (SEG_LOGITS[..., :1], SEG_TARGETS[..., :1], {"ignore_background": True}),
     ],
-    "binary_dice_loss": [(SEG_LOGITS[..., 0], SEG_TARGETS[..., 0]), (SEG_LOGITS[..., :1], SEG_TARGETS[..., :1], {"smooth": 0.5})],
+    "binary_dice_loss": [
+        (SEG_LOGITS[..., 0], SEG_TARGETS[..., 0]),
+        (SEG_LOGITS[..., :1], SEG_TARGETS[..., :1], {"smooth": 0.5}),
+        (SEG_LOGITS[..., 0], SEG_TARGETS[..., :1]),
+    ],
     "multiclass_generalized_dice_loss": [
         (SEG_LOGITS, SEG_TARGETS),
         (SEG_LOGITS, SEG_TARGETS, {"ignore_background": True, "smooth": 0.5}),
@@ -280,3 +293,35 @@ def test_probability_losses_with_tuple_axis_match_optax(name, axis):
     ours = getattr(ol, name)(first, labels, axis=axis)
     theirs = getattr(optax.losses, name)(first, labels, axis=axis)
     np.testing.assert_allclose(ours, theirs, rtol=2e-5, atol=2e-6)
+
+
+def test_per_example_where_gradient_matches_optax():
+    # Optax inserts the class axis into a mask of the logits' rank minus one;
+    # the excluded example gets a zero (finite) gradient.
+    logits, labels, where = _normal(3, 4) * 3, _probs(3, 4), jnp.array([True, False, True])
+    grad = lambda module: jax.grad(lambda x: module.softmax_cross_entropy(x, labels, where=where).sum())(logits)
+    ours = grad(ol)
+    np.testing.assert_allclose(ours, grad(optax.losses), rtol=1e-5, atol=1e-7)
+    assert np.all(ours[1] == 0)
+
+
+@pytest.mark.parametrize("reduce_fn", [jnp.mean, jnp.sum, None])
+def test_ranking_with_every_item_masked_matches_optax(reduce_fn):
+    # Optax's _safe_reduce turns the 0/0 of a mean over no list into 0; the
+    # gradient is 0 too.
+    logits, labels, where = _normal(2, 4), jnp.array([[0.0, 0, 1, 1], [1, 0, 0, 0]]), jnp.zeros((2, 4), bool)
+
+    def loss(module):
+        return lambda x: jnp.sum(module.ranking_softmax_loss(x, labels, where=where, reduce_fn=reduce_fn))
+
+    np.testing.assert_array_equal(loss(ol)(logits), loss(optax.losses)(logits))
+    np.testing.assert_array_equal(jax.grad(loss(ol))(logits), jax.grad(loss(optax.losses))(logits))
+
+
+def test_dice_rejects_unnormalised_probabilities_like_optax():
+    # Optax's check: with apply_softmax=False, predictions must sum to 1 over
+    # the classes (jnp.allclose, rtol=1e-5), else ValueError.
+    probs = jnp.asarray(RNG.random((2, 3, 3, 4)), jnp.float32)
+    for module in (ol, optax.losses):
+        with pytest.raises(ValueError, match="valid probability distributions"):
+            module.dice_loss(probs, SEG_TARGETS, apply_softmax=False)

@@ -1,7 +1,5 @@
 """Extreme inputs, half precision, jit and grad, shape errors, assignment, registration."""
 
-import warnings
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -105,6 +103,8 @@ def test_focal_loss_gradient_with_small_gamma_and_saturated_logits():
         lambda: ol.softmax_cross_entropy_with_integer_labels(jnp.ones((2, 3)), jnp.ones((3,), int)),
         lambda: ol.multiclass_hinge_loss(jnp.ones((2, 3)), jnp.ones((2, 1), int)),
         lambda: ol.dice_loss(jnp.ones((2, 3, 4)), jnp.ones((2, 3, 3))),
+        lambda: ol.dice_loss(jnp.ones((2, 3, 4)), jnp.ones((2, 3))),
+        lambda: ol.softmax_cross_entropy(jnp.ones((2, 3)), jnp.ones((2, 3)), where=jnp.ones((3,), bool)),
         lambda: ol.kl_divergence(jnp.ones((2, 3)), jnp.ones((2, 2))),
         lambda: ol.triplet_margin_loss(jnp.ones((2, 3)), jnp.ones((2, 3)), jnp.ones((2, 2))),
         lambda: ol.ntxent(jnp.ones((4, 3)), jnp.ones((3,), int)),
@@ -126,6 +126,8 @@ def test_mismatched_shapes_raise_naming_both(call):
         (lambda: ol.dice_loss(jnp.ones((1, 2)), jnp.ones((1, 2)), reduction="max"), "reduction"),
         (lambda: ol.cosine_similarity(jnp.ones(2), jnp.ones(2), epsilon=-1.0), "epsilon"),
         (lambda: ol.squared_error(jnp.ones(2, int)), "predictions"),
+        (lambda: ol.dice_loss(jnp.ones((1, 2)), jnp.ones((1, 2)), apply_softmax=False), "valid probability distributions"),
+        (lambda: ol.softmax_cross_entropy(jnp.ones((2, 3)), jnp.ones((2, 3)), None, jnp.ones(2, bool)), "where"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(call, argument):

@@ -115,6 +115,34 @@ def _cross_entropy(log_probs, labels, axis, where):
     return -jnp.sum(labels * finite_log_probs, axis=axis, where=where)
 
 
+def _class_mask(where, logits: jax.Array, axis):
+    """``where`` as a mask broadcastable with ``logits``.
+
+    A mask given per example (``logits.shape`` without the class axes, as
+    Optax accepts) gets its class axes back with size 1, so an example is
+    included or left out whole; a mask of the logits' rank is used as is.
+    """
+    if where is None:
+        return None
+    where = jnp.asarray(where, bool)
+    given_shape = where.shape
+    if where.ndim != logits.ndim:
+        if axis is None:
+            raise ValueError(
+                f"where must have the rank of logits when axis=None: got where.shape={given_shape} "
+                f"and logits.shape={logits.shape}."
+            )
+        where = jnp.expand_dims(where, _checks.class_axes(axis, logits.ndim))
+    try:
+        jnp.broadcast_shapes(where.shape, logits.shape)
+    except ValueError:
+        raise ValueError(
+            f"where must have the shape of logits or of logits without axis {axis!r}: got "
+            f"where.shape={given_shape} and logits.shape={logits.shape}."
+        ) from None
+    return where
+
+
 def softmax_cross_entropy(logits, labels, axis: Union[int, tuple[int, ...], None] = -1, where=None) -> jax.Array:
     r"""Cross-entropy between label distributions and softmax probabilities.
 
@@ -131,12 +159,15 @@ def softmax_cross_entropy(logits, labels, axis: Union[int, tuple[int, ...], None
       logits: floating logits, shape ``[..., num_classes]``.
       labels: probabilities (e.g. one-hot), broadcastable with ``logits``.
       axis: the class axis or axes.
-      where: optional boolean mask of the classes to include.
+      where: optional boolean mask of the classes to include, of the shape of
+        ``logits`` or of ``logits`` without ``axis`` (then a whole example is
+        in or out). An example with no class included has loss 0.
 
     Returns:
       The losses, with ``axis`` reduced.
     """
     x, y, out_dtype = _logits_and_labels(logits, labels)
+    where = _class_mask(where, x, axis)
     log_probs = jax.nn.log_softmax(x, axis=axis, where=where)
     return _cross_entropy(log_probs, y, axis, where).astype(out_dtype)
 

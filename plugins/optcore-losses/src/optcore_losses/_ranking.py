@@ -40,10 +40,12 @@ def ranking_softmax_loss(
       logits: floating scores ``[..., list_size]``.
       labels: relevance labels (any numeric dtype), broadcastable with ``logits``.
       where: optional boolean mask of the valid items; lists with no valid
-        item are left out of the reduction.
+        item are left out of the reduction (the mean over no list is 0).
       weights: optional per-item weights multiplying the labels.
       reduce_fn: reduces the per-list losses (called with ``where=`` the
         valid lists when ``where`` is given); None returns them unreduced.
+        ``jnp.mean`` is computed here, as the sum over the valid lists divided
+        by their number, so that it is 0 rather than nan when none is valid.
 
     Returns:
       The reduced loss, or the per-list losses ``[...]`` if ``reduce_fn`` is None.
@@ -65,6 +67,22 @@ def ranking_softmax_loss(
     loss = -jnp.sum(terms, axis=-1).astype(logits.dtype)
     if reduce_fn is None:
         return loss
-    if where is not None:
-        return reduce_fn(loss, where=jnp.any(where, axis=-1))
+    valid_lists = None if where is None else jnp.any(where, axis=-1)
+    if reduce_fn is jnp.mean:
+        return _mean_over_lists(loss, valid_lists)
+    if valid_lists is not None:
+        return reduce_fn(loss, where=valid_lists)
     return reduce_fn(loss)
+
+
+def _mean_over_lists(loss: jax.Array, valid_lists: Optional[jax.Array]) -> jax.Array:
+    """Mean of the valid lists' losses, and 0 when there is no valid list.
+
+    A plain masked mean is 0/0 = nan there, where Optax's ``_safe_reduce``
+    returns 0; clamping the count at 1 gives 0, with a zero gradient.
+    """
+    if valid_lists is None:
+        valid_lists = jnp.ones(loss.shape, bool)
+    total = jnp.sum(_checks.upcast(loss), where=valid_lists)
+    count = jnp.maximum(jnp.sum(valid_lists), 1)
+    return (total / count).astype(loss.dtype)

@@ -33,10 +33,29 @@ def _class_probabilities(x: jax.Array, apply_softmax: bool) -> jax.Array:
         sums = np.asarray(jnp.sum(x, axis=-1))
         if sums.size and not np.allclose(sums, 1.0, rtol=1e-5):
             raise ValueError(
-                "predictions must be probability distributions summing to 1 along the class axis "
+                "predictions must be valid probability distributions summing to 1 along the class axis "
                 f"when apply_softmax=False; found sums in [{sums.min():.6f}, {sums.max():.6f}]."
             )
     return x
+
+
+def _with_class_axis(predictions: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``predictions`` and ``targets`` of the same shape ``[batch, *spatial, num_classes]``.
+
+    A binary input may leave out its class axis of size 1 (as in Optax): when
+    one array has one dimension less than the other, it gets a trailing axis.
+    """
+    given = (predictions.shape, targets.shape)
+    if predictions.ndim == targets.ndim - 1:
+        predictions = predictions[..., None]
+    elif targets.ndim == predictions.ndim - 1:
+        targets = targets[..., None]
+    if predictions.shape != targets.shape:
+        raise ValueError(
+            "predictions and targets must have the same shape, or one of them that shape without "
+            f"its trailing class axis of size 1; got predictions.shape={given[0]} and targets.shape={given[1]}."
+        )
+    return predictions, targets
 
 
 def dice_loss(
@@ -74,8 +93,10 @@ def dice_loss(
 
     Args:
       predictions: logits ``[batch, *spatial, num_classes]`` (probabilities
-        if ``apply_softmax=False``). With one class the sigmoid is used.
-      targets: one-hot (or soft) targets, same shape.
+        if ``apply_softmax=False``). With one class the sigmoid is used; a
+        binary input may leave that class axis out (``[batch, *spatial]``).
+      targets: one-hot (or soft) targets, same shape; binary targets may
+        also leave out their class axis of size 1.
       class_weights: optional ``[num_classes]`` weights of the classes.
       smooth: additive smoothing of numerator and denominator (>= 0).
       alpha: weight of false positives (>= 0).
@@ -84,7 +105,9 @@ def dice_loss(
         class). If False, multi-class predictions must sum to 1 (checked when
         the values are concrete).
       reduction: ``"mean"`` or ``"sum"`` over classes, or ``"none"``.
-      ignore_background: drop class 0 before reducing.
+      ignore_background: drop class 0 before reducing. With a single class
+        there is no background channel (it is the foreground probability),
+        so nothing is dropped, as in Optax.
       axis: the axes summed over; default all but the first and last.
 
     Returns:
@@ -96,12 +119,10 @@ def dice_loss(
     check_non_negative("beta", beta)
     predictions = _checks.as_float(predictions, "predictions")
     targets = jnp.asarray(targets)
-    _checks.check_same_shape("predictions", predictions, "targets", targets)
+    predictions, targets = _with_class_axis(predictions, targets)
     if predictions.ndim == 0:
         raise ValueError("predictions must have a class axis, got a scalar.")
     num_classes = predictions.shape[-1]
-    if ignore_background and num_classes < 2:
-        raise ValueError(f"ignore_background=True needs at least 2 classes, got {num_classes}.")
     if class_weights is not None:
         class_weights = jnp.asarray(class_weights)
         if class_weights.shape != (num_classes,):
@@ -122,7 +143,8 @@ def dice_loss(
     target_volume = jnp.sum(t, axis=axes)
     denominator = intersection + alpha * (predicted - intersection) + beta * (target_volume - intersection) + smooth
     per_class = 1.0 - (intersection + smooth) / denominator
-    if ignore_background:
+    # One class is a binary problem whose channel is the foreground: keep it.
+    if ignore_background and num_classes > 1:
         per_class = per_class[..., 1:]
         if class_weights is not None:
             class_weights = class_weights[1:]
@@ -149,7 +171,8 @@ def binary_dice_loss(predictions, targets, *, smooth: float = 1.0, apply_sigmoid
     Args:
       predictions: logits (probabilities if ``apply_sigmoid=False``) of
         shape ``[batch, *spatial]`` or ``[batch, *spatial, 1]``.
-      targets: binary targets of the same shape.
+      targets: binary targets of the same shape, or of the other of these
+        two shapes.
       smooth: additive smoothing (>= 0).
       apply_sigmoid: map logits to probabilities with the sigmoid.
 
@@ -158,10 +181,12 @@ def binary_dice_loss(predictions, targets, *, smooth: float = 1.0, apply_sigmoid
     """
     predictions = _checks.as_float(predictions, "predictions")
     targets = jnp.asarray(targets)
-    _checks.check_same_shape("predictions", predictions, "targets", targets)
-    if predictions.ndim == 0 or predictions.shape[-1] != 1:
-        predictions = predictions[..., None]
-        targets = targets[..., None]
+    if predictions.ndim == targets.ndim:
+        _checks.check_same_shape("predictions", predictions, "targets", targets)
+        if predictions.ndim == 0 or predictions.shape[-1] != 1:
+            predictions = predictions[..., None]
+            targets = targets[..., None]
+    # Otherwise one of them already lacks the class axis: dice_loss adds it.
     return dice_loss(predictions, targets, smooth=smooth, apply_softmax=apply_sigmoid)
 
 
@@ -191,7 +216,7 @@ def multiclass_generalized_dice_loss(
       smooth: additive smoothing (>= 0).
       apply_softmax: map logits to probabilities with the softmax.
       ignore_background: drop class 0 (its weight still counts in the
-        normalisation).
+        normalisation); a single class is kept, as in :func:`dice_loss`.
 
     Returns:
       The scalar loss, averaged over batch and classes.
