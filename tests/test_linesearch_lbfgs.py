@@ -197,3 +197,97 @@ def test_line_searches_take_python_float_params_and_values(params, jit):
         assert float(state.value) == pytest.approx((t - 0.5) ** 2, abs=1e-6)
         if "Zoom" in type(state).__name__:  # strong Wolfe on a quadratic: the exact minimiser
             assert t == pytest.approx(0.5, rel=1e-5)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize(
+    "make,learning_rate,expected",
+    [
+        # "keep" starts from the stored 0.5, the exact minimiser of (t - 0.5)^2: accepted at once.
+        (lambda: optcore.scale_by_zoom_linesearch(15), 0.5, 0.5),
+        # From 1: f(1) = 0.25 is no decrease, so it zooms into [0, 1]; the quadratic fit is exact.
+        (lambda: optcore.scale_by_zoom_linesearch(15), 1, 0.5),
+        # Starts from min(1.5 * 0.5, 1) = 0.75, which meets Armijo: (0.25)^2 <= 0.25 - 1e-4 * 0.75.
+        (lambda: optcore.scale_by_backtracking_linesearch(15), 0.5, 0.75),
+        # Starts from min(1.5 * 1, 1) = 1, which misses Armijo (0.25 > 0.25 - 1e-4); then 0.8 meets it.
+        (lambda: optcore.scale_by_backtracking_linesearch(15), 1, 0.8),
+    ],
+    ids=["zoom-0.5", "zoom-int-1", "backtracking-0.5", "backtracking-int-1"],
+)
+def test_line_searches_take_a_python_float_learning_rate_in_the_state(make, learning_rate, expected, jit):
+    """A learning rate set in the state as a Python number (with tree.set, as Optax's tests do) is used."""
+    ls = make()
+    state = optcore.tree.set(ls.init(jnp.float32(1.5)), learning_rate=learning_rate)
+    assert type(state.learning_rate) is type(learning_rate)
+    go = lambda s: ls.update(jnp.float32(1.0), s, jnp.float32(1.5), value=0.25, grad=-1.0, value_fn=_line_quadratic)  # noqa: E731
+    updates, state = (jax.jit(go) if jit else go)(state)
+    assert float(state.learning_rate) == pytest.approx(expected, rel=1e-6)
+    assert float(updates) == pytest.approx(expected, rel=1e-6)
+    assert float(state.value) == pytest.approx((expected - 0.5) ** 2, abs=1e-7)
+    # The new state has array leaves of the default dtype, so it can go around a lax loop.
+    assert state.learning_rate.dtype == jnp.float32 and state.value.dtype == jnp.float32
+
+
+def _square_norm(w):
+    return jnp.dot(w, w)
+
+
+def _verbose_zoom(capsys, w, u, fn=_square_norm, **kwargs):
+    ls = optcore.scale_by_zoom_linesearch(verbose=True, **kwargs)
+    value, grad = jax.value_and_grad(fn)(w)
+    _, state = ls.update(u, ls.init(w), w, value=value, grad=grad, value_fn=fn)
+    jax.effects_barrier()
+    return float(state.learning_rate), capsys.readouterr().out
+
+
+def test_zoom_verbose_says_why_it_failed(capsys):
+    """f(w) = |w|^2 from w = -60 e1 along u = e1: phi(s) = (s - 60)^2, phi'(0) = -120; with curv_rtol = 0.5
+    the strong Wolfe steps are |s - 60| <= 30, i.e. s in [30, 90], reached by doubling 1 at the sixth try."""
+    ls_module = optcore.transforms._linesearch
+    e1 = jnp.array([1.0, 0.0])
+    # Capped below the Wolfe interval: the cap, with sufficient decrease only.
+    step, out = _verbose_zoom(capsys, -60 * e1, e1, max_linesearch_steps=10, curv_rtol=0.5, max_learning_rate=10.0)
+    assert step == 10.0
+    assert ls_module.FLAG_INTERVAL_NOT_FOUND in out and ls_module.FLAG_CURVATURE_COND_NOT_SATISFIED in out
+    # Out of tries (1, 2, 4, 8, 16): the last, 16, decreases enough.
+    step, out = _verbose_zoom(capsys, -60 * e1, e1, max_linesearch_steps=5, curv_rtol=0.5)
+    assert step == 16.0
+    assert ls_module.FLAG_CURVATURE_COND_NOT_SATISFIED in out and ls_module.FLAG_NOT_A_DESCENT_DIRECTION not in out
+    # Enough tries: success, and nothing printed.
+    step, out = _verbose_zoom(capsys, -60 * e1, e1, max_linesearch_steps=30, curv_rtol=0.5)
+    assert 30.0 <= step <= 90.0 and out == ""
+    # Uphill (phi'(0) = +120): no step decreases f, the search shrinks to (almost) nothing.
+    step, out = _verbose_zoom(capsys, 60 * e1, e1, max_linesearch_steps=18, curv_rtol=0.5)
+    assert step < 1e-5
+    assert ls_module.FLAG_NO_STEPSIZE_FOUND in out and ls_module.FLAG_NOT_A_DESCENT_DIRECTION in out
+    # A flat function: the interval narrows below stepsize_precision.
+    flat = lambda x: jnp.exp(-1 / x**2)  # noqa: E731
+    w = jnp.asarray(-0.2)
+    _, out = _verbose_zoom(capsys, w, -jax.grad(flat)(w), fn=flat, max_linesearch_steps=30)
+    assert ls_module.FLAG_INTERVAL_TOO_SMALL in out
+
+
+def test_value_and_grad_from_state_needs_exactly_one_line_search():
+    w = jnp.array([1.0, 2.0, 3.0])
+    value_and_grad = optcore.value_and_grad_from_state(quad)
+    with pytest.raises(ValueError, match="no line search state"):
+        value_and_grad(w, state=optcore.adam(1e-3).init(w))
+    two = optcore.chain(optcore.scale_by_backtracking_linesearch(15), optcore.scale_by_backtracking_linesearch(15))
+    with pytest.raises(KeyError, match="2 line search states"):
+        value_and_grad(w, state=two.init(w))
+
+
+def test_zoom_verbose_prints_once_per_search_under_vmap(capsys):
+    """Under vmap only the search that failed reports (from w = -1: s = 1 is exact; from w = -60: out of tries)."""
+    ls = optcore.scale_by_zoom_linesearch(5, curv_rtol=0.5, verbose=True)
+
+    def search(w):
+        value, grad = jax.value_and_grad(_square_norm)(w)
+        return ls.update(jnp.array([1.0, 0.0]), ls.init(w), w, value=value, grad=grad, value_fn=_square_norm)[1]
+
+    state = jax.jit(jax.vmap(search))(jnp.array([[-1.0, 0.0], [-60.0, 0.0]]))
+    jax.effects_barrier()
+    np.testing.assert_allclose(state.learning_rate, [1.0, 16.0])
+    out = capsys.readouterr().out
+    assert out.count("scale_by_zoom_linesearch:") == 1 and "16.0" in out
+    assert out.count(optcore.transforms._linesearch.FLAG_CURVATURE_COND_NOT_SATISFIED) == 1

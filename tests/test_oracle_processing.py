@@ -311,3 +311,80 @@ def test_line_searches_with_python_float_values_match_optax(name, args, value, j
         results.append((updates, state.learning_rate, state.value))
     _close(results[1], results[0])
     _close(results[2], results[0])
+
+
+def _square_norm(w):
+    return jnp.dot(w, w)
+
+
+def _flat(x):
+    return jnp.exp(-1 / x**2)
+
+
+_E1 = jnp.array([1.0, 0.0])
+# (zoom kwargs, objective, params, direction): the failure modes of Optax's zoom tests, and a success.
+ZOOM_CASES = {
+    "uphill": (dict(max_linesearch_steps=18, curv_rtol=0.5), _square_norm, 60 * _E1, _E1),
+    "capped": (dict(max_linesearch_steps=10, curv_rtol=0.5, max_learning_rate=10.0), _square_norm, -60 * _E1, _E1),
+    "out_of_steps": (dict(max_linesearch_steps=5, curv_rtol=0.5), _square_norm, -60 * _E1, _E1),
+    "success": (dict(max_linesearch_steps=30, curv_rtol=0.5), _square_norm, -60 * _E1, _E1),
+    "flat": (dict(max_linesearch_steps=30), _flat, jnp.asarray(-0.2), -jax.grad(_flat)(jnp.asarray(-0.2))),
+    "log": (dict(max_linesearch_steps=30), jnp.log, jnp.asarray(1.0), jnp.asarray(-2.0)),
+    "high_below_low": (dict(max_linesearch_steps=20), lambda x: x**2, jnp.asarray(-1.0), jnp.asarray(1.95)),
+}
+
+
+def _line_search_once(lib, ls, fn, w, u, learning_rate=None):
+    state = ls.init(w)
+    if learning_rate is not None:
+        state = lib.tree.set(state, learning_rate=learning_rate)
+    value, grad = jax.value_and_grad(fn)(w)
+    return ls.update(u, state, w, value=value, grad=grad, value_fn=fn)
+
+
+@pytest.mark.parametrize("case", ["capped", "out_of_steps", "success", "high_below_low", "backtracking"])
+def test_line_searches_with_a_python_float_learning_rate_in_the_state_match_optax(case):
+    """The learning rate set in the state as a Python float (as Optax's tests do with tree.set)."""
+    results = []
+    for lib in (optcore, optax):
+        if case == "backtracking":
+            ls, fn, w, u = lib.scale_by_backtracking_linesearch(15, store_grad=True), _quad, jnp.zeros(3), -jax.grad(_quad)(jnp.zeros(3))
+        else:
+            kwargs, fn, w, u = ZOOM_CASES[case]
+            ls = lib.scale_by_zoom_linesearch(**kwargs)
+        results.append(_line_search_once(lib, ls, fn, w, u, learning_rate=0.5))
+    (ours, our_state), (theirs, their_state) = results
+    _close(ours, theirs)
+    _close(our_state[:3], their_state[:3])
+    _close(our_state.info, their_state.info)
+
+
+@pytest.mark.parametrize("case", sorted(ZOOM_CASES))
+def test_zoom_verbose_flags_match_optax(case, capsys):
+    """verbose=True reports the same failure flags (Optax's FLAG_* names, optcore's wording) as Optax."""
+    from optax._src import linesearch as optax_linesearch
+
+    kwargs, fn, w, u = ZOOM_CASES[case]
+    outputs = []
+    for lib in (optcore, optax):
+        _line_search_once(lib, lib.scale_by_zoom_linesearch(verbose=True, **kwargs), fn, w, u, learning_rate=1.0)
+        jax.effects_barrier()
+        outputs.append(capsys.readouterr().out)
+    names = [name for name in dir(optax_linesearch) if name.startswith("FLAG_")]
+    assert len(names) == 5
+    ours = {name for name in names if getattr(optcore.transforms._linesearch, name) in outputs[0]}
+    theirs = {name for name in names if getattr(optax_linesearch, name) in outputs[1]}
+    assert ours == theirs
+    assert (outputs[0] == "") == (outputs[1] == "")
+
+
+def test_value_and_grad_from_state_errors_match_optax():
+    """No line search state: ValueError; two: KeyError (which value to reuse is ambiguous)."""
+    w = jnp.array([1.0, 2.0, 3.0])
+    for lib in (optcore, optax):
+        value_and_grad = lib.value_and_grad_from_state(_quad)
+        with pytest.raises(ValueError):
+            value_and_grad(w, state=lib.scale_by_adam().init(w))
+        two = lib.chain(lib.scale_by_backtracking_linesearch(15), lib.scale_by_backtracking_linesearch(15))
+        with pytest.raises(KeyError):
+            value_and_grad(w, state=two.init(w))

@@ -104,6 +104,23 @@ def _kwargs_for(fn: Callable, extra_args: dict) -> dict:
     return {k: v for k, v in extra_args.items() if k in parameters}
 
 
+def _cast_like(tree, reference):
+    """``tree`` with each leaf cast to the dtype of the matching leaf of ``reference``.
+
+    A leaf whose reference is a Python scalar (a learning rate put in the state
+    with ``tree.set``, as Optax's tests do) keeps the dtype it was computed in, as
+    in Optax's ``tree.cast_like``; so does one whose reference is of another kind
+    (an int learning rate, traced under jit), which must not truncate it.
+    """
+    def cast(x, ref):
+        x = jnp.asarray(x)
+        if not hasattr(ref, "dtype") or jnp.issubdtype(ref.dtype, jnp.inexact) != jnp.issubdtype(x.dtype, jnp.inexact):
+            return x
+        return x.astype(jnp.result_type(ref))
+
+    return jax.tree.map(cast, tree, reference)
+
+
 def _check_extra_args(value, grad, value_fn, name):
     validate.require_update_args(name, value=value, grad=grad, value_fn=value_fn)
 
@@ -195,13 +212,13 @@ def scale_by_backtracking_linesearch(
         if verbose:
             lax.cond(error > 0, lambda: jax.debug.print("Backtracking linesearch failed: decrease error {e}", e=error), lambda: None)
         new_state = ScaleByBacktrackingLinesearchState(
-            learning_rate=stepsize.astype(state.learning_rate.dtype),
-            value=jnp.asarray(new_value).astype(state.value.dtype),
+            learning_rate=stepsize,
+            value=new_value,
             grad=new_grad,
             # Counted as function evaluations, the first guess included.
-            info=BacktrackingLinesearchInfo(num_linesearch_steps=(steps + 1).astype(state.info.num_linesearch_steps.dtype), decrease_error=error.astype(state.info.decrease_error.dtype)),
+            info=BacktrackingLinesearchInfo(num_linesearch_steps=steps + 1, decrease_error=error),
         )
-        return _scale(stepsize, updates), new_state
+        return _scale(stepsize, updates), _cast_like(new_state, state)
 
     return base.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -230,6 +247,9 @@ class _Zoom(NamedTuple):
     steps: jax.Array
     done: jax.Array
     bracketing: jax.Array  # still growing the step to bracket a solution
+    # Why the search stopped short of the strong Wolfe conditions (for verbose).
+    capped: jax.Array  # max_learning_rate reached before anything was bracketed
+    narrowed: jax.Array  # the interval got narrower than stepsize_precision
     # The last tried step, and the previous one while bracketing.
     prev_step: jax.Array
     prev_value: jax.Array
@@ -254,6 +274,58 @@ class _Zoom(NamedTuple):
     safe_step: jax.Array
     safe_value: jax.Array
     safe_grad: Any
+
+
+# The verbose messages of the zoom line search (Optax's names, so that its tests can look for them).
+FLAG_INTERVAL_NOT_FOUND = (
+    "No step up to max_learning_rate brackets one with small curvature: try a larger max_learning_rate."
+)
+FLAG_INTERVAL_TOO_SMALL = "The search interval got narrower than stepsize_precision."
+FLAG_CURVATURE_COND_NOT_SATISFIED = "Taking a step with sufficient decrease that misses the curvature condition."
+FLAG_NO_STEPSIZE_FOUND = "No step with sufficient decrease was found."
+FLAG_NOT_A_DESCENT_DIRECTION = "The update is not a descent direction: its slope at step 0 is not negative."
+
+
+_ZOOM_HEAD = ("scale_by_zoom_linesearch: {steps} steps, step size {stepsize}, decrease error {dec}, "
+              "curvature error {curv}, slope at 0 {slope0}.\n")
+# Why the step taken misses the strong Wolfe conditions: it has sufficient decrease
+# only, or it has not (not a descent direction, too few steps, inf/NaN values).
+_ZOOM_FAILURES = (
+    FLAG_CURVATURE_COND_NOT_SATISFIED,
+    FLAG_NO_STEPSIZE_FOUND + "\n" + FLAG_NOT_A_DESCENT_DIRECTION,
+    FLAG_NO_STEPSIZE_FOUND + " More max_linesearch_steps may help; the step taken may increase the objective.",
+    FLAG_NO_STEPSIZE_FOUND + " The last step tried gave an inf or NaN value or slope.",
+)
+# Indexed by the outcome: success, the cap reached unbracketed, a failure, a failure in a narrow interval.
+_ZOOM_MESSAGES = (
+    None,
+    FLAG_INTERVAL_NOT_FOUND + "\n" + FLAG_CURVATURE_COND_NOT_SATISFIED,
+    *_ZOOM_FAILURES,
+    *(FLAG_INTERVAL_TOO_SMALL + "\n" + m for m in _ZOOM_FAILURES),
+)
+
+
+def _print_zoom_outcome(index, **numbers) -> None:
+    """Host side of :func:`_report_zoom`: print the message of outcome ``index`` (none on success)."""
+    message = _ZOOM_MESSAGES[int(index)]
+    if message is not None:
+        print((_ZOOM_HEAD + message).format(**numbers))
+
+
+def _report_zoom(final: _Zoom, stepsize, decrease_error, slope0, stepsize_precision) -> None:
+    """Print why the search missed the strong Wolfe conditions, if it did.
+
+    The outcomes are told apart as in Optax's diagnostics (see ``_ZOOM_MESSAGES``);
+    ``stepsize`` and ``decrease_error`` are those of the step taken. The message
+    is picked on the host from the outcome's index, so that one print happens per
+    search (also under ``vmap``, where a ``lax.switch`` would run every branch).
+    """
+    failure = jnp.select([decrease_error <= 0, slope0 >= 0, jnp.isfinite(final.decrease_error)], [0, 1, 2], default=3)
+    narrow = jnp.abs(final.hi - final.lo) <= stepsize_precision
+    succeeded = final.done & ~final.capped & ~final.narrowed
+    index = jnp.where(succeeded, 0, jnp.where(final.capped, 1, 2 + failure + len(_ZOOM_FAILURES) * narrow))
+    jax.debug.callback(_print_zoom_outcome, index, steps=final.steps, stepsize=stepsize, dec=decrease_error,
+                       curv=final.curvature_error, slope0=slope0)
 
 
 def scale_by_zoom_linesearch(
@@ -300,7 +372,9 @@ def scale_by_zoom_linesearch(
         with sufficient decrease is known, that step is accepted.
       initial_guess_strategy: ``"one"`` starts each search from 1 (for
         quasi-Newton directions), ``"keep"`` from the previous step.
-      verbose: print a message (``jax.debug.print``) when the search fails.
+      verbose: print (``jax.debug.print``) why the search missed the strong
+        Wolfe conditions, when it does; the messages contain this module's
+        ``FLAG_*`` strings.
     """
     validate.check_integer("max_linesearch_steps", max_linesearch_steps, 1)
     if max_learning_rate is not None:
@@ -335,7 +409,7 @@ def scale_by_zoom_linesearch(
             raise ValueError(base.NO_PARAMS_MSG)
         _check_extra_args(value, grad, value_fn, "scale_by_zoom_linesearch")
         fn_kwargs = _kwargs_for(value_fn, extra_args)
-        value0 = jnp.asarray(value, state.value.dtype)
+        value0 = jnp.asarray(value, jnp.result_type(state.value))
         slope0 = real_vdot(updates, grad).astype(value0.dtype)
         dtype = value0.dtype
 
@@ -359,7 +433,7 @@ def scale_by_zoom_linesearch(
         if initial_guess_strategy == "one":
             start = jnp.minimum(jnp.ones([], dtype), cap)
         else:
-            start = jnp.minimum(state.learning_rate.astype(dtype), cap)
+            start = jnp.minimum(jnp.asarray(state.learning_rate, dtype), cap)
 
         def accept(c: _Zoom, stepsize, new_value, new_grad, dec_err, curv_err, done):
             return c._replace(step=stepsize, value=new_value, grad=new_grad, decrease_error=dec_err,
@@ -414,6 +488,7 @@ def scale_by_zoom_linesearch(
                 rec_value=value0,
             )
             bracket = accept(bracket, trial, new_value, new_grad, dec_err, curv_err, b_done | b_capped)
+            bracket = bracket._replace(capped=b_capped)
 
             # Zoom phase (Algorithm 3.6).
             z_hi = (~sufficient) | (new_value >= c.lo_value)
@@ -433,7 +508,7 @@ def scale_by_zoom_linesearch(
             zoom = accept(zoom, trial, new_value, new_grad, dec_err, curv_err, z_done)
             narrow = jnp.abs(zoom.hi - zoom.lo) < stepsize_precision
             give_up = (~z_done) & narrow & jnp.isfinite(zoom.safe_value)
-            zoom = zoom._replace(done=zoom.done | give_up)
+            zoom = zoom._replace(done=zoom.done | give_up, narrowed=give_up)
 
             return jax.tree.map(lambda b, z: jnp.where(c.bracketing, b, z), bracket, zoom)
 
@@ -443,6 +518,7 @@ def scale_by_zoom_linesearch(
         zero = jnp.zeros([], dtype)
         init = _Zoom(
             steps=jnp.array(0, jnp.int32), done=jnp.array(False), bracketing=jnp.array(True),
+            capped=jnp.array(False), narrowed=jnp.array(False),
             prev_step=zero, prev_value=value0, prev_slope=slope0,
             lo=zero, lo_value=value0, lo_slope=slope0, hi=zero, hi_value=value0, hi_slope=slope0,
             rec=zero, rec_value=value0, zoom_steps=jnp.array(0, jnp.int32),
@@ -459,20 +535,15 @@ def scale_by_zoom_linesearch(
         new_grad = jax.tree.map(lambda s, g: jnp.where(use_safe, s, g), final.safe_grad, final.grad)
         decrease_error = jnp.where(use_safe, 0.0, final.decrease_error)
         if verbose:
-            lax.cond(final.done, lambda: None, lambda: jax.debug.print(
-                "Zoom linesearch failed after {n} steps: decrease error {d}, curvature error {c}",
-                n=final.steps, d=final.decrease_error, c=final.curvature_error))
+            _report_zoom(final, stepsize, decrease_error, slope0, stepsize_precision)
         new_state = ScaleByZoomLinesearchState(
-            learning_rate=stepsize.astype(state.learning_rate.dtype),
-            value=new_value.astype(state.value.dtype),
-            grad=jax.tree.map(lambda g, old: jnp.asarray(g).astype(old.dtype), new_grad, state.grad),
-            info=ZoomLinesearchInfo(
-                num_linesearch_steps=final.steps.astype(state.info.num_linesearch_steps.dtype),
-                decrease_error=decrease_error.astype(state.info.decrease_error.dtype),
-                curvature_error=final.curvature_error.astype(state.info.curvature_error.dtype),
-            ),
+            learning_rate=stepsize,
+            value=new_value,
+            grad=new_grad,
+            info=ZoomLinesearchInfo(num_linesearch_steps=final.steps, decrease_error=decrease_error,
+                                    curvature_error=final.curvature_error),
         )
-        return _scale(stepsize, updates), new_state
+        return _scale(stepsize, updates), _cast_like(new_state, state)
 
     return base.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -493,13 +564,26 @@ def value_and_grad_from_state(value_fn: Callable[..., jax.Array]) -> Callable[..
 
     Args:
       value_fn: a scalar function of the params (and further arguments).
+
+    Raises (when the returned function is called):
+      ValueError: ``opt_state`` holds no line search state, or one that stores
+        no gradient (``store_grad=False``).
+      KeyError: ``opt_state`` holds several line search states.
     """
 
     def value_and_grad(params, *fn_args, state, **fn_kwargs):
         found = _find_linesearch_states(state)
-        if len(found) != 1:
+        if not found:
             raise ValueError(
-                f"value_and_grad_from_state expects exactly one line search state in the optimizer state, found {len(found)}."
+                "value_and_grad_from_state found no line search state in the optimizer state: "
+                "chain a scale_by_zoom_linesearch or scale_by_backtracking_linesearch."
+            )
+        if len(found) > 1:
+            # Which search's value to reuse is ambiguous: a KeyError, as Optax's lookup of
+            # the state's single ``value`` field raises when it finds several.
+            raise KeyError(
+                f"value_and_grad_from_state found {len(found)} line search states in the optimizer state; "
+                "it can reuse the value and gradient of only one."
             )
         ls_state = found[0]
         if ls_state.grad is None:
@@ -511,14 +595,9 @@ def value_and_grad_from_state(value_fn: Callable[..., jax.Array]) -> Callable[..
         value, grad = lax.cond(
             jnp.isfinite(ls_state.value),
             lambda: (jnp.asarray(ls_state.value), ls_state.grad),
-            lambda: _cast_like(compute(), ls_state),
+            lambda: _cast_like(compute(), (ls_state.value, ls_state.grad)),
         )
         return value, grad
 
     return value_and_grad
 
-
-def _cast_like(value_grad, ls_state):
-    value, grad = value_grad
-    grad = jax.tree.map(lambda g, ref: jnp.asarray(g).astype(ref.dtype), grad, ls_state.grad)
-    return jnp.asarray(value).astype(jnp.asarray(ls_state.value).dtype), grad
