@@ -276,14 +276,20 @@ def test_scale_by_muon_preconditioning_on_batched_matrices_matches_optax(precond
             preconditioning=preconditioning, adaptive=adaptive, nesterov=not adaptive, weight_dimension_numbers=numbers
         )
 
-    ours, theirs = build(cc), build(oc)
+    _step_both(build(cc), build(oc), params, grads, rtol=1e-5, atol=1e-6)
+
+
+def _step_both(ours, theirs, params, grads, **tolerances):
+    """Both transformations, jitted, on the same gradients: the updates agree at every step. Returns both states."""
     s_ours, s_theirs = ours.init(params), theirs.init(params)
     update_ours, update_theirs = jax.jit(ours.update), jax.jit(theirs.update)
     for step, g in enumerate(grads):
         u_ours, s_ours = update_ours(g, s_ours, params)
         u_theirs, s_theirs = update_theirs(g, s_theirs, params)
         for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_theirs)):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"step {step}")
+            assert a.dtype == b.dtype
+            np.testing.assert_allclose(a, b, err_msg=f"step {step}", **tolerances)
+    return s_ours, s_theirs
 
 
 @pytest.mark.parametrize("key", [7, jax.random.key(7)], ids=["int_key", "typed_key"])
@@ -294,13 +300,7 @@ def test_private_aggregate_under_jit_matches_optax_noise(key):
     params = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)}
     ours = cc.differentially_private_aggregate(0.5, 1.3, key)
     theirs = oc.differentially_private_aggregate(0.5, 1.3, key)
-    s_ours, s_theirs = ours.init(params), theirs.init(params)
-    step_ours, step_theirs = jax.jit(ours.update), jax.jit(theirs.update)
-    for _ in range(3):
-        u_ours, s_ours = step_ours(per_example, s_ours, params)
-        u_theirs, s_theirs = step_theirs(per_example, s_theirs, params)
-        for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_theirs)):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    _step_both(ours, theirs, params, [per_example] * 3, rtol=1e-5, atol=1e-7)
 
 
 def _complex_normal(rng, shape):
@@ -324,15 +324,7 @@ def test_scale_by_muon_on_complex_matrices_matches_optax(preconditioning, adapti
             preconditioning=preconditioning, adaptive=adaptive, nesterov=nesterov, weight_dimension_numbers=numbers
         )
 
-    ours, theirs = build(cc), build(oc)
-    s_ours, s_theirs = ours.init(params), theirs.init(params)
-    update_ours, update_theirs = jax.jit(ours.update), jax.jit(theirs.update)
-    for step, g in enumerate(grads):
-        u_ours, s_ours = update_ours(g, s_ours, params)
-        u_theirs, s_theirs = update_theirs(g, s_theirs, params)
-        for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_theirs)):
-            assert a.dtype == b.dtype == jnp.complex64
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"step {step}")
+    s_ours, s_theirs = _step_both(build(cc), build(oc), params, grads, rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(s_ours.mu), jax.tree.leaves(s_theirs.mu)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 

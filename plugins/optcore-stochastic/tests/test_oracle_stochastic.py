@@ -1,7 +1,7 @@
 """Differential checks against Optax 0.2.8 (runs only where optax is installed: the tox oracle env).
 
 ``optax.monte_carlo`` no longer exists in 0.2.8, so only what survives is compared:
-the ``multi_normal`` helper and ``optax.perturbations``.
+the ``multi_normal``, ``tile_second_to_last_dim`` and ``set_diags`` helpers and ``optax.perturbations``.
 """
 
 import math
@@ -27,6 +27,16 @@ def test_multi_normal_matches_optax():
     x = jnp.array([[0.0, 0.0, 0.0], [1.0, -2.0, 3.0]])
     np.testing.assert_allclose(ours.log_prob(x), theirs.log_prob(x), rtol=1e-6)
     np.testing.assert_allclose(ours.log_scale, theirs.log_scale)
+
+
+def test_tile_and_set_diags_match_optax():
+    # The measure-valued estimators' helpers: our tile was the transpose of Optax's.
+    a = jnp.arange(6.0).reshape(2, 3)
+    tiled = utils.tile_second_to_last_dim(a)
+    np.testing.assert_array_equal(tiled, optax_utils.tile_second_to_last_dim(a))
+    np.testing.assert_array_equal(tiled[:, :, 1], a)  # every column is a copy
+    diags = -jnp.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(utils.set_diags(tiled, diags), optax_utils.set_diags(tiled, diags))
 
 
 @pytest.mark.parametrize("noise_name", ["Gumbel", "Normal"])

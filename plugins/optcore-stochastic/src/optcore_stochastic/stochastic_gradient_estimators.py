@@ -189,7 +189,8 @@ def _evaluate_one_coordinate_changed(function, base_samples, new_coordinates, sh
     parameter shape); the result is ``[N, D]`` with entry ``[n, d]`` equal to
     ``f`` at sample ``n`` whose ``d``-th coordinate is ``new_coordinates[n, d]``.
     """
-    perturbed = set_diags(tile_second_to_last_dim(base_samples), new_coordinates)  # [N, D, D]
+    # Column d of each tiled sample, its d-th coordinate replaced: as rows, [N, D, D].
+    perturbed = jnp.swapaxes(set_diags(tile_second_to_last_dim(base_samples), new_coordinates), -1, -2)
     perturbed = perturbed.reshape(perturbed.shape[:2] + tuple(shape))
     return jax.vmap(jax.vmap(function))(perturbed)
 

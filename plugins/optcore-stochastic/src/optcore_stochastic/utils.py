@@ -132,9 +132,12 @@ def sample_from(dist: Any, sample_shape: Sequence[int], key: jax.Array) -> jax.A
 
 
 def tile_second_to_last_dim(a: jax.Array) -> jax.Array:
-    """Repeats ``a`` of shape ``[..., D]`` into ``[..., D, D]`` (one copy per row)."""
+    """Repeats ``a`` of shape ``[..., D]`` into ``[..., D, D]``, one copy per column.
+
+    Entry ``[..., i, j]`` is ``a[..., i]``: the layout of Optax's helper of the same name.
+    """
     ones = jnp.ones_like(a)
-    return jnp.expand_dims(ones, axis=-1) * jnp.expand_dims(a, axis=-2)
+    return jnp.expand_dims(a, axis=-1) * jnp.expand_dims(ones, axis=-2)
 
 
 def set_diags(a: jax.Array, new_diags: jax.Array) -> jax.Array:
