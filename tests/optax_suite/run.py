@@ -10,7 +10,7 @@ there. Nothing of Optax is stored in this repository.
 A failure is either a difference between optcore and Optax or a test that
 checks Optax's internals or exact wording. The ones looked at are listed in
 ``known_differences.txt`` with the reason; the script exits 1 on any other
-failure, and reports listed ones that now pass. It takes about 15 minutes on
+failure, and reports listed ones that now pass. It takes about 10 minutes on
 two cores (``-n 2`` with pytest-xdist), so it is not part of ``tox``'s default
 run: ``tox -e optax-suite`` runs it.
 """
