@@ -28,7 +28,7 @@ optax = pytest.importorskip("optax")
 import optcore  # noqa: E402
 import registry_cases  # noqa: E402
 import test_oracle_optimizers as oracle  # noqa: E402
-from test_oracle_dtypes import optax_factory, params_of, run  # noqa: E402
+from test_oracle_dtypes import is_optax_extra_args, is_optcore_extra_args, optax_factory, params_of, run  # noqa: E402
 
 RTOL = 1e-10
 # Where Optax itself computes in float32 with float64 params, optcore in float64:
@@ -59,10 +59,8 @@ def test_float64_params_are_optimized_in_float64_as_optax(case, theirs):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             reference = theirs(**case.kwargs)
-        ours_params, ours_dtypes = run(ours, case.name, params, lambda o: isinstance(o, optcore.GradientTransformationExtraArgs))
-        theirs_params, theirs_dtypes = run(
-            reference, case.name, params, lambda o: isinstance(o, optax.GradientTransformationExtraArgs)
-        )
+        ours_params, ours_dtypes, _ = run(ours, case.name, params, is_optcore_extra_args)
+        theirs_params, theirs_dtypes, _ = run(reference, case.name, params, is_optax_extra_args)
 
     for (when, ours_leaves), (_, theirs_leaves) in zip(ours_dtypes, theirs_dtypes):
         assert ours_leaves == theirs_leaves, f"{when}: optcore {ours_leaves} != optax {theirs_leaves}"
@@ -118,7 +116,7 @@ def test_injected_hyperparameters_stay_bit_identical_under_x64():
         plain = optcore.adamw(1e-2, b1=0.85, weight_decay=1e-3)
         injected = optcore.inject_hyperparams(optcore.adamw)(learning_rate=1e-2, b1=0.85, weight_decay=1e-3)
         assert injected.init(params).hyperparams["b1"].dtype == jnp.float64
-        plain_params, _ = run(plain, "adamw", params, lambda o: False)
-        injected_params, _ = run(injected, "adamw", params, lambda o: False)
+        plain_params, _, _ = run(plain, "adamw", params, lambda o: False)
+        injected_params, _, _ = run(injected, "adamw", params, lambda o: False)
     for key in params:
         np.testing.assert_array_equal(np.asarray(plain_params[key]), np.asarray(injected_params[key]))
