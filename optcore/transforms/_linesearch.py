@@ -560,15 +560,13 @@ def value_and_grad_from_state(value_fn: Callable[..., jax.Array]) -> Callable[..
     **kwargs)``. If ``opt_state`` holds exactly one line search state and its
     ``value`` is finite, that value and its ``grad`` are returned (they were
     computed at the accepted params); otherwise
-    :math:`(f(w), \nabla f(w))` is computed.
+    :math:`(f(w), \nabla f(w))` is computed. The returned function raises
+    ``ValueError`` if ``opt_state`` holds no line search state, or one that
+    stores no gradient (``store_grad=False``), and ``KeyError`` if it holds
+    several.
 
     Args:
       value_fn: a scalar function of the params (and further arguments).
-
-    Raises (when the returned function is called):
-      ValueError: ``opt_state`` holds no line search state, or one that stores
-        no gradient (``store_grad=False``).
-      KeyError: ``opt_state`` holds several line search states.
     """
 
     def value_and_grad(params, *fn_args, state, **fn_kwargs):
