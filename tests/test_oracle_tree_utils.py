@@ -25,6 +25,8 @@ CALLS = {
     "bias_correction": lambda t: t.tree_bias_correction(X, 0.9, jnp.asarray(3)),
     "cast": lambda t: t.tree_cast(X, jnp.bfloat16),
     "cast_like": lambda t: t.tree_cast_like(X, jax.tree.map(lambda x: x.astype(jnp.float16), Y)),
+    # Python numbers in the reference have no dtype: the leaves stay bfloat16.
+    "cast_like_2": lambda t: t.tree_cast_like(BF, jax.tree.map(lambda x: 1.0, BF)),
     "clip": lambda t: t.tree_clip(X, -0.2, 0.4),
     "conj": lambda t: t.tree_conj(C),
     "div": lambda t: t.tree_div(X, POS),

@@ -131,6 +131,10 @@ def test_dtypes_are_preserved():
     assert tu.tree_cast(bf16, jnp.float32)["w"].dtype == jnp.float32
     assert tu.tree_cast(bf16, None) is bf16
     assert tu.tree_cast_like({"w": jnp.ones(3)}, bf16)["w"].dtype == jnp.bfloat16
+    # A Python number in the reference has no dtype to copy: the leaf is kept (it became float32 before).
+    tree = {"lr": jnp.ones((), jnp.float16), "w": jnp.ones(2)}
+    kept = tu.tree_cast_like(tree, {"lr": 1.0, "w": jnp.ones(2, jnp.bfloat16)})
+    assert kept["lr"].dtype == jnp.float16 and kept["w"].dtype == jnp.bfloat16
     assert tu.tree_zeros_like(bf16, jnp.float32)["w"].dtype == jnp.float32
     assert tu.tree_full_like(bf16, 2, dtype=jnp.int32)["w"].dtype == jnp.int32
 

@@ -116,11 +116,15 @@ def tree_cast(tree: Any, dtype: Optional[Any]) -> Any:
 def tree_cast_like(tree: Any, other_tree: Any) -> Any:
     """Casts every leaf of ``tree`` to the dtype of the matching leaf of ``other_tree``.
 
+    A leaf whose counterpart has no dtype (a Python number) is left as it is, as in Optax.
+
     Args:
       tree: a pytree of arrays.
       other_tree: a pytree with the same structure whose dtypes are copied.
     """
-    return jax.tree.map(lambda x, other: jnp.asarray(x).astype(jnp.asarray(other).dtype), tree, other_tree)
+    return jax.tree.map(
+        lambda x, other: jnp.asarray(x).astype(other.dtype) if hasattr(other, "dtype") else x, tree, other_tree
+    )
 
 
 def _comparable_order(first, second):
